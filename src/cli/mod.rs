@@ -1,0 +1,199 @@
+//! The command line: argument parsing (clap derive; doc comments are the help text), loading
+//! the pipeline, and turning errors into one sentence and an exit code (2 for configuration and
+//! usage errors, 1 for failed nodes). One module per command.
+
+mod dag;
+mod gc;
+mod kinds;
+mod metrics;
+mod run;
+mod show;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pipeline_api::Registry;
+
+use crate::config::ConfigError;
+use crate::graph::Pipeline;
+use crate::store::Store;
+
+/// Declarative, content-hashed pipeline runner: runs the stale nodes of `pipeline.toml`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipeline",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 on success, 1 when a node failed, 2 for configuration or usage errors.\n\
+                  Debug logs: PIPELINE_LOG=debug (a tracing filter)."
+)]
+pub struct Cli {
+    /// The pipeline file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "pipeline.toml",
+        value_name = "FILE"
+    )]
+    pub file: PathBuf,
+    /// No progress bars, no status lines (errors are still printed).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print the log lines of running nodes to stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every stale node (or the given nodes and what they need), in dependency order.
+    Run(run::Args),
+    /// Show whether each node is up to date, and why not.
+    Status(status::Args),
+    /// Print the DAG of nodes.
+    Dag(dag::Args),
+    /// Show a node's artifact paths, parameters, manifest and metrics.
+    Show(show::Args),
+    /// Print a table of the nodes' `metrics.json`.
+    Metrics(metrics::Args),
+    /// Remove artifacts that the current pipeline no longer references.
+    Gc(gc::Args),
+    /// List the registered stage kinds.
+    Kinds,
+}
+
+/// A mistake of the user (bad node name, bad flag value): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl UserError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+/// Shared by the commands: the parsed global flags and the kinds.
+#[derive(Debug)]
+pub struct Env {
+    pub registry: Registry,
+    pub file: PathBuf,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Env {
+    /// Reads and validates the pipeline.
+    pub fn load(&self) -> Result<(Pipeline, Store), ConfigError> {
+        let pipeline = Pipeline::load(&self.file, &self.registry)?;
+        let store = Store::new(pipeline.config.artifacts.clone());
+        Ok((pipeline, store))
+    }
+}
+
+/// `path` relative to the current directory when it is below it, for messages.
+pub fn rel(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+        Some(p) if !p.as_os_str().is_empty() => p.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}
+
+/// Runs the command line with the kinds of `registry`.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let env = Env {
+        registry,
+        file: cli.file,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::main(&env, args),
+        Command::Status(args) => status::main(&env, args),
+        Command::Dag(args) => dag::main(&env, args),
+        Command::Show(args) => show::main(&env, args),
+        Command::Metrics(args) => metrics::main(&env, args),
+        Command::Gc(args) => gc::main(&env, args),
+        Command::Kinds => kinds::main(&env),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let hint = err
+                .downcast_ref::<ConfigError>()
+                .and_then(ConfigError::hint)
+                .or_else(|| {
+                    err.downcast_ref::<UserError>()
+                        .and_then(|u| u.hint.as_deref())
+                });
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
+            let user = err.downcast_ref::<ConfigError>().is_some()
+                || err.downcast_ref::<UserError>().is_some();
+            ExitCode::from(if user { 2 } else { 1 })
+        }
+    }
+}
+
+/// Writes data to stdout; a closed pipe (`pipeline dag | head`) is not an error.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Formats a duration for tables.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+/// Left-aligned text table with two spaces between columns.
+pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

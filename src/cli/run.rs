@@ -1,0 +1,134 @@
+//! `pipeline run`: runs the stale nodes (or shows what would run with `--dry-run`) and prints
+//! a summary.
+
+use std::process::ExitCode;
+
+use crate::cli::{Env, UserError, emit, format_duration, rel, table};
+use crate::fingerprint::StatCache;
+use crate::reporter::Ui;
+use crate::scheduler::{self, Outcome, RunOptions};
+use crate::staleness::{self, NodeStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Nodes to run, with everything they need (a stage name selects all its members).
+    /// Default: every node.
+    pub nodes: Vec<String>,
+    /// Maximum CPU threads in use at once (default: the number of cores).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Rerun this node (or stage) even if its artifact is cached; repeatable.
+    #[arg(long, value_name = "NODE")]
+    pub force: Vec<String>,
+    /// Print what would run and why, without running anything.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
+    let (pipeline, store) = env.load()?;
+    let n = pipeline.nodes.len();
+    let targets = if args.nodes.is_empty() {
+        (0..n).collect()
+    } else {
+        let mut t = pipeline.select(&args.nodes).map_err(UserError::new)?;
+        t.extend(pipeline.select(&args.force).map_err(UserError::new)?);
+        t
+    };
+    let mut forced = vec![false; n];
+    for i in pipeline.select(&args.force).map_err(UserError::new)? {
+        forced[i] = true;
+    }
+    let mask = pipeline.with_ancestors(&targets);
+    let mut cache = StatCache::load(&store.stat_cache_path());
+
+    if args.dry_run {
+        let status = staleness::assess(&pipeline, &store, &mut cache, &mask, &forced)?;
+        let _ = cache.save();
+        let mut any = false;
+        for &i in &pipeline.order {
+            if let Some(NodeStatus::Stale { reason, .. }) = &status[i] {
+                any = true;
+                emit(&format!(
+                    "would run `{}`: {reason}\n",
+                    pipeline.nodes[i].name
+                ));
+            }
+        }
+        if !any {
+            emit("everything is up to date\n");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        return Err(UserError::new("`--jobs` must be at least 1").into());
+    }
+    let ui = Ui::new(env.quiet, env.verbose);
+    let report = scheduler::run(
+        &pipeline,
+        &store,
+        &mut cache,
+        &ui,
+        &RunOptions { jobs, mask, forced },
+    )?;
+    let all_cached = report
+        .results
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Cached));
+    if all_cached {
+        if !env.quiet {
+            eprintln!("everything is up to date ({} nodes)", report.results.len());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !env.quiet {
+        let mut results: Vec<_> = report.results.iter().collect();
+        results.sort_by_key(|r| pipeline.order.iter().position(|&o| o == r.node));
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|r| {
+                let (what, time) = match &r.outcome {
+                    Outcome::Cached => ("cached".to_owned(), "-".to_owned()),
+                    Outcome::Ran => ("ran".to_owned(), format_duration(r.duration)),
+                    Outcome::Reused => ("reused".to_owned(), format_duration(r.duration)),
+                    Outcome::Failed { .. } => ("FAILED".to_owned(), format_duration(r.duration)),
+                    Outcome::Skipped { failed } => {
+                        (format!("skipped (`{failed}` failed)"), "-".to_owned())
+                    }
+                };
+                vec![pipeline.nodes[r.node].name.clone(), what, time]
+            })
+            .collect();
+        eprint!(
+            "{}",
+            table(&["node".into(), "result".into(), "time".into()], &rows)
+        );
+    }
+    let failures: Vec<_> = report.failures().collect();
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &failures {
+        if let Outcome::Failed { error, log } = &f.outcome {
+            eprintln!(
+                "error: node `{}` failed: {error:#}",
+                pipeline.nodes[f.node].name
+            );
+            eprintln!("  log: `{}`", rel(log));
+        }
+    }
+    let names: Vec<_> = failures
+        .iter()
+        .map(|f| format!("`{}`", pipeline.nodes[f.node].name))
+        .collect();
+    eprintln!(
+        "error: {} node(s) failed: {}",
+        failures.len(),
+        names.join(", ")
+    );
+    Ok(ExitCode::from(1))
+}

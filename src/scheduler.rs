@@ -1,0 +1,504 @@
+//! Running the stale nodes: keys are computed as upstream outputs become known (so a rerun
+//! that reproduces the same bytes leaves downstream cached), ready nodes start in dependency
+//! order on scoped threads within a thread budget (`--jobs`) and one GPU, a failure stops its
+//! dependents only, and every run publishes atomically under the key's lock.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pipeline_api::{InputArtifact, RunContext};
+
+use crate::fingerprint::{Fingerprint, StatCache};
+use crate::graph::{Binding, Pipeline};
+use crate::lock;
+use crate::reporter::{NodeReporter, Ui};
+use crate::staleness::{self, InputError};
+use crate::store::{Manifest, ManifestInput, NodeState, Store};
+
+/// What `run` should do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// CPU thread budget.
+    pub jobs: usize,
+    /// Nodes to consider (targets and their ancestors).
+    pub mask: Vec<bool>,
+    /// Nodes to rerun even when cached.
+    pub forced: Vec<bool>,
+}
+
+/// How a node ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Cached,
+    Ran,
+    /// Another process built it while this one waited for the lock.
+    Reused,
+    Failed {
+        error: anyhow::Error,
+        log: PathBuf,
+    },
+    /// Not run because an upstream node failed.
+    Skipped {
+        failed: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct NodeResult {
+    pub node: usize,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+/// Results of every node in the mask, in completion order.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub results: Vec<NodeResult>,
+}
+
+impl RunReport {
+    pub fn failures(&self) -> impl Iterator<Item = &NodeResult> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+    }
+}
+
+struct Job {
+    node: usize,
+    fingerprint: Fingerprint,
+    key: String,
+    threads: usize,
+    gpu: bool,
+}
+
+/// A finished worker's message to the scheduler.
+struct Done {
+    job: Job,
+    result: Result<(Manifest, bool), (anyhow::Error, PathBuf)>,
+    duration: Duration,
+}
+
+/// Runs every stale node of `opts.mask`.
+pub fn run(
+    pipeline: &Pipeline,
+    store: &Store,
+    cache: &mut StatCache,
+    ui: &Ui,
+    opts: &RunOptions,
+) -> Result<RunReport, InputError> {
+    let n = pipeline.nodes.len();
+    let jobs = opts.jobs.max(1);
+    store.clean_tmp();
+    let deps: Vec<Vec<usize>> = (0..n).map(|i| pipeline.nodes[i].deps()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut remaining: Vec<usize> = (0..n)
+        .map(|i| deps[i].iter().filter(|&&d| opts.mask[d]).count())
+        .collect();
+    let mut outputs: Vec<Option<(String, String)>> = vec![None; n]; // (key, output hash)
+    let mut finished = vec![false; n];
+    let mut ready: VecDeque<usize> = pipeline
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| opts.mask[i] && remaining[i] == 0)
+        .collect();
+    let mut queue: Vec<Job> = Vec::new();
+    let mut report = RunReport::default();
+    let (mut used, mut gpu_busy, mut running) = (0usize, false, 0usize);
+
+    let record = |i: usize, fp: &Fingerprint, key: &str| {
+        let node = &pipeline.nodes[i].name;
+        let state = NodeState {
+            key: key.to_owned(),
+            fingerprint: fp.clone(),
+            input_nodes: staleness::input_nodes(pipeline, i),
+        };
+        if let Err(e) = store
+            .set_state(node, &state)
+            .and_then(|()| store.set_latest(node, key))
+        {
+            tracing::warn!("cannot record the state of `{node}`: {e}");
+        }
+    };
+
+    std::thread::scope(|s| -> Result<(), InputError> {
+        let (tx, rx) = mpsc::channel::<Done>();
+        loop {
+            // Key every ready node; cached ones complete at once.
+            while let Some(i) = ready.pop_front() {
+                let upstream = |j: usize| outputs[j].as_ref().map(|(_, h)| h.clone());
+                let inputs = match staleness::input_hashes(pipeline, i, upstream, cache) {
+                    Ok(inputs) => inputs,
+                    Err(Err(e)) => return Err(e),
+                    Err(Ok(_)) => unreachable!("ready nodes have their inputs"),
+                };
+                let fp = staleness::fingerprint(pipeline, i, inputs);
+                let key = fp.key();
+                if !opts.forced[i]
+                    && let Some(m) = store.manifest(&key)
+                    && store.verify(&m).is_ok()
+                {
+                    record(i, &fp, &key);
+                    outputs[i] = Some((key, m.output_hash));
+                    finished[i] = true;
+                    report.results.push(NodeResult {
+                        node: i,
+                        outcome: Outcome::Cached,
+                        duration: Duration::ZERO,
+                    });
+                    release(
+                        i,
+                        &dependents,
+                        &opts.mask,
+                        &mut remaining,
+                        &mut ready,
+                        &pipeline.order,
+                    );
+                    continue;
+                }
+                let res = pipeline.nodes[i].plan.resources;
+                queue.push(Job {
+                    node: i,
+                    fingerprint: fp,
+                    key,
+                    threads: res.threads.clamp(1, jobs),
+                    gpu: res.gpu,
+                });
+            }
+            // Start what fits.
+            let mut k = 0;
+            while k < queue.len() {
+                let job = &queue[k];
+                let fits = used + job.threads <= jobs && !(job.gpu && gpu_busy);
+                if fits || running == 0 {
+                    let job = queue.remove(k);
+                    used += job.threads;
+                    gpu_busy |= job.gpu;
+                    running += 1;
+                    let tx = tx.clone();
+                    let artifacts = input_artifacts(pipeline, store, job.node, &outputs);
+                    let forced = opts.forced[job.node];
+                    s.spawn(move || {
+                        let start = Instant::now();
+                        // A panic must still report, or the scheduler would wait forever.
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            execute(pipeline, store, ui, &job, artifacts, forced)
+                        }))
+                        .unwrap_or_else(|payload| {
+                            let error = anyhow::anyhow!(
+                                "the executor panicked: {}",
+                                panic_message(&*payload)
+                            );
+                            Err((error, store.failed_log(&pipeline.nodes[job.node].name)))
+                        });
+                        let _ = tx.send(Done {
+                            job,
+                            result,
+                            duration: start.elapsed(),
+                        });
+                    });
+                } else {
+                    k += 1;
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Done {
+                job,
+                result,
+                duration,
+            } = rx.recv().expect("a worker reports");
+            let Job {
+                node: i,
+                fingerprint: fp,
+                key,
+                threads,
+                gpu,
+            } = job;
+            running -= 1;
+            used -= threads;
+            if gpu {
+                gpu_busy = false;
+            }
+            finished[i] = true;
+            match result {
+                Ok((m, ran)) => {
+                    record(i, &fp, &key);
+                    outputs[i] = Some((key, m.output_hash));
+                    let outcome = if ran { Outcome::Ran } else { Outcome::Reused };
+                    report.results.push(NodeResult {
+                        node: i,
+                        outcome,
+                        duration,
+                    });
+                    release(
+                        i,
+                        &dependents,
+                        &opts.mask,
+                        &mut remaining,
+                        &mut ready,
+                        &pipeline.order,
+                    );
+                }
+                Err((error, log)) => {
+                    report.results.push(NodeResult {
+                        node: i,
+                        outcome: Outcome::Failed { error, log },
+                        duration,
+                    });
+                    // Skip everything downstream.
+                    let mut stack = dependents[i].clone();
+                    while let Some(d) = stack.pop() {
+                        if opts.mask[d] && !finished[d] {
+                            finished[d] = true;
+                            remaining[d] = usize::MAX;
+                            report.results.push(NodeResult {
+                                node: d,
+                                outcome: Outcome::Skipped {
+                                    failed: pipeline.nodes[i].name.clone(),
+                                },
+                                duration: Duration::ZERO,
+                            });
+                            stack.extend(dependents[d].iter().copied());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Err(e) = cache.save() {
+        tracing::warn!("cannot save the stat cache: {e}");
+    }
+    Ok(report)
+}
+
+fn release(
+    i: usize,
+    dependents: &[Vec<usize>],
+    mask: &[bool],
+    remaining: &mut [usize],
+    ready: &mut VecDeque<usize>,
+    order: &[usize],
+) {
+    let mut newly = Vec::new();
+    for &d in &dependents[i] {
+        if mask[d] && remaining[d] != usize::MAX {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                newly.push(d);
+            }
+        }
+    }
+    newly.sort_by_key(|d| order.iter().position(|o| o == d));
+    ready.extend(newly);
+}
+
+fn input_artifacts(
+    pipeline: &Pipeline,
+    store: &Store,
+    i: usize,
+    outputs: &[Option<(String, String)>],
+) -> BTreeMap<String, Vec<InputArtifact>> {
+    pipeline.nodes[i]
+        .inputs
+        .iter()
+        .map(|input| {
+            let artifacts = input
+                .bindings
+                .iter()
+                .map(|b| match b {
+                    Binding::Node(j) => InputArtifact {
+                        node: Some(pipeline.nodes[*j].name.clone()),
+                        path: store.out_dir(&outputs[*j].as_ref().expect("upstream done").0),
+                    },
+                    Binding::Path(p) => InputArtifact {
+                        node: None,
+                        path: p.clone(),
+                    },
+                })
+                .collect();
+            (input.name.clone(), artifacts)
+        })
+        .collect()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Runs one node under its key's lock and publishes its output. `Ok((manifest, false))` when
+/// another process published it meanwhile.
+fn execute(
+    pipeline: &Pipeline,
+    store: &Store,
+    ui: &Ui,
+    job: &Job,
+    artifacts: BTreeMap<String, Vec<InputArtifact>>,
+    forced: bool,
+) -> Result<(Manifest, bool), (anyhow::Error, PathBuf)> {
+    let node = &pipeline.nodes[job.node];
+    let failed_log = store.failed_log(&node.name);
+    let fail = |e: anyhow::Error| (e, failed_log.clone());
+    let _lock = lock::acquire(&store.lock_path(&job.key), |pid| {
+        let who = pid.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
+        ui.status(&format!(
+            "`{}`: waiting for {who}, which is building the same artifact",
+            node.name
+        ));
+    })
+    .map_err(|e| fail(e.into()))?;
+    if !forced
+        && let Some(m) = store.manifest(&job.key)
+        && store.verify(&m).is_ok()
+    {
+        return Ok((m, false));
+    }
+    // We hold the lock: any other working directory of this key is a dead run's leftover.
+    let tmp_root = store.root.join("tmp");
+    if let Ok(entries) = std::fs::read_dir(&tmp_root) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}-", job.key))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let tmp = store.tmp_dir(&job.key);
+    let out_dir = tmp.join("out");
+    let scratch = store.scratch_dir(&job.key);
+    let setup = || -> std::io::Result<std::fs::File> {
+        fs_err::create_dir_all(&out_dir)?;
+        fs_err::create_dir_all(&scratch)?;
+        Ok(fs_err::File::create(tmp.join("log.txt"))?.into())
+    };
+    let log = setup().map_err(|e| {
+        fail(anyhow::Error::from(e).context(format!("cannot prepare `{}`", tmp.display())))
+    })?;
+    let reporter = NodeReporter::new(&node.name, ui, log);
+    if !ui.bars() {
+        ui.status(&format!("started `{}`", node.name));
+    }
+    let started_unix = unix_now();
+    let start = Instant::now();
+    reporter.log_quiet(&format!(
+        "node `{}` (kind `{}` v{}), key {}, {} thread(s)",
+        node.name,
+        node.kind.name(),
+        node.kind.version(),
+        job.key,
+        job.threads
+    ));
+    reporter.log_quiet(&format!(
+        "params: {}",
+        crate::fingerprint::canonical_json(&node.plan.params)
+    ));
+    for (name, list) in &artifacts {
+        for a in list {
+            reporter.log_quiet(&format!("input {name}: {}", a.path.display()));
+        }
+    }
+    let ctx = RunContext {
+        node: &node.name,
+        params: &node.plan.params,
+        inputs: &artifacts,
+        out_dir: &out_dir,
+        scratch_dir: &scratch,
+        threads: job.threads,
+        reporter: &reporter,
+    };
+    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| node.kind.run(&ctx))) {
+        Ok(r) => r,
+        Err(payload) => Err(anyhow::anyhow!(
+            "the stage panicked: {}",
+            panic_message(&*payload)
+        )),
+    };
+    let elapsed = start.elapsed();
+    match result {
+        Ok(()) => {
+            reporter.log_quiet(&format!("finished in {:.2}s", elapsed.as_secs_f64()));
+            ui.status(&format!(
+                "finished `{}` in {}",
+                node.name,
+                crate::cli::format_duration(elapsed)
+            ));
+            reporter.finish();
+            drop(reporter);
+            let manifest = Manifest {
+                format: crate::store::MANIFEST_FORMAT,
+                key: job.key.clone(),
+                node: node.name.clone(),
+                kind: node.kind.name().to_owned(),
+                kind_version: node.kind.version(),
+                executor_version: crate::EXECUTOR_VERSION.to_owned(),
+                params: node.plan.params.clone(),
+                inputs: staleness::input_nodes(pipeline, job.node)
+                    .into_iter()
+                    .map(|(name, nodes)| ManifestInput {
+                        hashes: job
+                            .fingerprint
+                            .inputs
+                            .get(&name)
+                            .cloned()
+                            .unwrap_or_default(),
+                        name,
+                        nodes,
+                    })
+                    .collect(),
+                files: Vec::new(),
+                output_hash: String::new(),
+                started_unix_s: started_unix,
+                duration_s: elapsed.as_secs_f64(),
+            };
+            let m = store.publish(&tmp, manifest).map_err(|e| fail(e.into()))?;
+            let _ = std::fs::remove_dir_all(&scratch);
+            let _ = std::fs::remove_file(&failed_log);
+            Ok((m, true))
+        }
+        Err(error) => {
+            reporter.log_quiet(&format!(
+                "failed after {:.2}s: {error:#}",
+                elapsed.as_secs_f64()
+            ));
+            ui.status(&format!(
+                "failed `{}` after {}",
+                node.name,
+                crate::cli::format_duration(elapsed)
+            ));
+            reporter.finish();
+            drop(reporter);
+            let copied = fs_err::create_dir_all(store.root.join("failed"))
+                .and_then(|()| fs_err::copy(tmp.join("log.txt"), &failed_log).map(|_| ()));
+            if let Err(e) = copied {
+                tracing::warn!("cannot keep the log of `{}`: {e}", node.name);
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err((error, failed_log))
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The `features` kind: log-mel windows of every clip and token ids of every caption of a data
+//! set (`synth-dataset` or `dataset` artifact), written as a [`FeatureSet`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::formats::{CaptionRow, ClipRow, DatasetIndex, FeatureSet, RelevanceRow, Split};
+use crate::mel::{MelConfig, MelExtractor};
+use crate::text::{Vocab, normalize};
+
+/// Front-end preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// 16 kHz, n_fft 512, window 400, hop 320, 64 mels 0-8 kHz, one 4 s window.
+    Light,
+    /// PaSST: 32 kHz, n_fft 1024, window 800, hop 320, 128 mels 0-15 kHz, 30 s in 10 s windows.
+    Passt,
+}
+
+/// Parameters of `features`. Unset front-end fields take the preset's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesParams {
+    /// Front-end preset: "light" (CPU default) or "passt" (method.md).
+    #[serde(default = "default_preset")]
+    pub preset: Preset,
+    /// Override: sample rate in Hz audio is resampled to.
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
+    /// Override: FFT size.
+    #[serde(default)]
+    pub n_fft: Option<usize>,
+    /// Override: length of the symmetric Hann window (zero-padded centred to n_fft).
+    #[serde(default)]
+    pub win_length: Option<usize>,
+    /// Override: hop between frames in samples.
+    #[serde(default)]
+    pub hop_length: Option<usize>,
+    /// Override: number of mel bins.
+    #[serde(default)]
+    pub n_mels: Option<usize>,
+    /// Override: lowest mel frequency in Hz.
+    #[serde(default)]
+    pub f_min: Option<f64>,
+    /// Override: highest mel frequency in Hz.
+    #[serde(default)]
+    pub f_max: Option<f64>,
+    /// Override: pre-emphasis coefficient (0 = none).
+    #[serde(default)]
+    pub preemphasis: Option<f64>,
+    /// Override: clips are cropped or zero-padded to this many seconds.
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
+    /// Override: window length in seconds (the clip is split into windows of this length).
+    #[serde(default)]
+    pub window_seconds: Option<f64>,
+    /// Tokens per caption (truncated or padded).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Words seen fewer times in the training captions map to `<unk>`.
+    #[serde(default = "default_min_word_count")]
+    pub min_word_count: usize,
+}
+
+fn default_preset() -> Preset {
+    Preset::Light
+}
+fn default_max_tokens() -> usize {
+    32
+}
+fn default_min_word_count() -> usize {
+    1
+}
+
+impl Default for FeaturesParams {
+    fn default() -> Self {
+        parse_params(&toml::Table::new()).expect("defaults parse")
+    }
+}
+
+impl FeaturesParams {
+    /// The preset with the overrides applied.
+    pub fn mel_config(&self) -> MelConfig {
+        let base = match self.preset {
+            Preset::Light => MelConfig::light(),
+            Preset::Passt => MelConfig::passt(),
+        };
+        let max_seconds = self.max_seconds.unwrap_or(base.max_seconds);
+        MelConfig {
+            sample_rate: self.sample_rate.unwrap_or(base.sample_rate),
+            n_fft: self.n_fft.unwrap_or(base.n_fft),
+            win_length: self.win_length.unwrap_or(base.win_length),
+            hop_length: self.hop_length.unwrap_or(base.hop_length),
+            n_mels: self.n_mels.unwrap_or(base.n_mels),
+            f_min: self.f_min.unwrap_or(base.f_min),
+            f_max: self.f_max.unwrap_or(base.f_max),
+            preemphasis: self.preemphasis.unwrap_or(base.preemphasis),
+            max_seconds,
+            // An overridden max_seconds with no window override keeps one window for the
+            // light preset.
+            window_seconds: self.window_seconds.unwrap_or(match self.preset {
+                Preset::Light => max_seconds,
+                Preset::Passt => base.window_seconds.min(max_seconds),
+            }),
+        }
+    }
+
+    /// The canonical form: every front-end field resolved.
+    fn canonical(&self) -> Self {
+        let c = self.mel_config();
+        Self {
+            preset: self.preset,
+            sample_rate: Some(c.sample_rate),
+            n_fft: Some(c.n_fft),
+            win_length: Some(c.win_length),
+            hop_length: Some(c.hop_length),
+            n_mels: Some(c.n_mels),
+            f_min: Some(c.f_min),
+            f_max: Some(c.f_max),
+            preemphasis: Some(c.preemphasis),
+            max_seconds: Some(c.max_seconds),
+            window_seconds: Some(c.window_seconds),
+            max_tokens: self.max_tokens,
+            min_word_count: self.min_word_count,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ParamError> {
+        self.mel_config().check().map_err(|(key, msg)| ParamError::at(key, msg))?;
+        if !(1..=512).contains(&self.max_tokens) {
+            return Err(ParamError::at("max_tokens", "must be between 1 and 512"));
+        }
+        if !(1..=1000).contains(&self.min_word_count) {
+            return Err(ParamError::at("min_word_count", "must be between 1 and 1000"));
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a clip's `file` against the data set directory.
+pub fn resolve(dataset_dir: &Path, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() { p.to_owned() } else { dataset_dir.join(p) }
+}
+
+/// Computes the feature set of the data set in `dataset_dir` (in the current rayon pool).
+pub fn compute(
+    dataset_dir: &Path,
+    params: &FeaturesParams,
+    reporter: &dyn pipeline_api::Reporter,
+) -> anyhow::Result<(FeatureSet, serde_json::Value)> {
+    let started = Instant::now();
+    let index = DatasetIndex::load(dataset_dir)?;
+    ensure!(!index.clips.is_empty(), "the data set `{}` has no clips", dataset_dir.display());
+    let cfg = params.mel_config();
+    let layout = cfg.layout();
+    let extractor = MelExtractor::new(cfg.clone());
+    let n_windows = layout.n_windows();
+    let n_frames = extractor.n_frames(layout.window_samples);
+    let n_mels = cfg.n_mels;
+    let per_clip = n_windows * n_mels * n_frames;
+
+    let step = reporter.step("log-mel", index.clips.len() as u64);
+    let results: Vec<(Vec<f32>, Vec<u8>, f64)> = index
+        .clips
+        .par_iter()
+        .map(|clip| -> anyhow::Result<_> {
+            let path = resolve(dataset_dir, &clip.file);
+            let audio = crate::audio::load(&path, cfg.sample_rate)?;
+            let (windows, mask) = layout.split(&audio.samples);
+            let mut mel = Vec::with_capacity(per_clip);
+            for (w, &m) in windows.iter().zip(&mask) {
+                if m == 1 {
+                    mel.extend(extractor.compute(w));
+                } else {
+                    // Padding-only windows: the log-mel of silence, without computing it.
+                    mel.extend(std::iter::repeat_n((((1e-5f64).ln() + 4.5) / 5.0) as f32, n_mels * n_frames));
+                }
+            }
+            debug_assert_eq!(mel.len(), per_clip);
+            step.inc(1);
+            Ok((mel, mask, audio.seconds()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    drop(step);
+    let compute_s = started.elapsed().as_secs_f64();
+
+    let mut mel = Vec::with_capacity(per_clip * index.clips.len());
+    let mut window_mask = Vec::with_capacity(n_windows * index.clips.len());
+    let mut seconds = 0.0;
+    for (m, mask, s) in results {
+        mel.extend(m);
+        window_mask.extend(mask);
+        seconds += s;
+    }
+
+    // Captions, grouped by clip in data set order.
+    let clip_row: HashMap<&str, usize> = index.clips.iter().enumerate().map(|(i, c)| (c.clip_id.as_str(), i)).collect();
+    let mut by_clip: Vec<Vec<usize>> = vec![Vec::new(); index.clips.len()];
+    for (j, c) in index.captions.iter().enumerate() {
+        let Some(&i) = clip_row.get(c.clip_id.as_str()) else {
+            bail!("caption `{}` refers to the unknown clip `{}`", c.caption_id, c.clip_id);
+        };
+        by_clip[i].push(j);
+    }
+    let mut captions = Vec::with_capacity(index.captions.len());
+    let mut clips = Vec::with_capacity(index.clips.len());
+    for (i, clip) in index.clips.iter().enumerate() {
+        let mut caption_indices = Vec::new();
+        for &j in &by_clip[i] {
+            let c = &index.captions[j];
+            caption_indices.push(captions.len());
+            captions.push(CaptionRow {
+                caption_id: c.caption_id.clone(),
+                clip_id: c.clip_id.clone(),
+                clip_index: i,
+                split: clip.split,
+                text: c.text.clone(),
+                normalized: normalize(&c.text),
+            });
+        }
+        clips.push(ClipRow {
+            clip_id: clip.clip_id.clone(),
+            file: resolve(dataset_dir, &clip.file).to_string_lossy().into_owned(),
+            split: clip.split,
+            duration_s: clip.duration_s,
+            caption_indices,
+        });
+    }
+    let vocab = Vocab::build(captions.iter().filter(|c| c.split == Split::Train).map(|c| c.normalized.as_str()), params.min_word_count);
+    let tokens: Vec<i64> = captions.iter().flat_map(|c| vocab.encode(&c.normalized, params.max_tokens)).collect();
+
+    let relevance = match &index.relevance {
+        None => None,
+        Some(rows) => {
+            let caption_row: HashMap<&str, usize> =
+                captions.iter().enumerate().map(|(j, c)| (c.caption_id.as_str(), j)).collect();
+            Some(
+                rows.iter()
+                    .map(|r| {
+                        let caption_index = *caption_row
+                            .get(r.caption_id.as_str())
+                            .with_context(|| format!("relevance refers to the unknown caption `{}`", r.caption_id))?;
+                        let clip_index = *clip_row
+                            .get(r.clip_id.as_str())
+                            .with_context(|| format!("relevance refers to the unknown clip `{}`", r.clip_id))?;
+                        Ok(RelevanceRow { caption_index, clip_index, relevance: r.relevance })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            )
+        }
+    };
+
+    let unk_rate = |split: Split| {
+        let (mut unk, mut all) = (0usize, 0usize);
+        for c in captions.iter().filter(|c| c.split == split) {
+            for w in c.normalized.split_whitespace().take(params.max_tokens) {
+                all += 1;
+                unk += (vocab.id(w) == crate::text::UNK) as usize;
+            }
+        }
+        if all == 0 { 0.0 } else { unk as f64 / all as f64 }
+    };
+    let truncated = captions.iter().filter(|c| c.normalized.split_whitespace().count() > params.max_tokens).count();
+    let mut metrics = serde_json::json!({
+        "clips": clips.len(),
+        "captions": captions.len(),
+        "n_windows": n_windows,
+        "n_mels": n_mels,
+        "n_frames": n_frames,
+        "sample_rate": cfg.sample_rate,
+        "vocab_size": vocab.len(),
+        "audio_seconds": seconds,
+        "valid_windows": window_mask.iter().filter(|&&m| m == 1).count(),
+        "captions_truncated": truncated,
+        "unknown_word_rate_val": unk_rate(Split::Val),
+        "unknown_word_rate_test": unk_rate(Split::Test),
+        "features_seconds": compute_s,
+        "audio_seconds_per_second": seconds / compute_s.max(1e-9),
+    });
+    for split in Split::ALL {
+        metrics[format!("{split}_clips")] = clips.iter().filter(|c| c.split == split).count().into();
+        metrics[format!("{split}_captions")] = captions.iter().filter(|c| c.split == split).count().into();
+    }
+    let set = FeatureSet {
+        mel_shape: [clips.len(), n_windows, n_mels, n_frames],
+        mel,
+        window_mask,
+        max_tokens: params.max_tokens,
+        tokens,
+        clips,
+        captions,
+        vocab: vocab.words().to_vec(),
+        relevance,
+    };
+    Ok((set, metrics))
+}
+
+/// The `features` stage kind.
+#[derive(Debug, Default)]
+pub struct Features;
+
+impl StageKind for Features {
+    fn name(&self) -> &'static str {
+        "features"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Log-mel windows of every clip and word ids of every caption of a data set"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
+        inputs.expect(&["dataset"], &[])?;
+        inputs.expect_single("dataset")?;
+        let p: FeaturesParams = parse_params(params)?;
+        p.validate()?;
+        Plan::new(&p.canonical(), Resources::ALL_CORES)
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+        let params: FeaturesParams = ctx.params()?;
+        let dataset = ctx.input("dataset")?;
+        let (set, metrics) = crate::synth::pool(ctx.threads)?.install(|| compute(dataset, &params, ctx.reporter))?;
+        set.save(ctx.out_dir)?;
+        ctx.write_metrics(&metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{SynthParams, write_dataset};
+    use pipeline_api::SilentReporter;
+
+    #[test]
+    fn plan_resolves_presets_and_names_bad_keys() {
+        let inputs = InputCounts([("dataset".to_owned(), 1)].into());
+        let plan = Features.plan(&toml::Table::new(), &inputs).unwrap();
+        assert_eq!(plan.params["n_mels"], 64);
+        assert_eq!(plan.params["max_tokens"], 32);
+        let t: toml::Table = toml::from_str("preset = \"passt\"").unwrap();
+        let plan = Features.plan(&t, &inputs).unwrap();
+        assert_eq!(plan.params["n_mels"], 128);
+        assert_eq!(plan.params["window_seconds"], 10.0);
+        let t: toml::Table = toml::from_str("preset = \"passt\"\nf_max = 20000.0").unwrap();
+        assert_eq!(Features.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("f_max"));
+        let t: toml::Table = toml::from_str("preset = \"fast\"").unwrap();
+        assert_eq!(Features.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("preset"));
+        assert!(Features.plan(&toml::Table::new(), &InputCounts::default()).is_err());
+    }
+
+    #[test]
+    fn features_of_a_small_synthetic_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = SynthParams { train_clips: 12, val_clips: 4, test_clips: 4, ..Default::default() };
+        write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        let params = FeaturesParams { max_seconds: Some(6.0), window_seconds: Some(2.5), ..Default::default() };
+        let (set, metrics) = compute(dir.path(), &params, &SilentReporter).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        set.save(out.path()).unwrap();
+        let loaded = FeatureSet::load(out.path()).unwrap();
+        assert_eq!(loaded.mel_shape, [20, 3, 64, 1 + (40000 - 1) / 320]);
+        // 4 s of audio in 2.5 s windows of a 6 s frame: two valid windows, one of padding.
+        assert_eq!(loaded.clip_window_mask(0), &[1, 1, 0]);
+        assert_eq!(loaded.captions.len(), 100);
+        assert_eq!(loaded.captions[7].clip_index, 1);
+        assert!(loaded.mel.iter().all(|x| x.is_finite()));
+        assert_eq!(loaded.vocab[..2], ["<pad>".to_owned(), "<unk>".to_owned()]);
+        assert!(loaded.caption_tokens(0)[0] > 1);
+        let rel = loaded.relevance.as_ref().unwrap();
+        assert!(rel.iter().any(|r| r.caption_index == 0 && r.clip_index == 0 && r.relevance == 1.0));
+        assert_eq!(metrics["train_clips"], 12);
+    }
+}

@@ -1,0 +1,18 @@
+//! Data sets, audio and text front ends, and the artifact formats shared by every stage.
+//!
+//! Kinds: `synth-dataset` ([`synth`]), `dataset` ([`dataset`]), `features` ([`features`]).
+
+pub mod audio;
+pub mod features;
+pub mod formats;
+pub mod mel;
+pub mod synth;
+pub mod text;
+
+use pipeline_api::Registry;
+
+/// Registers this crate's stage kinds.
+pub fn register(registry: &mut Registry) {
+    registry.register(synth::SynthDataset);
+    registry.register(features::Features);
+}

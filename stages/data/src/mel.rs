@@ -1,0 +1,333 @@
+//! Log-mel spectrograms, Kaldi-style mel banks, with the `passt` and `light` presets.
+//!
+//! For one window of `n` samples: optional pre-emphasis `y[t] = x[t+1] - 0.97 x[t]` (a
+//! convolution with kernel [-0.97, 1] without padding: `n - 1` samples); STFT with `n_fft`
+//! points, a symmetric Hann window of `win_length` zero-padded centred to `n_fft`, hop
+//! `hop_length`, centred with reflect padding of `n_fft / 2` (`1 + len / hop` frames); power
+//! spectrum; `n_mels` triangular filters in the mel domain (mel = 1127 ln(1 + f / 700)) from
+//! `f_min` to `f_max` as `torchaudio.compliance.kaldi.get_mel_banks` (the Nyquist bin has weight
+//! 0); `log(x + 1e-5)`, then `(x + 4.5) / 5`. Computed in f64, stored as f32. Two frames share
+//! one complex FFT (one as the real, one as the imaginary part).
+
+use std::sync::Arc;
+
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
+use serde::{Deserialize, Serialize};
+
+/// Front-end parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelConfig {
+    pub sample_rate: u32,
+    pub n_fft: usize,
+    pub win_length: usize,
+    pub hop_length: usize,
+    pub n_mels: usize,
+    pub f_min: f64,
+    pub f_max: f64,
+    /// Pre-emphasis coefficient (0 = none).
+    pub preemphasis: f64,
+    /// Crop/pad length in seconds.
+    pub max_seconds: f64,
+    /// Window length in seconds.
+    pub window_seconds: f64,
+}
+
+impl MelConfig {
+    /// PaSST's front end, as in method.md: 32 kHz, 30 s in 10 s windows, 128 mels 0-15 kHz.
+    pub fn passt() -> Self {
+        Self {
+            sample_rate: 32000,
+            n_fft: 1024,
+            win_length: 800,
+            hop_length: 320,
+            n_mels: 128,
+            f_min: 0.0,
+            f_max: 15000.0,
+            preemphasis: 0.97,
+            max_seconds: 30.0,
+            window_seconds: 10.0,
+        }
+    }
+
+    /// The CPU default: 16 kHz, 25 ms windows (400 of 512 points), 20 ms hop, 64 mels 0-8 kHz,
+    /// one window of 4 s (the default `synth-dataset` clip length).
+    pub fn light() -> Self {
+        Self {
+            sample_rate: 16000,
+            n_fft: 512,
+            win_length: 400,
+            hop_length: 320,
+            n_mels: 64,
+            f_min: 0.0,
+            f_max: 8000.0,
+            preemphasis: 0.97,
+            max_seconds: 4.0,
+            window_seconds: 4.0,
+        }
+    }
+
+    pub fn layout(&self) -> crate::audio::WindowLayout {
+        crate::audio::WindowLayout::new(self.sample_rate, self.max_seconds, self.window_seconds)
+    }
+
+    /// Checks internal consistency; the error names the offending key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(4000..=96000).contains(&self.sample_rate) {
+            return Err(("sample_rate", "must be between 4000 and 96000".into()));
+        }
+        if self.n_fft < 16 || !self.n_fft.is_multiple_of(2) || self.n_fft > 16384 {
+            return Err(("n_fft", "must be even, between 16 and 16384".into()));
+        }
+        if self.win_length < 2 || self.win_length > self.n_fft {
+            return Err(("win_length", format!("must be between 2 and n_fft ({})", self.n_fft)));
+        }
+        if self.hop_length == 0 || self.hop_length > self.n_fft {
+            return Err(("hop_length", format!("must be between 1 and n_fft ({})", self.n_fft)));
+        }
+        if !(1..=512).contains(&self.n_mels) {
+            return Err(("n_mels", "must be between 1 and 512".into()));
+        }
+        let nyquist = self.sample_rate as f64 / 2.0;
+        if !(self.f_max > 0.0 && self.f_max <= nyquist) {
+            return Err(("f_max", format!("must be in (0, {nyquist}] (the Nyquist frequency)")));
+        }
+        if !(self.f_min >= 0.0 && self.f_min < self.f_max) {
+            return Err(("f_min", "must be >= 0 and below f_max".into()));
+        }
+        if !(0.0..1.0).contains(&self.preemphasis) {
+            return Err(("preemphasis", "must be in [0, 1)".into()));
+        }
+        if !(self.max_seconds > 0.0 && self.max_seconds <= 600.0) {
+            return Err(("max_seconds", "must be in (0, 600]".into()));
+        }
+        if !(self.window_seconds > 0.0 && self.window_seconds <= self.max_seconds) {
+            return Err(("window_seconds", "must be in (0, max_seconds]".into()));
+        }
+        if ((self.window_seconds * self.sample_rate as f64).round() as usize) <= self.n_fft / 2 {
+            return Err(("window_seconds", "a window must be longer than n_fft / 2 samples".into()));
+        }
+        Ok(())
+    }
+}
+
+fn mel_scale(f: f64) -> f64 {
+    1127.0 * (1.0 + f / 700.0).ln()
+}
+
+/// Kaldi mel banks (`torchaudio.compliance.kaldi.get_mel_banks`, no VTLN), padded with a zero
+/// weight for the Nyquist bin: `n_mels` rows of `n_fft / 2 + 1` weights.
+pub fn kaldi_mel_banks(n_mels: usize, n_fft: usize, sample_rate: f64, f_min: f64, f_max: f64) -> Vec<Vec<f64>> {
+    let n_bins = n_fft / 2;
+    let bin_width = sample_rate / n_fft as f64;
+    let mel_low = mel_scale(f_min);
+    let mel_high = mel_scale(f_max);
+    let delta = (mel_high - mel_low) / (n_mels + 1) as f64;
+    (0..n_mels)
+        .map(|m| {
+            let left = mel_low + m as f64 * delta;
+            let center = mel_low + (m as f64 + 1.0) * delta;
+            let right = mel_low + (m as f64 + 2.0) * delta;
+            let mut row: Vec<f64> = (0..n_bins)
+                .map(|k| {
+                    let mel = mel_scale(bin_width * k as f64);
+                    let up = (mel - left) / (center - left);
+                    let down = (right - mel) / (right - center);
+                    up.min(down).max(0.0)
+                })
+                .collect();
+            row.push(0.0);
+            row
+        })
+        .collect()
+}
+
+/// A symmetric Hann window of `win_length`, zero-padded centred to `n_fft`.
+pub fn padded_hann(win_length: usize, n_fft: usize) -> Vec<f64> {
+    let mut w = vec![0.0; n_fft];
+    let left = (n_fft - win_length) / 2;
+    let denom = (win_length - 1).max(1) as f64;
+    for i in 0..win_length {
+        w[left + i] = 0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / denom).cos();
+    }
+    w
+}
+
+/// Index into a signal of length `n` with numpy/torch "reflect" padding.
+fn reflect(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let mut j = i.rem_euclid(period);
+    if j >= n as isize {
+        j = period - j;
+    }
+    j as usize
+}
+
+/// A reusable log-mel extractor: FFT plan, window and filters computed once.
+pub struct MelExtractor {
+    cfg: MelConfig,
+    fft: Arc<dyn Fft<f64>>,
+    window: Vec<f64>,
+    /// Per mel band: first non-zero bin and weights.
+    filters: Vec<(usize, Vec<f64>)>,
+}
+
+impl std::fmt::Debug for MelExtractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MelExtractor").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl MelExtractor {
+    pub fn new(cfg: MelConfig) -> Self {
+        let fft = FftPlanner::new().plan_fft_forward(cfg.n_fft);
+        let window = padded_hann(cfg.win_length, cfg.n_fft);
+        let banks = kaldi_mel_banks(cfg.n_mels, cfg.n_fft, cfg.sample_rate as f64, cfg.f_min, cfg.f_max);
+        let filters = banks
+            .into_iter()
+            .map(|row| {
+                let first = row.iter().position(|&w| w > 0.0).unwrap_or(0);
+                let last = row.iter().rposition(|&w| w > 0.0).map_or(first, |l| l + 1);
+                (first, row[first..last].to_vec())
+            })
+            .collect();
+        Self { cfg, fft, window, filters }
+    }
+
+    pub fn config(&self) -> &MelConfig {
+        &self.cfg
+    }
+
+    /// Frames produced for a window of `n_samples` samples.
+    pub fn n_frames(&self, n_samples: usize) -> usize {
+        let n = if self.cfg.preemphasis > 0.0 { n_samples.saturating_sub(1) } else { n_samples };
+        1 + n / self.cfg.hop_length
+    }
+
+    /// Log-mel of one window: `[n_mels, n_frames]`, row-major.
+    pub fn compute(&self, samples: &[f32]) -> Vec<f32> {
+        let signal: Vec<f64> = if self.cfg.preemphasis > 0.0 {
+            let c = self.cfg.preemphasis;
+            samples.windows(2).map(|w| w[1] as f64 - c * w[0] as f64).collect()
+        } else {
+            samples.iter().map(|&x| x as f64).collect()
+        };
+        let n_fft = self.cfg.n_fft;
+        let hop = self.cfg.hop_length;
+        let n = signal.len();
+        let n_frames = 1 + n / hop;
+        let n_mels = self.cfg.n_mels;
+        let half = n_fft / 2;
+        let mut out = vec![0.0f32; n_mels * n_frames];
+        let mut buf = vec![Complex::new(0.0f64, 0.0); n_fft];
+        let mut scratch = vec![Complex::new(0.0f64, 0.0); self.fft.get_inplace_scratch_len()];
+        let mut power_a = vec![0.0f64; half + 1];
+        let mut power_b = vec![0.0f64; half + 1];
+        let pad = half as isize;
+        let sample = |frame: usize, i: usize| -> f64 {
+            let pos = (frame * hop) as isize + i as isize - pad;
+            if n == 0 {
+                0.0
+            } else if pos >= 0 && (pos as usize) < n {
+                signal[pos as usize]
+            } else {
+                signal[reflect(pos, n)]
+            }
+        };
+        let mut f = 0;
+        while f < n_frames {
+            let pair = f + 1 < n_frames;
+            for (i, b) in buf.iter_mut().enumerate() {
+                let w = self.window[i];
+                let re = if w == 0.0 { 0.0 } else { w * sample(f, i) };
+                let im = if pair && w != 0.0 { w * sample(f + 1, i) } else { 0.0 };
+                *b = Complex::new(re, im);
+            }
+            self.fft.process_with_scratch(&mut buf, &mut scratch);
+            for k in 0..=half {
+                let z = buf[k];
+                let zc = buf[(n_fft - k) % n_fft].conj();
+                // X_a = (z + zc) / 2, X_b = (z - zc) / (2i).
+                let a = (z + zc) * 0.5;
+                let d = z - zc;
+                let b = Complex::new(d.im * 0.5, -d.re * 0.5);
+                power_a[k] = a.norm_sqr();
+                power_b[k] = b.norm_sqr();
+            }
+            self.write_frame(&power_a, f, n_frames, &mut out);
+            if pair {
+                self.write_frame(&power_b, f + 1, n_frames, &mut out);
+            }
+            f += 2;
+        }
+        out
+    }
+
+    fn write_frame(&self, power: &[f64], frame: usize, n_frames: usize, out: &mut [f32]) {
+        for (m, (first, weights)) in self.filters.iter().enumerate() {
+            let e: f64 = weights.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
+            out[m * n_frames + frame] = (((e + 1e-5).ln() + 4.5) / 5.0) as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct DFT reference for one frame.
+    fn naive_power(frame: &[f64]) -> Vec<f64> {
+        let n = frame.len();
+        (0..=n / 2)
+            .map(|k| {
+                let (mut re, mut im) = (0.0, 0.0);
+                for (t, x) in frame.iter().enumerate() {
+                    let a = -std::f64::consts::TAU * (k * t) as f64 / n as f64;
+                    re += x * a.cos();
+                    im += x * a.sin();
+                }
+                re * re + im * im
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paired_fft_matches_a_direct_dft() {
+        let cfg = MelConfig { n_fft: 64, win_length: 50, hop_length: 16, n_mels: 8, sample_rate: 8000, f_max: 4000.0, ..MelConfig::light() };
+        let ex = MelExtractor::new(cfg.clone());
+        let x: Vec<f32> = (0..200).map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.05).cos()) * 0.3).collect();
+        let mel = ex.compute(&x);
+        let n_frames = ex.n_frames(x.len());
+        assert_eq!(mel.len(), 8 * n_frames);
+        let sig: Vec<f64> = x.windows(2).map(|w| w[1] as f64 - 0.97 * w[0] as f64).collect();
+        let banks = kaldi_mel_banks(8, 64, 8000.0, 0.0, 4000.0);
+        for f in [0, 1, 5, n_frames - 1] {
+            let frame: Vec<f64> =
+                (0..64).map(|i| ex.window[i] * sig[reflect((f * 16) as isize + i as isize - 32, sig.len())]).collect();
+            let p = naive_power(&frame);
+            for m in 0..8 {
+                let e: f64 = banks[m].iter().zip(&p).map(|(w, p)| w * p).sum();
+                let want = ((e + 1e-5).ln() + 4.5) / 5.0;
+                assert!((mel[m * n_frames + f] as f64 - want).abs() < 1e-5, "frame {f} mel {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn reflect_matches_numpy() {
+        // np.pad([0,1,2,3], 3, mode="reflect") = [3,2,1,0,1,2,3,2,1,0]
+        let got: Vec<usize> = (-3..7).map(|i| reflect(i, 4)).collect();
+        assert_eq!(got, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn presets_are_consistent() {
+        assert!(MelConfig::passt().check().is_ok());
+        assert!(MelConfig::light().check().is_ok());
+        let ex = MelExtractor::new(MelConfig::passt());
+        assert_eq!(ex.n_frames(320000), 1000);
+    }
+}

@@ -1,0 +1,605 @@
+//! Kind `correspondences`: the teachers' estimated audio–caption correspondences for every
+//! (clip, caption) pair of one split, as a Parquet table, plus the teachers' embeddings of the
+//! split for Stage-2 training (`teachers.safetensors`) and their agreement with the ground truth.
+//!
+//! # `correspondences.parquet` schema (stable; version 1)
+//!
+//! One row per (clip, caption) pair of the split, `n_clips × n_captions` rows, clip-major: all
+//! captions of the split's first clip (in caption-row order), then the second clip, and so on.
+//! Each row group holds whole clips (about `row_group_rows` rows).
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `audio_index` | int64 | clip row in the features (`clips.parquet` `clip_index`) |
+//! | `audio_id` | utf8 (dictionary-encoded) | `clip_id` |
+//! | `audio_file` | utf8 (dictionary-encoded) | the clip's audio file, as in the features |
+//! | `caption_index` | int64 | caption row in the features (`captions.parquet` `caption_index`) |
+//! | `caption_id` | utf8 (dictionary-encoded) | `caption_id` |
+//! | `caption` | utf8 (dictionary-encoded) | caption text, as written |
+//! | `is_match` | bool | the pair is annotated in the data set (the caption was written for the clip) |
+//! | `teacher_<m>` | float32 | cosine of teacher `m` (`m = 0..M-1`, in the order of the `teachers` input) |
+//! | `estimate` | float32 | ensemble estimate `C_hat = 1/M Σ_m teacher_m` (mean of cosines, not of probabilities) |
+//! | `p_caption_given_audio` | float32 | `softmax_j(C_hat[i, :] / τ)`: over **all captions of the split** |
+//! | `p_audio_given_caption` | float32 | `softmax_i(C_hat[:, j] / τ)`: over **all clips of the split** |
+//! | `relevance` | float32 | ground-truth graded relevance, 0 for pairs the ground truth omits |
+//!
+//! The two probability columns are present only with `with_probabilities = true` (default);
+//! `relevance` only where the features carry `relevance.parquet`. Note that the probabilities
+//! here are normalised over the whole split, whereas Stage 2 (`distill`) renormalises
+//! `C_hat / τ` over the items of each batch; they describe the same estimate at a different scale.
+//! The strings are dictionary-encoded in Parquet and read back as plain utf8 (the file carries
+//! no embedded Arrow schema). Key-value metadata: `teachers` (JSON list of the teacher node
+//! names, index `m` ↔ `teacher_<m>`), `split`, `tau`, `schema_version` (`1`).
+//!
+//! Memory stays bounded: the softmax normalisers (log-sum-exp per clip and per caption) are
+//! computed in a first pass over blocks of clips; the second pass recomputes each block and
+//! streams it to the Parquet writer (a separate thread) as one row group. The full similarity
+//! matrix is never held.
+//!
+//! # `metrics.json`
+//! `pairs`, `clips`, `captions`, `teachers`; `estimate_mean_match` / `estimate_mean_nonmatch`;
+//! `p_caption_given_audio_on_matches` (mean over clips of the probability mass on the clip's
+//! annotated captions); then for each scorer (`teacher_<m>`, `ensemble`, and, where ground truth
+//! exists, `annotation`: the binary annotated-match indicator, i.e. what Stage 1 trains on):
+//! `t2a_map10` / `t2a_r1` (retrieving each caption's annotated clip among the split's clips) and,
+//! with ground truth, `spearman` (rank correlation with the true relevance over all pairs, or a
+//! seeded uniform sample of [`SPEARMAN_MAX_PAIRS`] pairs when there are more) and `ndcg10`
+//! (mean over captions with any relevant clip of nDCG@10 of the clips ranked by the scorer,
+//! linear gains = relevance; ties by lower clip index, which matters for `annotation`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use anyhow::{Context, ensure};
+use arrow::array::{ArrayRef, BooleanArray, DictionaryArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use parquet::arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions};
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use pipeline_api::{InputCounts, Plan, ParamError, Resources, RunContext, StageKind, parse_params};
+use pipeline_data::formats::{Embeddings, Split, TeacherEmbeddings};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::index::{SplitIndex, gather_normalised};
+use crate::metrics::{self, dot};
+
+/// The correspondence table's file name.
+pub const CORRESPONDENCES_FILE: &str = "correspondences.parquet";
+/// Most pairs used for the Spearman correlation (a seeded uniform sample beyond).
+pub const SPEARMAN_MAX_PAIRS: usize = 2_000_000;
+/// Version of the Parquet schema written in the key-value metadata.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Parameters of `correspondences`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrespondencesParams {
+    /// Split whose (clip, caption) pairs are tabulated: `train` (default), `val` or `test`.
+    #[serde(default = "default_split")]
+    pub split: Split,
+    /// Softmax temperature τ of the probability columns (the student's τ; default 0.05).
+    #[serde(default = "default_tau")]
+    pub tau: f64,
+    /// Target number of rows per Parquet row group, rounded to whole clips (default 1,048,576).
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Whether to compute `p_caption_given_audio` and `p_audio_given_caption` (default true;
+    /// false skips the first pass and halves the run time).
+    #[serde(default = "default_true")]
+    pub with_probabilities: bool,
+    /// Seed of the pair sample used for the Spearman correlation on large splits (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_split() -> Split {
+    Split::Train
+}
+fn default_tau() -> f64 {
+    0.05
+}
+fn default_row_group_rows() -> usize {
+    1 << 20
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The `correspondences` stage kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Correspondences;
+
+impl StageKind for Correspondences {
+    fn name(&self) -> &'static str {
+        "correspondences"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Ensemble-estimated correspondences of every (clip, caption) pair of a split (Parquet) and the teachers' embeddings for distillation"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
+        inputs.expect(&["teachers", "features"], &[])?;
+        inputs.expect_single("features")?;
+        if inputs.0.get("teachers") == Some(&0) {
+            return Err(ParamError::at("inputs.teachers", "needs at least one teacher"));
+        }
+        let p: CorrespondencesParams = parse_params(params)?;
+        if !(p.tau.is_finite() && p.tau > 0.0) {
+            return Err(ParamError::at("tau", "must be a positive number"));
+        }
+        if p.row_group_rows == 0 {
+            return Err(ParamError::at("row_group_rows", "must be at least 1"));
+        }
+        Plan::new(&p, Resources::ALL_CORES)
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+        let params: CorrespondencesParams = ctx.params()?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads.clamp(1, 1024)).build()?;
+        pool.install(|| run(ctx, &params))
+    }
+}
+
+/// The split's teachers, gathered and normalised.
+struct Teachers {
+    names: Vec<String>,
+    dim: usize,
+    /// Per teacher `[n_clips, dim]`.
+    audio: Vec<Vec<f32>>,
+    /// Per teacher `[n_captions, dim]`.
+    text: Vec<Vec<f32>>,
+}
+
+fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Teachers> {
+    let mut t = Teachers { names: Vec::new(), dim: 0, audio: Vec::new(), text: Vec::new() };
+    for (m, artifact) in ctx.inputs("teachers").iter().enumerate() {
+        let name = artifact.node.clone().unwrap_or_else(|| artifact.path.display().to_string());
+        let emb = Embeddings::load(&artifact.path).with_context(|| format!("teacher {m} (`{name}`)"))?;
+        if m == 0 {
+            t.dim = emb.dim;
+        }
+        ensure!(
+            emb.dim == t.dim,
+            "teacher {m} (`{name}`) has embedding width {} but teacher 0 has {}; teachers.safetensors needs one width",
+            emb.dim,
+            t.dim
+        );
+        t.audio.push(gather_normalised(&emb.audio, emb.dim, &index.clip_rows).with_context(|| format!("teacher `{name}`: audio rows"))?);
+        t.text.push(gather_normalised(&emb.text, emb.dim, &index.caption_rows).with_context(|| format!("teacher `{name}`: text rows"))?);
+        t.names.push(name);
+    }
+    ensure!(!t.names.is_empty(), "no teacher");
+    Ok(t)
+}
+
+/// Cosines of clips `clips` (split-local range) with every caption for each teacher, and the
+/// ensemble mean: `(per_teacher [M][B * n_c], estimate [B * n_c])`, row-major `[B, n_c]`.
+fn block_scores(t: &Teachers, clips: std::ops::Range<usize>, n_captions: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let b = clips.len();
+    let dim = t.dim;
+    let per_teacher: Vec<Vec<f32>> = (0..t.names.len())
+        .map(|m| {
+            let audio = &t.audio[m][clips.start * dim..clips.end * dim];
+            // Caption-major `[n_c, B]` so that each text row is read once per block, then
+            // transposed to the clip-major row order of the table.
+            let mut by_caption = vec![0.0f32; n_captions * b];
+            by_caption.par_chunks_mut(64 * b).enumerate().for_each(|(c, out)| {
+                for (jj, o) in out.chunks_mut(b).enumerate() {
+                    let j = c * 64 + jj;
+                    let text = &t.text[m][j * dim..(j + 1) * dim];
+                    for (v, a) in o.iter_mut().zip(audio.chunks_exact(dim)) {
+                        *v = dot(a, text);
+                    }
+                }
+            });
+            metrics::transpose(&by_caption, n_captions, b)
+        })
+        .collect();
+    let inv = 1.0 / t.names.len() as f32;
+    let mut estimate = per_teacher[0].clone();
+    for other in &per_teacher[1..] {
+        estimate.par_iter_mut().zip(other.par_iter()).for_each(|(e, x)| *e += x);
+    }
+    estimate.par_iter_mut().for_each(|e| *e *= inv);
+    (per_teacher, estimate)
+}
+
+/// `log Σ exp(x / τ)`, accumulated stably as (max, scaled sum).
+#[derive(Debug, Clone, Copy)]
+struct Lse {
+    max: f64,
+    sum: f64,
+}
+
+impl Lse {
+    const EMPTY: Lse = Lse { max: f64::NEG_INFINITY, sum: 0.0 };
+
+    fn merge(self, o: Lse) -> Lse {
+        if o.max == f64::NEG_INFINITY {
+            return self;
+        }
+        if self.max == f64::NEG_INFINITY {
+            return o;
+        }
+        let max = self.max.max(o.max);
+        Lse { max, sum: self.sum * (self.max - max).exp() + o.sum * (o.max - max).exp() }
+    }
+
+    fn of(logits: impl Iterator<Item = f64> + Clone) -> Lse {
+        let max = logits.clone().fold(f64::NEG_INFINITY, f64::max);
+        Lse { max, sum: logits.map(|x| (x - max).exp()).sum() }
+    }
+
+    fn value(self) -> f64 {
+        self.max + self.sum.ln()
+    }
+}
+
+/// First pass: per-clip and per-caption log-normalisers of `C_hat / τ`.
+fn normalisers(ctx: &RunContext<'_>, t: &Teachers, n_clips: usize, n_captions: usize, block: usize, tau: f64) -> (Vec<f64>, Vec<f64>) {
+    let n_blocks = n_clips.div_ceil(block);
+    let step = ctx.reporter.step("softmax normalisers", n_blocks as u64);
+    let mut row = Vec::with_capacity(n_clips);
+    let mut col = vec![Lse::EMPTY; n_captions];
+    for k in 0..n_blocks {
+        let clips = k * block..((k + 1) * block).min(n_clips);
+        let b = clips.len();
+        let (_, est) = block_scores(t, clips, n_captions);
+        let rows: Vec<f64> = est
+            .par_chunks(n_captions)
+            .map(|r| Lse::of(r.iter().map(|&x| x as f64 / tau)).value())
+            .collect();
+        row.extend(rows);
+        col.par_iter_mut().enumerate().for_each(|(j, acc)| {
+            *acc = acc.merge(Lse::of((0..b).map(|i| est[i * n_captions + j] as f64 / tau)));
+        });
+        step.inc(1);
+    }
+    (row, col.into_iter().map(Lse::value).collect())
+}
+
+/// The table's Arrow schema for `teachers` teachers.
+pub fn table_schema(teachers: usize, with_probabilities: bool, with_relevance: bool) -> SchemaRef {
+    let dict = || DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let mut fields = vec![
+        Field::new("audio_index", DataType::Int64, false),
+        Field::new("audio_id", dict(), false),
+        Field::new("audio_file", dict(), false),
+        Field::new("caption_index", DataType::Int64, false),
+        Field::new("caption_id", dict(), false),
+        Field::new("caption", dict(), false),
+        Field::new("is_match", DataType::Boolean, false),
+    ];
+    for m in 0..teachers {
+        fields.push(Field::new(format!("teacher_{m}"), DataType::Float32, false));
+    }
+    fields.push(Field::new("estimate", DataType::Float32, false));
+    if with_probabilities {
+        fields.push(Field::new("p_caption_given_audio", DataType::Float32, false));
+        fields.push(Field::new("p_audio_given_caption", DataType::Float32, false));
+    }
+    if with_relevance {
+        fields.push(Field::new("relevance", DataType::Float32, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// A human-readable description of the schema (for the README): `(column, type, meaning)`.
+pub fn schema_description() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("audio_index", "int64", "clip row in the features"),
+        ("audio_id", "utf8 (dictionary)", "clip_id"),
+        ("audio_file", "utf8 (dictionary)", "audio file of the clip"),
+        ("caption_index", "int64", "caption row in the features"),
+        ("caption_id", "utf8 (dictionary)", "caption_id"),
+        ("caption", "utf8 (dictionary)", "caption text as written"),
+        ("is_match", "bool", "annotated pair"),
+        ("teacher_<m>", "float32", "cosine of teacher m (order of the `teachers` input; names in key-value metadata `teachers`)"),
+        ("estimate", "float32", "C_hat: mean of the teachers' cosines"),
+        ("p_caption_given_audio", "float32", "softmax over all captions of the split of C_hat[i,:]/tau (with_probabilities)"),
+        ("p_audio_given_caption", "float32", "softmax over all clips of the split of C_hat[:,j]/tau (with_probabilities)"),
+        ("relevance", "float32", "ground-truth graded relevance, 0 where absent (only with ground truth)"),
+    ]
+}
+
+fn writer_thread(
+    path: std::path::PathBuf,
+    schema: SchemaRef,
+    props: WriterProperties,
+    rx: Receiver<RecordBatch>,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(&path).with_context(|| format!("creating `{}`", path.display()))?;
+    let options = ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(std::io::BufWriter::new(file), schema, options)?;
+    for batch in rx {
+        writer.write(&batch)?;
+        writer.flush()?;
+    }
+    writer.close()?;
+    Ok(())
+}
+
+#[derive(Debug, Default, Serialize)]
+struct ScorerMetrics {
+    t2a_map10: f64,
+    t2a_r1: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spearman: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ndcg10: Option<f64>,
+}
+
+fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
+    let index = SplitIndex::load(ctx.input("features")?, p.split)?;
+    let t = load_teachers(ctx, &index)?;
+    let (n_a, n_c, n_m) = (index.n_clips(), index.n_captions(), t.names.len());
+    ctx.reporter.log(&format!("{n_a} clips x {n_c} captions of split {}, {n_m} teacher(s)", p.split));
+
+    TeacherEmbeddings {
+        teachers: n_m,
+        dim: t.dim,
+        clip_index: index.clip_rows.clone(),
+        caption_index: index.caption_rows.clone(),
+        audio: t.audio.concat(),
+        text: t.text.concat(),
+    }
+    .save(ctx.out_dir)?;
+
+    let block = (p.row_group_rows / n_c).max(1);
+    let n_blocks = n_a.div_ceil(block);
+    let (lse_row, lse_col) =
+        if p.with_probabilities { normalisers(ctx, &t, n_a, n_c, block, p.tau) } else { (Vec::new(), Vec::new()) };
+
+    // Writer.
+    let with_relevance = index.relevance.is_some();
+    let schema = table_schema(n_m, p.with_probabilities, with_relevance);
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(block * n_c))
+        .set_dictionary_page_size_limit(8 << 20)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("teachers".into(), serde_json::to_string(&t.names)?),
+            KeyValue::new("split".into(), p.split.as_str().to_owned()),
+            KeyValue::new("tau".into(), p.tau.to_string()),
+            KeyValue::new("schema_version".into(), SCHEMA_VERSION.to_string()),
+        ]));
+    for f in schema.fields() {
+        if matches!(f.data_type(), DataType::Float32 | DataType::Boolean) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    let (tx, rx) = sync_channel::<RecordBatch>(1);
+    let path = ctx.out_dir.join(CORRESPONDENCES_FILE);
+    let writer = {
+        let (schema, props) = (schema.clone(), props.build());
+        std::thread::spawn(move || writer_thread(path, schema, props, rx))
+    };
+
+    // Shared dictionary values.
+    let audio_ids: ArrayRef = Arc::new(StringArray::from_iter_values(&index.clip_ids));
+    let audio_files: ArrayRef = Arc::new(StringArray::from_iter_values(&index.clip_files));
+    let caption_ids: ArrayRef = Arc::new(StringArray::from_iter_values(&index.caption_ids));
+    let captions: ArrayRef = Arc::new(StringArray::from_iter_values(&index.caption_texts));
+    let relevance_rows: Option<Vec<Vec<(usize, f32)>>> = index.relevance.as_ref().map(|rel| {
+        // Per clip: (caption, relevance).
+        let mut by_clip = vec![Vec::new(); n_a];
+        for (q, pairs) in rel.iter().enumerate() {
+            for &(i, r) in pairs {
+                by_clip[i].push((q, r));
+            }
+        }
+        by_clip
+    });
+
+    let (mut sum_match, mut n_match, mut sum_other) = (0.0f64, 0usize, 0.0f64);
+    let mut mass_on_matches = 0.0f64;
+    let step = ctx.reporter.step("writing correspondences.parquet", n_blocks as u64);
+    let send_result = (|| -> anyhow::Result<()> {
+        for k in 0..n_blocks {
+            let clips = k * block..((k + 1) * block).min(n_a);
+            let b = clips.len();
+            let rows = b * n_c;
+            let (per_teacher, est) = block_scores(&t, clips.clone(), n_c);
+            let audio_keys: Vec<i32> = clips.clone().flat_map(|i| std::iter::repeat_n(i as i32, n_c)).collect();
+            let caption_keys: Vec<i32> = (0..b).flat_map(|_| 0..n_c as i32).collect();
+            let is_match: Vec<bool> =
+                clips.clone().flat_map(|i| index.caption_clip.iter().map(move |&c| c == i)).collect();
+            for (e, m) in est.iter().zip(&is_match) {
+                if *m {
+                    sum_match += *e as f64;
+                    n_match += 1;
+                } else {
+                    sum_other += *e as f64;
+                }
+            }
+            let dict = |keys: &[i32], values: &ArrayRef| -> anyhow::Result<ArrayRef> {
+                Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys.to_vec()), values.clone())?))
+            };
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from_iter_values(audio_keys.iter().map(|&i| index.clip_rows[i as usize] as i64))),
+                dict(&audio_keys, &audio_ids)?,
+                dict(&audio_keys, &audio_files)?,
+                Arc::new(Int64Array::from_iter_values(caption_keys.iter().map(|&j| index.caption_rows[j as usize] as i64))),
+                dict(&caption_keys, &caption_ids)?,
+                dict(&caption_keys, &captions)?,
+                Arc::new(BooleanArray::from(is_match.clone())),
+            ];
+            for v in per_teacher {
+                columns.push(Arc::new(Float32Array::from(v)));
+            }
+            let probabilities = if p.with_probabilities {
+                let tau = p.tau;
+                let pca: Vec<f32> = est
+                    .par_iter()
+                    .enumerate()
+                    .map(|(r, &x)| (x as f64 / tau - lse_row[clips.start + r / n_c]).exp() as f32)
+                    .collect();
+                let pac: Vec<f32> =
+                    est.par_iter().enumerate().map(|(r, &x)| (x as f64 / tau - lse_col[r % n_c]).exp() as f32).collect();
+                mass_on_matches += pca.iter().zip(&is_match).filter(|(_, m)| **m).map(|(p, _)| *p as f64).sum::<f64>();
+                Some((pca, pac))
+            } else {
+                None
+            };
+            columns.push(Arc::new(Float32Array::from(est)));
+            if let Some((pca, pac)) = probabilities {
+                columns.push(Arc::new(Float32Array::from(pca)));
+                columns.push(Arc::new(Float32Array::from(pac)));
+            }
+            if let Some(rel) = &relevance_rows {
+                let mut r = vec![0.0f32; rows];
+                for (bi, i) in clips.clone().enumerate() {
+                    for &(q, v) in &rel[i] {
+                        r[bi * n_c + q] = v;
+                    }
+                }
+                columns.push(Arc::new(Float32Array::from(r)));
+            }
+            let batch = RecordBatch::try_new(schema.clone(), columns)?;
+            if tx.send(batch).is_err() {
+                break; // the writer failed; its error is reported below
+            }
+            step.inc(1);
+        }
+        Ok(())
+    })();
+    drop(tx);
+    let written = writer.join().map_err(|_| anyhow::anyhow!("the Parquet writer thread panicked"))?;
+    send_result?;
+    written?;
+    drop(step);
+
+    // Agreement with the annotation and the ground truth.
+    let mut out = serde_json::Map::new();
+    out.insert("pairs".into(), (n_a * n_c).into());
+    out.insert("clips".into(), n_a.into());
+    out.insert("captions".into(), n_c.into());
+    out.insert("teachers".into(), n_m.into());
+    out.insert("estimate_mean_match".into(), (sum_match / n_match.max(1) as f64).into());
+    out.insert("estimate_mean_nonmatch".into(), (sum_other / (n_a * n_c - n_match).max(1) as f64).into());
+    if p.with_probabilities {
+        out.insert("p_caption_given_audio_on_matches".into(), (mass_on_matches / n_a as f64).into());
+    }
+    for (name, m) in agreement(ctx, &t, &index, p.seed)? {
+        out.insert(name, serde_json::to_value(m)?);
+    }
+    ctx.write_metrics(&serde_json::Value::Object(out))?;
+    Ok(())
+}
+
+/// Per scorer: fit to the annotation (t2a) and, with ground truth, Spearman and nDCG@10.
+fn agreement(ctx: &RunContext<'_>, t: &Teachers, index: &SplitIndex, seed: u64) -> anyhow::Result<Vec<(String, ScorerMetrics)>> {
+    let (n_a, n_c, n_m) = (index.n_clips(), index.n_captions(), t.names.len());
+    let dim = t.dim;
+    let has_truth = index.relevance.is_some();
+    let n_scorers = n_m + 1 + usize::from(has_truth); // teachers, ensemble, annotation
+    let step = ctx.reporter.step("agreement with the annotation / ground truth", n_c as u64);
+    // Per caption and scorer: (rank of annotated clip, nDCG@10).
+    let per_caption: Vec<Vec<(usize, Option<f64>)>> = (0..n_c)
+        .into_par_iter()
+        .map(|j| {
+            let mut scores: Vec<Vec<f32>> = (0..n_m)
+                .map(|m| {
+                    let text = &t.text[m][j * dim..(j + 1) * dim];
+                    t.audio[m].chunks_exact(dim).map(|a| dot(a, text)).collect()
+                })
+                .collect();
+            let mut est = vec![0.0f32; n_a];
+            for s in &scores {
+                for (e, x) in est.iter_mut().zip(s) {
+                    *e += x;
+                }
+            }
+            est.iter_mut().for_each(|e| *e /= n_m as f32);
+            scores.push(est);
+            if has_truth {
+                let mut ann = vec![0.0f32; n_a];
+                ann[index.caption_clip[j]] = 1.0;
+                scores.push(ann);
+            }
+            let gains = index.relevance.as_ref().map(|r| &r[j]);
+            let out = scores
+                .iter()
+                .map(|s| {
+                    let rank = metrics::rank_of(s, index.caption_clip[j]);
+                    let ndcg = gains.and_then(|g| metrics::ndcg_at_k(s, g, 10));
+                    (rank, ndcg)
+                })
+                .collect();
+            step.inc(1);
+            out
+        })
+        .collect();
+    drop(step);
+
+    // Spearman over all pairs, or a seeded sample.
+    let spearman: Option<Vec<Option<f64>>> = index.relevance.as_ref().map(|_| {
+        let total = n_a * n_c;
+        let pairs: Vec<(usize, usize)> = if total <= SPEARMAN_MAX_PAIRS {
+            (0..n_a).flat_map(|i| (0..n_c).map(move |j| (i, j))).collect()
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..SPEARMAN_MAX_PAIRS).map(|_| (rng.random_range(0..n_a), rng.random_range(0..n_c))).collect()
+        };
+        let truth: Vec<f32> = pairs.par_iter().map(|&(i, j)| index.relevance_of(j, i).unwrap_or(0.0)).collect();
+        let mut columns: Vec<Vec<f32>> = (0..n_m)
+            .map(|m| {
+                pairs
+                    .par_iter()
+                    .map(|&(i, j)| dot(&t.audio[m][i * dim..(i + 1) * dim], &t.text[m][j * dim..(j + 1) * dim]))
+                    .collect()
+            })
+            .collect();
+        let est: Vec<f32> = (0..pairs.len()).map(|k| columns.iter().map(|c| c[k]).sum::<f32>() / n_m as f32).collect();
+        columns.push(est);
+        columns.push(pairs.iter().map(|&(i, j)| if index.caption_clip[j] == i { 1.0 } else { 0.0 }).collect());
+        columns.par_iter().map(|c| metrics::spearman(c, &truth)).collect()
+    });
+
+    let names: Vec<String> = (0..n_m)
+        .map(|m| format!("teacher_{m}"))
+        .chain(std::iter::once("ensemble".to_owned()))
+        .chain(has_truth.then(|| "annotation".to_owned()))
+        .collect();
+    let mut result = Vec::new();
+    for (s, name) in names.into_iter().enumerate().take(n_scorers) {
+        let ranks: Vec<usize> = per_caption.iter().map(|v| v[s].0).collect();
+        let scores = metrics::scores_from_ranks(&ranks);
+        let ndcgs: Vec<f64> = per_caption.iter().filter_map(|v| v[s].1).collect();
+        result.push((
+            name,
+            ScorerMetrics {
+                t2a_map10: scores.map10,
+                t2a_r1: scores.r1,
+                spearman: spearman.as_ref().and_then(|v| v[s]),
+                ndcg10: has_truth.then(|| metrics::mean(&ndcgs)),
+            },
+        ));
+    }
+    Ok(result)
+}
+
+/// Reads the teacher node names from a correspondence table's key-value metadata.
+pub fn teacher_names(path: &Path) -> anyhow::Result<Vec<String>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening `{}`", path.display()))?;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)?;
+    use parquet::file::reader::FileReader;
+    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let json = kv
+        .iter()
+        .find(|k| k.key == "teachers")
+        .and_then(|k| k.value.clone())
+        .with_context(|| format!("`{}` has no `teachers` metadata", path.display()))?;
+    Ok(serde_json::from_str(&json)?)
+}

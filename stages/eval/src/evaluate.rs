@@ -1,0 +1,272 @@
+//! Kind `evaluate`: retrieval metrics of one `embed` artifact on one split, with bootstrap
+//! confidence intervals.
+//!
+//! Every caption of the split queries every distinct clip of the split (DCASE convention);
+//! ties are broken by the lower clip index (see [`crate::metrics`]). **All values are fractions
+//! in `[0, 1]`** (the report multiplies by 100).
+//!
+//! # Outputs
+//! - `metrics.json`:
+//!   - `queries` (captions), `clips`;
+//!   - `t2a`: `{map10, r1, r5, r10}` text → audio; `t2a_ci`: `{map10: {low, high}, ...}`;
+//!   - `a2t_any` / `a2t_any_ci`: audio → text, "any hit" convention (R@K = 1 if the best-ranked
+//!     of the clip's captions is within K); `a2t_fraction` / `a2t_fraction_ci`: "fraction"
+//!     convention (the clip's captions within K / its number of captions). mAP@10 is the
+//!     multi-relevant AP@10 in both.
+//!   - only where the features carry ground-truth relevance: `t2a_graded`: `{map10, ndcg10}` and
+//!     `t2a_graded_ci`. For caption `q` the relevant clips are its annotated clip and every clip
+//!     of the split with relevance > 0; `map10` is the multi-relevant AP@10 (DCASE 2025 formula,
+//!     every relevant clip counts 1) and `ndcg10` the nDCG@10 with linear gains
+//!     `max(relevance, 1 if annotated)`.
+//!
+//!   Intervals are 95 % bootstrap percentile intervals over queries (`bootstrap` resamples,
+//!   ChaCha8 seeded with `seed`; the metrics of one direction share the resampled query sets).
+//! - `metrics.parquet`: `metric: utf8` (e.g. `t2a.map10`, `a2t_any.r1`), `value`, `ci_low`,
+//!   `ci_high: float64`.
+//! - `ranks.parquet`: one row per caption query, `caption_index: int64` (features row),
+//!   `caption_id: utf8`, `rank: int64` (1-based rank of its annotated clip) and, with ground
+//!   truth, `graded_ap10: float64`: enough for paired comparisons between models.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, ensure};
+use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
+use pipeline_data::formats::{Embeddings, Split, batch, f64_column, i64_column, string_column, write_parquet};
+use serde::{Deserialize, Serialize};
+
+use crate::index::{SplitIndex, gather_normalised};
+use crate::metrics::{self, PerQuery, RetrievalIntervals, RetrievalScores};
+
+/// Per-query ranks file.
+pub const RANKS_FILE: &str = "ranks.parquet";
+/// Metrics table file.
+pub const METRICS_TABLE_FILE: &str = "metrics.parquet";
+/// Confidence level of the intervals.
+pub const LEVEL: f64 = 0.95;
+
+/// Parameters of `evaluate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// Split to evaluate on: `test` (default), `val` or `train`.
+    #[serde(default = "default_split")]
+    pub split: Split,
+    /// Bootstrap resamples of the query set for the 95 % intervals (default 1000; 0 gives
+    /// degenerate intervals at the point estimate).
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap resampling (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_split() -> Split {
+    Split::Test
+}
+fn default_bootstrap() -> usize {
+    1000
+}
+
+/// The `evaluate` stage kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Evaluate;
+
+/// Graded text → audio values.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct GradedScores {
+    pub map10: f64,
+    pub ndcg10: f64,
+}
+
+/// Intervals of [`GradedScores`].
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct GradedIntervals {
+    pub map10: metrics::Interval,
+    pub ndcg10: metrics::Interval,
+}
+
+/// `metrics.json` of `evaluate`: fractions in `[0, 1]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EvaluationMetrics {
+    pub queries: usize,
+    pub clips: usize,
+    pub t2a: RetrievalScores,
+    pub t2a_ci: RetrievalIntervals,
+    pub a2t_any: RetrievalScores,
+    pub a2t_any_ci: RetrievalIntervals,
+    pub a2t_fraction: RetrievalScores,
+    pub a2t_fraction_ci: RetrievalIntervals,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t2a_graded: Option<GradedScores>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t2a_graded_ci: Option<GradedIntervals>,
+}
+
+impl EvaluationMetrics {
+    /// `(metric, value, ci_low, ci_high)` rows, as in `metrics.parquet`.
+    pub fn rows(&self) -> Vec<(String, f64, f64, f64)> {
+        let mut rows = Vec::new();
+        let mut add = |prefix: &str, s: &RetrievalScores, c: &RetrievalIntervals| {
+            for (name, v, i) in [("map10", s.map10, c.map10), ("r1", s.r1, c.r1), ("r5", s.r5, c.r5), ("r10", s.r10, c.r10)] {
+                rows.push((format!("{prefix}.{name}"), v, i.low, i.high));
+            }
+        };
+        add("t2a", &self.t2a, &self.t2a_ci);
+        add("a2t_any", &self.a2t_any, &self.a2t_any_ci);
+        add("a2t_fraction", &self.a2t_fraction, &self.a2t_fraction_ci);
+        if let (Some(g), Some(c)) = (&self.t2a_graded, &self.t2a_graded_ci) {
+            rows.push(("t2a_graded.map10".into(), g.map10, c.map10.low, c.map10.high));
+            rows.push(("t2a_graded.ndcg10".into(), g.ndcg10, c.ndcg10.low, c.ndcg10.high));
+        }
+        rows
+    }
+}
+
+impl StageKind for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Text-to-audio and audio-to-text retrieval metrics of one embedding set, with bootstrap intervals and per-query ranks"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
+        inputs.expect(&["embeddings", "features"], &[])?;
+        inputs.expect_single("embeddings")?;
+        inputs.expect_single("features")?;
+        let p: EvaluateParams = parse_params(params)?;
+        Plan::new(&p, Resources::ALL_CORES)
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+        let p: EvaluateParams = ctx.params()?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads.clamp(1, 1024)).build()?;
+        pool.install(|| run(ctx, &p))
+    }
+}
+
+/// Evaluates `audio [n_clips, dim]` / `text [n_captions, dim]` (split rows, normalised) of a
+/// split; returns the metrics and the t2a ranks (and graded AP@10 per query, with ground truth).
+pub fn evaluate_split(
+    index: &SplitIndex,
+    audio: &[f32],
+    text: &[f32],
+    dim: usize,
+    bootstrap: usize,
+    seed: u64,
+) -> (EvaluationMetrics, Vec<usize>, Option<Vec<f64>>) {
+    let (n_a, n_c) = (index.n_clips(), index.n_captions());
+    let sim = metrics::dot_matrix(text, audio, dim);
+    let ranks = metrics::text_to_audio_ranks(&sim, n_a, &index.caption_clip);
+    let t2a = metrics::text_to_audio_per_query(&ranks);
+    let a2t_ranks = metrics::audio_to_text_ranks(&sim, n_a, &index.caption_clip);
+    let any = metrics::audio_to_text_any_per_query(&a2t_ranks);
+    let fraction = metrics::audio_to_text_fraction_per_query(&a2t_ranks);
+    let ci = |pq: &PerQuery, salt: u64| pq.bootstrap(bootstrap, seed.wrapping_add(salt), LEVEL);
+
+    let graded = index.relevance.as_ref().map(|rel| {
+        let (aps, ndcgs): (Vec<f64>, Vec<f64>) = (0..n_c)
+            .map(|q| {
+                let row = &sim[q * n_a..(q + 1) * n_a];
+                let annotated = index.caption_clip[q];
+                let mut gains: Vec<(usize, f32)> = rel[q].clone();
+                match gains.iter_mut().find(|g| g.0 == annotated) {
+                    Some(g) => g.1 = g.1.max(1.0),
+                    None => gains.push((annotated, 1.0)),
+                }
+                let relevant: Vec<usize> = gains.iter().map(|g| g.0).collect();
+                let ap = metrics::multi_relevant_ap_at_k(row, &relevant, 10);
+                let ndcg = metrics::ndcg_at_k(row, &gains, 10).unwrap_or(0.0);
+                (ap, ndcg)
+            })
+            .unzip();
+        let cis = metrics::bootstrap_means_ci(&[&aps, &ndcgs], bootstrap, seed.wrapping_add(3), LEVEL);
+        let scores = GradedScores { map10: metrics::mean(&aps), ndcg10: metrics::mean(&ndcgs) };
+        (scores, GradedIntervals { map10: cis[0], ndcg10: cis[1] }, aps)
+    });
+
+    let m = EvaluationMetrics {
+        queries: n_c,
+        clips: n_a,
+        t2a: t2a.mean(),
+        t2a_ci: ci(&t2a, 0),
+        a2t_any: any.mean(),
+        a2t_any_ci: ci(&any, 1),
+        a2t_fraction: fraction.mean(),
+        a2t_fraction_ci: ci(&fraction, 2),
+        t2a_graded: graded.as_ref().map(|g| g.0),
+        t2a_graded_ci: graded.as_ref().map(|g| g.1),
+    };
+    (m, ranks, graded.map(|g| g.2))
+}
+
+fn run(ctx: &RunContext<'_>, p: &EvaluateParams) -> anyhow::Result<()> {
+    let index = SplitIndex::load(ctx.input("features")?, p.split)?;
+    let emb_dir = ctx.input("embeddings")?;
+    let emb = Embeddings::load(emb_dir)?;
+    let n_features_clips = index.clip_rows.iter().max().map_or(0, |m| m + 1);
+    ensure!(
+        emb.n_clips() >= n_features_clips,
+        "`{}` has {} audio rows but the features' split uses row {}: embeddings of other features?",
+        emb_dir.display(),
+        emb.n_clips(),
+        n_features_clips - 1
+    );
+    let audio = gather_normalised(&emb.audio, emb.dim, &index.clip_rows).context("audio rows")?;
+    let text = gather_normalised(&emb.text, emb.dim, &index.caption_rows).context("text rows")?;
+    let step = ctx.reporter.step("evaluating", 1);
+    let (m, ranks, graded_aps) = evaluate_split(&index, &audio, &text, emb.dim, p.bootstrap, p.seed);
+    step.inc(1);
+    drop(step);
+    ctx.reporter.log(&format!(
+        "{}: t2a mAP@10 {:.2} % R@1 {:.2} % R@5 {:.2} % R@10 {:.2} % ({} queries, {} clips)",
+        p.split,
+        100.0 * m.t2a.map10,
+        100.0 * m.t2a.r1,
+        100.0 * m.t2a.r5,
+        100.0 * m.t2a.r10,
+        m.queries,
+        m.clips
+    ));
+    ctx.write_metrics(&m)?;
+
+    let rows = m.rows();
+    write_parquet(
+        &ctx.out_dir.join(METRICS_TABLE_FILE),
+        &batch(vec![
+            ("metric", string_column(&rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())),
+            ("value", f64_column(rows.iter().map(|r| r.1))),
+            ("ci_low", f64_column(rows.iter().map(|r| r.2))),
+            ("ci_high", f64_column(rows.iter().map(|r| r.3))),
+        ])?,
+    )?;
+    let mut cols = vec![
+        ("caption_index", i64_column(index.caption_rows.iter().map(|&r| r as i64))),
+        ("caption_id", string_column(&index.caption_ids)),
+        ("rank", i64_column(ranks.iter().map(|&r| r as i64))),
+    ];
+    if let Some(aps) = graded_aps {
+        cols.push(("graded_ap10", f64_column(aps)));
+    }
+    write_parquet(&ctx.out_dir.join(RANKS_FILE), &batch(cols)?)?;
+    Ok(())
+}
+
+/// Reads an `evaluate` artifact's `metrics.json`.
+pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<EvaluationMetrics> {
+    let path = dir.join(pipeline_api::METRICS_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading `{}`", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing `{}`", path.display()))
+}
+
+/// Reads an `evaluate` artifact's `ranks.parquet` as `caption_index → rank`.
+pub fn read_ranks(dir: &std::path::Path) -> anyhow::Result<BTreeMap<i64, usize>> {
+    let path = dir.join(RANKS_FILE);
+    let t = pipeline_data::formats::Table::open(&path)?;
+    Ok(t.i64s("caption_index")?.into_iter().zip(t.i64s("rank")?.into_iter().map(|r| r as usize)).collect())
+}

@@ -1,0 +1,337 @@
+//! The three stage kinds run end to end on generated artifacts.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float32Type, Int64Type};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use pipeline_api::{InputCounts, Registry, StageKind};
+use pipeline_data::formats::{
+    Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet, write_parquet,
+};
+use pipeline_eval::evaluate::{EvaluationMetrics, read_metrics};
+use pipeline_eval::fixtures::{run_stage, synthetic_embeddings, synthetic_features};
+use pipeline_eval::{Correspondences, Evaluate, Report, metrics};
+
+const TOPICS: usize = 3;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    features: FeatureSet,
+    fdir: PathBuf,
+}
+
+fn setup(relevance: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let features = synthetic_features([8, 3, 6], 2, TOPICS, relevance);
+    let fdir = dir.path().join("features");
+    std::fs::create_dir_all(&fdir).unwrap();
+    features.save(&fdir).unwrap();
+    Setup { dir, features, fdir }
+}
+
+fn save_embeddings(s: &Setup, name: &str, e: &Embeddings) -> PathBuf {
+    let d = s.dir.path().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    e.save(&d).unwrap();
+    d
+}
+
+fn read_all(path: &Path) -> RecordBatch {
+    read_parquet(path).unwrap()
+}
+
+fn f32s(b: &RecordBatch, name: &str) -> Vec<f32> {
+    b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).as_primitive::<Float32Type>().values().to_vec()
+}
+
+fn i64s(b: &RecordBatch, name: &str) -> Vec<i64> {
+    b.column_by_name(name).unwrap().as_primitive::<Int64Type>().values().to_vec()
+}
+
+#[test]
+fn registry_has_the_three_kinds() {
+    let mut r = Registry::default();
+    pipeline_eval::register(&mut r);
+    assert_eq!(r.names().collect::<Vec<_>>(), vec!["correspondences", "evaluate", "report"]);
+    assert!(r.iter().all(|k| k.version() == 1));
+}
+
+#[test]
+fn plans_validate_parameters_and_inputs() {
+    let one = |names: &[(&str, usize)]| InputCounts(names.iter().map(|(n, c)| (n.to_string(), *c)).collect());
+    let inputs = one(&[("teachers", 2), ("features", 1)]);
+    let t = |s: &str| toml::from_str::<toml::Table>(s).unwrap();
+    let plan = Correspondences.plan(&t(""), &inputs).unwrap();
+    assert_eq!(plan.params["split"], "train");
+    assert_eq!(plan.params["tau"], 0.05);
+    assert_eq!(plan.params["with_probabilities"], true);
+    let err = Correspondences.plan(&t("taux = 1.0"), &inputs).unwrap_err();
+    assert!(err.message.contains("unknown field"), "{err}");
+    assert_eq!(Correspondences.plan(&t("tau = 0.0"), &inputs).unwrap_err().key.as_deref(), Some("tau"));
+    assert_eq!(Correspondences.plan(&t("split = \"dev\""), &inputs).unwrap_err().key.as_deref(), Some("split"));
+    assert!(Correspondences.plan(&t(""), &one(&[("teachers", 1)])).is_err());
+    let ev = Evaluate.plan(&t("seed = 3"), &one(&[("embeddings", 1), ("features", 1)])).unwrap();
+    assert_eq!(ev.params["split"], "test");
+    assert_eq!(ev.params["bootstrap"], 1000);
+    assert!(Evaluate.plan(&t(""), &one(&[("embeddings", 2), ("features", 1)])).is_err());
+    let rp = Report.plan(&t("baseline = [\"evaluate.\", \"*-s1\"]"), &one(&[("evaluations", 3)])).unwrap();
+    assert_eq!(rp.params["bootstrap"], 1000);
+    assert!(Report.plan(&t(""), &one(&[("evaluations", 3)])).is_err(), "baseline is required");
+    assert!(pipeline_eval::report::pattern_matches("evaluate.", "evaluate.seed-1"));
+    assert!(pipeline_eval::report::pattern_matches("eval*seed-*", "evaluate.seed-1"));
+    assert!(!pipeline_eval::report::pattern_matches("evaluate.", "evaluate-distill.seed-1"));
+    assert!(!pipeline_eval::report::pattern_matches("*-s1", "x-s12"));
+}
+
+#[test]
+fn correspondences_table_is_exact_and_streamed_in_row_groups() {
+    let s = setup(true);
+    let e0 = synthetic_embeddings(&s.features, 12, TOPICS, 0.5, 1);
+    let e1 = synthetic_embeddings(&s.features, 12, TOPICS, 0.9, 2);
+    let t0 = save_embeddings(&s, "t0", &e0);
+    let t1 = save_embeddings(&s, "t1", &e1);
+    let out = s.dir.path().join("corr");
+    let tau = 0.1f64;
+    run_stage(
+        &Correspondences,
+        "correspondences",
+        &format!("tau = {tau}\nrow_group_rows = 40"),
+        &[("teachers", vec![(Some("embed.s1"), t0), (Some("embed.s2"), t1)]), ("features", vec![(None, s.fdir.clone())])],
+        &out,
+        2,
+    )
+    .unwrap();
+
+    let clips = s.features.split_clips(Split::Train);
+    let caps = s.features.split_captions(Split::Train);
+    let (n_a, n_c) = (clips.len(), caps.len());
+    let path = out.join("correspondences.parquet");
+    // 40 rows per group / 16 captions -> 2 clips per row group.
+    let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), n_a.div_ceil(2));
+    assert_eq!(pipeline_eval::correspondences::teacher_names(&path).unwrap(), vec!["embed.s1", "embed.s2"]);
+
+    let b = read_all(&path);
+    assert_eq!(b.num_rows(), n_a * n_c);
+    let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "audio_index", "audio_id", "audio_file", "caption_index", "caption_id", "caption", "is_match", "teacher_0",
+            "teacher_1", "estimate", "p_caption_given_audio", "p_audio_given_caption", "relevance"
+        ]
+    );
+    let ai = i64s(&b, "audio_index");
+    let ci = i64s(&b, "caption_index");
+    let est = f32s(&b, "estimate");
+    let t0v = f32s(&b, "teacher_0");
+    let pca = f32s(&b, "p_caption_given_audio");
+    let pac = f32s(&b, "p_audio_given_caption");
+    let rel = f32s(&b, "relevance");
+    let is_match = b.column_by_name("is_match").unwrap().as_boolean().clone();
+    let audio_id = b.column_by_name("audio_id").unwrap().as_string::<i32>().clone();
+    let caption = b.column_by_name("caption").unwrap().as_string::<i32>().clone();
+    let truth: HashMap<(usize, usize), f32> = s
+        .features
+        .relevance
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| ((r.caption_index, r.clip_index), r.relevance))
+        .collect();
+    let dot = |e: &Embeddings, i: usize, j: usize| -> f64 {
+        e.audio_row(i).iter().zip(e.text_row(j)).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+    };
+    let c_hat = |i: usize, j: usize| (dot(&e0, i, j) + dot(&e1, i, j)) / 2.0;
+    for (r, (&i, &j)) in ai.iter().zip(&ci).enumerate() {
+        let (i, j) = (i as usize, j as usize);
+        // Clip-major row order.
+        assert_eq!(i, clips[r / n_c]);
+        assert_eq!(j, caps[r % n_c]);
+        assert_eq!(audio_id.value(r), s.features.clips[i].clip_id);
+        assert_eq!(caption.value(r), s.features.captions[j].text);
+        assert_eq!(is_match.value(r), s.features.captions[j].clip_index == i);
+        assert!((t0v[r] as f64 - dot(&e0, i, j)).abs() < 1e-5);
+        assert!((est[r] as f64 - c_hat(i, j)).abs() < 1e-5);
+        assert_eq!(rel[r], truth.get(&(j, i)).copied().unwrap_or(0.0));
+        // Brute-force softmaxes over the whole split.
+        let z_row: f64 = caps.iter().map(|&jj| (c_hat(i, jj) / tau).exp()).sum();
+        let z_col: f64 = clips.iter().map(|&ii| (c_hat(ii, j) / tau).exp()).sum();
+        assert!((pca[r] as f64 - (c_hat(i, j) / tau).exp() / z_row).abs() < 1e-5);
+        assert!((pac[r] as f64 - (c_hat(i, j) / tau).exp() / z_col).abs() < 1e-5);
+    }
+
+    // teachers.safetensors reproduces the estimate.
+    let t = TeacherEmbeddings::load(&out).unwrap();
+    assert_eq!((t.teachers, t.dim, t.clip_index.clone(), t.caption_index.clone()), (2, 12, clips.clone(), caps.clone()));
+    assert!((t.estimate(3, 5) - est[3 * n_c + 5]).abs() < 1e-5);
+
+    // metrics.json: agreement with the ground truth, for each teacher, the ensemble and the annotation.
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["pairs"], n_a * n_c);
+    for key in ["teacher_0", "teacher_1", "ensemble", "annotation"] {
+        let sp = m[key]["spearman"].as_f64().unwrap();
+        let nd = m[key]["ndcg10"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&sp) && (0.0..=1.0).contains(&nd), "{key}: {sp} {nd}");
+    }
+    // Brute-force Spearman of the ensemble over all pairs.
+    let sp = metrics::spearman(&est, &rel).unwrap();
+    assert!((m["ensemble"]["spearman"].as_f64().unwrap() - sp).abs() < 1e-6);
+    // The annotation finds every annotated clip.
+    assert_eq!(m["annotation"]["t2a_r1"], 1.0);
+    // Topic structure: the teachers, unlike the binary annotation, see the same-topic relevance.
+    assert!(m["ensemble"]["spearman"].as_f64().unwrap() > m["annotation"]["spearman"].as_f64().unwrap());
+}
+
+#[test]
+fn correspondences_without_probabilities_or_ground_truth() {
+    let s = setup(false);
+    let e = synthetic_embeddings(&s.features, 8, TOPICS, 0.5, 1);
+    let t = save_embeddings(&s, "t", &e);
+    let out = s.dir.path().join("corr");
+    run_stage(
+        &Correspondences,
+        "c",
+        "with_probabilities = false\nsplit = \"test\"",
+        &[("teachers", vec![(None, t)]), ("features", vec![(None, s.fdir.clone())])],
+        &out,
+        1,
+    )
+    .unwrap();
+    let b = read_all(&out.join("correspondences.parquet"));
+    assert_eq!(b.num_rows(), 6 * 12);
+    assert!(b.column_by_name("p_caption_given_audio").is_none());
+    assert!(b.column_by_name("relevance").is_none());
+    assert_eq!(f32s(&b, "estimate"), f32s(&b, "teacher_0"));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(m.get("annotation").is_none() && m["ensemble"].get("spearman").is_none());
+}
+
+fn evaluate(s: &Setup, name: &str, emb: &Embeddings, bootstrap: usize) -> (PathBuf, EvaluationMetrics) {
+    let e = save_embeddings(s, &format!("emb-{name}"), emb);
+    let out = s.dir.path().join(name);
+    run_stage(
+        &Evaluate,
+        name,
+        &format!("bootstrap = {bootstrap}\nseed = 1"),
+        &[("embeddings", vec![(None, e)]), ("features", vec![(None, s.fdir.clone())])],
+        &out,
+        2,
+    )
+    .unwrap();
+    let m = read_metrics(&out).unwrap();
+    (out, m)
+}
+
+#[test]
+fn evaluate_matches_the_metric_functions() {
+    let s = setup(true);
+    let emb = synthetic_embeddings(&s.features, 10, TOPICS, 1.5, 4);
+    let (out, m) = evaluate(&s, "evaluate.x", &emb, 200);
+    let clips = s.features.split_clips(Split::Test);
+    let caps = s.features.split_captions(Split::Test);
+    let mut sim = Vec::new();
+    for &j in &caps {
+        for &i in &clips {
+            sim.push(emb.text_row(j).iter().zip(emb.audio_row(i)).map(|(a, b)| a * b).sum::<f32>());
+        }
+    }
+    let relevant: Vec<usize> = caps.iter().map(|&j| clips.iter().position(|&i| i == s.features.captions[j].clip_index).unwrap()).collect();
+    let direct = metrics::text_to_audio(&sim, clips.len(), &relevant);
+    assert!((m.t2a.map10 - direct.map10).abs() < 1e-9 && (m.t2a.r1 - direct.r1).abs() < 1e-9);
+    let a2t = metrics::audio_to_text(&sim, clips.len(), &relevant);
+    assert!((m.a2t_any.r1 - a2t.any.r1).abs() < 1e-9 && (m.a2t_fraction.r5 - a2t.fraction.r5).abs() < 1e-9);
+    assert!(m.t2a_ci.map10.low <= m.t2a.map10 && m.t2a.map10 <= m.t2a_ci.map10.high);
+    assert_eq!((m.queries, m.clips), (caps.len(), clips.len()));
+    let g = m.t2a_graded.unwrap();
+    assert!((0.0..=1.0).contains(&g.map10) && (0.0..=1.0).contains(&g.ndcg10));
+
+    let ranks = read_all(&out.join("ranks.parquet"));
+    assert_eq!(i64s(&ranks, "caption_index"), caps.iter().map(|&c| c as i64).collect::<Vec<_>>());
+    let r: Vec<usize> = i64s(&ranks, "rank").into_iter().map(|r| r as usize).collect();
+    assert_eq!(r, metrics::text_to_audio_ranks(&sim, clips.len(), &relevant));
+    let table = read_all(&out.join("metrics.parquet"));
+    assert_eq!(table.num_rows(), 14);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(json["t2a_ci"]["map10"]["low"].is_number());
+
+    // Perfect embeddings (captions = their clip's vector) rank every annotated clip first.
+    let perfect = synthetic_embeddings(&s.features, 10, TOPICS, 0.0, 4);
+    let (_, m) = evaluate(&s, "evaluate.perfect", &perfect, 0);
+    assert_eq!((m.t2a.r1, m.t2a.map10, m.a2t_any.r1), (1.0, 1.0, 1.0));
+    assert_eq!(m.a2t_fraction.r1, 0.5, "two captions per clip, one can be first");
+}
+
+#[test]
+fn report_compares_stages_with_paired_intervals() {
+    let s = setup(true);
+    let weak = synthetic_embeddings(&s.features, 10, TOPICS, 2.5, 4);
+    let strong = synthetic_embeddings(&s.features, 10, TOPICS, 0.6, 5);
+    let (e1, m1) = evaluate(&s, "evaluate.s1", &weak, 100);
+    let (e2, m2) = evaluate(&s, "evaluate-distill.s1", &strong, 100);
+    // Correspondences for the report's table and plot.
+    let t = save_embeddings(&s, "teacher", &weak);
+    let corr = s.dir.path().join("corr");
+    run_stage(
+        &Correspondences,
+        "correspondences",
+        "",
+        &[("teachers", vec![(Some("embed.s1"), t)]), ("features", vec![(None, s.fdir.clone())])],
+        &corr,
+        2,
+    )
+    .unwrap();
+    // Training curves: two rows per epoch, validation on the last.
+    let train = s.dir.path().join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    let epochs = [1i64, 1, 2, 2, 3, 3];
+    write_parquet(
+        &train.join("curves.parquet"),
+        &batch(vec![
+            ("epoch", i64_column(epochs)),
+            ("step", i64_column(1..=6)),
+            ("train_loss", f64_column([3.0, 2.8, 2.2, 2.0, 1.7, 1.6])),
+            ("lr", f64_column([1e-5; 6])),
+            ("val_map10", f64_column([f64::NAN, 0.2, f64::NAN, 0.3, f64::NAN, 0.35])),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let (loss, val) = pipeline_eval::report::read_curves(&train.join("curves.parquet")).unwrap();
+    assert_eq!(loss, vec![(1.0, 2.9), (2.0, 2.1), (3.0, 1.65)]);
+    assert_eq!(val, vec![(1.0, 0.2), (2.0, 0.3), (3.0, 0.35)]);
+
+    let out = s.dir.path().join("report");
+    run_stage(
+        &Report,
+        "report",
+        "baseline = \"evaluate.\"\nbootstrap = 300",
+        &[
+            ("evaluations", vec![(Some("evaluate.s1"), e1), (Some("evaluate-distill.s1"), e2)]),
+            ("training", vec![(Some("train.s1"), train.clone()), (Some("distill.s1"), train)]),
+            ("correspondences", vec![(Some("correspondences"), corr)]),
+            ("features", vec![(Some("features"), s.fdir.clone())]),
+        ],
+        &out,
+        1,
+    )
+    .unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| `evaluate.s1` | 1 |"), "{md}");
+    assert!(md.contains("| `evaluate-distill.s1` | 2 |"), "{md}");
+    assert!(md.contains("Estimated correspondences") && md.contains("ensemble (C_hat)"), "{md}");
+    assert!(md.contains("training_curves.png") && md.contains("correspondences.png"), "{md}");
+    for png in ["training_curves.png", "correspondences.png"] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let h = &m["stage2_minus_best_stage1_map10"];
+    let v = h["value"].as_f64().unwrap();
+    assert!((v - (m2.t2a.map10 - m1.t2a.map10)).abs() < 1e-12);
+    assert!(h["ci_low"].as_f64().unwrap() <= v && v <= h["ci_high"].as_f64().unwrap());
+    assert_eq!(m["stage1_models"], 1);
+}

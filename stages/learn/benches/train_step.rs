@@ -1,0 +1,101 @@
+//! Training steps per second of the default model (Burn flex, CPU) against the same model in
+//! PyTorch on the CPU (same shapes, batch and thread count).
+//!
+//! `cargo bench -p pipeline-learn --bench train_step [-- --threads N --steps N --no-torch]`
+//!
+//! The PyTorch reference (`benches/train_step.py`) runs in a virtual environment under
+//! `target/bench-venv`, created on first use with `pip install torch` (PyPI).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use pipeline_learn::batches::{Row, audio_tensors, epoch_batches, rows, text_tensor};
+use pipeline_learn::fixtures::Synthetic;
+use pipeline_learn::losses::{positives, similarity, sup_loss};
+use pipeline_learn::params::{ModelParams, OptimParams};
+use pipeline_data::formats::Split;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let threads: usize = arg("--threads").map_or(2, |v| v.parse().unwrap());
+    let steps: usize = arg("--steps").map_or(60, |v| v.parse().unwrap());
+    let skip_torch = std::env::args().any(|a| a == "--no-torch");
+    let batch = 32;
+    let data = Synthetic::pipeline_scale();
+    let f = data.build();
+    let optim: OptimParams = serde_json::from_value(serde_json::json!({}))?;
+    let model_params = ModelParams::default().canonical().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = model_params.resolve(&optim, data.n_mels, data.n_frames, f.vocab.len(), f.max_tokens)?;
+
+    let burn_sps = pipeline_learn::device::with_threads(threads, || -> anyhow::Result<f64> {
+        let ad = Device::flex().autodiff();
+        let mut model = config.init(&ad, 0);
+        let mut opt = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.0).init();
+        let train: Vec<Row> = rows(&f, Split::Train);
+        let batches: Vec<Vec<Row>> = (0..).flat_map(|e| epoch_batches(&train, batch, 0, e)).filter(|b| b.len() == batch).take(steps + 5).collect();
+        let mut run = |b: &[Row], model: pipeline_learn::models::DualEncoder| {
+            let clips: Vec<usize> = b.iter().map(|r| r.clip).collect();
+            let caps: Vec<usize> = b.iter().map(|r| r.caption).collect();
+            let (mel, mask) = audio_tensors(&f, &clips, &ad);
+            let tokens = text_tensor(&f, &caps, &ad);
+            let mut rng = pipeline_learn::batches::epoch_rng(0, 0, 2);
+            let mut noise = Some(&mut rng);
+            let sim = similarity(model.embed_audio(mel, mask, &mut noise), model.embed_text(tokens, &mut noise));
+            let loss = sup_loss(sim, model.logit_scale(&ad), positives(&clips, &ad));
+            let _ = pipeline_learn::train::scalar(loss.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            opt.step(1e-3, model, grads)
+        };
+        for b in &batches[..5] {
+            model = run(b, model); // warm-up
+        }
+        let t = Instant::now();
+        for b in &batches[5..] {
+            model = run(b, model);
+        }
+        Ok(steps as f64 / t.elapsed().as_secs_f64())
+    })??;
+    println!(
+        "burn flex: {burn_sps:.2} steps/s (default model, batch {batch}, {} mels x {} frames, {threads} threads, {steps} steps)",
+        data.n_mels, data.n_frames
+    );
+    if skip_torch {
+        return Ok(());
+    }
+    let torch_sps = torch(threads, steps, batch, &data, f.vocab.len())?;
+    println!("pytorch cpu: {torch_sps:.2} steps/s");
+    println!("ratio burn/pytorch: {:.2}", burn_sps / torch_sps);
+    Ok(())
+}
+
+fn torch(threads: usize, steps: usize, batch: usize, data: &Synthetic, vocab: usize) -> anyhow::Result<f64> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| manifest.join("../../target"));
+    let venv = target.join("bench-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!("creating {} and installing torch from PyPI (once)", venv.display());
+        anyhow::ensure!(Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success(), "python3 -m venv failed");
+        anyhow::ensure!(
+            Command::new(venv.join("bin/pip")).args(["install", "--quiet", "torch", "numpy"]).status()?.success(),
+            "pip install torch failed"
+        );
+    }
+    let out = Command::new(&python)
+        .arg(manifest.join("benches/train_step.py"))
+        .args(["--threads", &threads.to_string(), "--steps", &steps.to_string(), "--batch", &batch.to_string()])
+        .args(["--mels", &data.n_mels.to_string(), "--frames", &data.n_frames.to_string()])
+        .args(["--tokens", &data.max_tokens.to_string(), "--vocab", &vocab.to_string()])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "train_step.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout)?;
+    let sps = text.lines().find_map(|l| l.strip_prefix("steps_per_second ")).ok_or_else(|| anyhow::anyhow!("no result from train_step.py: {text}"))?;
+    Ok(sps.trim().parse()?)
+}

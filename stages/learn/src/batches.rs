@@ -1,0 +1,72 @@
+//! Assembling batches from a [`FeatureSet`]: training rows are (clip, caption) pairs, one per
+//! caption of the split; tensors are copied out of the feature set per batch.
+
+use burn::prelude::*;
+use pipeline_data::formats::{FeatureSet, Split};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One training row: a caption and its clip (rows of the feature set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub clip: usize,
+    pub caption: usize,
+}
+
+/// The (clip, caption) rows of `split`, in caption order.
+pub fn rows(features: &FeatureSet, split: Split) -> Vec<Row> {
+    features.split_captions(split).into_iter().map(|j| Row { clip: features.captions[j].clip_index, caption: j }).collect()
+}
+
+/// A ChaCha generator for `(seed, epoch, stream)`: epochs never share randomness, and a resumed
+/// run draws exactly what the uninterrupted one would.
+pub fn epoch_rng(seed: u64, epoch: usize, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+    rng
+}
+
+/// Fisher–Yates shuffle with our generator (independent of `rand`'s slice helpers).
+pub fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.random_range(0..=i);
+        items.swap(i, j);
+    }
+}
+
+/// Rows shuffled for `epoch`, cut into batches of `batch_size` (a last batch smaller than 2 is
+/// dropped: a contrastive batch needs negatives).
+pub fn epoch_batches(rows: &[Row], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<Row>> {
+    let mut rows = rows.to_vec();
+    shuffle(&mut rows, &mut epoch_rng(seed, epoch, 1));
+    rows.chunks(batch_size).filter(|c| c.len() >= 2).map(<[Row]>::to_vec).collect()
+}
+
+/// Number of batches per epoch of [`epoch_batches`].
+pub fn batches_per_epoch(n_rows: usize, batch_size: usize) -> usize {
+    let full = n_rows / batch_size;
+    full + usize::from(n_rows % batch_size >= 2)
+}
+
+/// `mel [b, windows, n_mels, n_frames]` and `window_mask [b, windows]` of clips.
+pub fn audio_tensors(features: &FeatureSet, clips: &[usize], device: &Device) -> (Tensor<4>, Tensor<2>) {
+    let [_, w, m, t] = features.mel_shape;
+    let b = clips.len();
+    let mut mel = Vec::with_capacity(b * features.clip_len());
+    let mut mask = Vec::with_capacity(b * w);
+    for &c in clips {
+        mel.extend_from_slice(features.clip_mel(c));
+        mask.extend(features.clip_window_mask(c).iter().map(|&v| f32::from(u8::from(v != 0))));
+    }
+    (
+        Tensor::from_data(TensorData::new(mel, [b, w, m, t]), device),
+        Tensor::from_data(TensorData::new(mask, [b, w]), device),
+    )
+}
+
+/// `tokens [b, max_tokens]` of captions.
+pub fn text_tensor(features: &FeatureSet, captions: &[usize], device: &Device) -> Tensor<2, Int> {
+    let l = features.max_tokens;
+    let tokens: Vec<i64> = captions.iter().flat_map(|&j| features.caption_tokens(j).iter().copied()).collect();
+    Tensor::from_data(TensorData::new(tokens, [captions.len(), l]), device)
+}

@@ -1,0 +1,207 @@
+//! The stage kinds: `train` (Stage 1), `distill` (Stage 2) and `embed`.
+
+use std::path::Path;
+
+use anyhow::{Context, ensure};
+use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
+use pipeline_data::formats::{Embeddings, FeatureSet, TeacherEmbeddings};
+use serde_json::json;
+
+use crate::device::{resolve, wants_gpu, with_threads};
+use crate::embedding::{MODEL_FILE, embed_captions, embed_clips, load_config, load_model, save_config};
+use crate::models::DualEncoderConfig;
+use crate::outputs::{metrics_json, plot_curves, write_curves};
+use crate::params::{DeviceChoice, DistillParams, EmbedParams, OptimParams, TrainParams};
+use crate::train::{Objective, TrainJob, best_model_path, train};
+
+fn resources(threads: Option<usize>, device: DeviceChoice) -> Resources {
+    Resources { threads: threads.unwrap_or(Resources::ALL_CORES.threads), gpu: wants_gpu(device) }
+}
+
+fn load_features(ctx: &RunContext<'_>) -> anyhow::Result<FeatureSet> {
+    let dir = ctx.input("features")?;
+    FeatureSet::load(dir).with_context(|| format!("node `{}`: loading the features", ctx.node))
+}
+
+/// Trains and writes every output of a `train`/`distill` node.
+fn run_training(
+    ctx: &RunContext<'_>,
+    kind: &str,
+    optim: OptimParams,
+    features: &FeatureSet,
+    model: DualEncoderConfig,
+    init: Option<&Path>,
+    objective: Objective<'_>,
+) -> anyhow::Result<()> {
+    let compute = resolve(optim.device)?;
+    let threads = optim.threads.unwrap_or(ctx.threads).min(ctx.threads.max(1)).max(1);
+    let fingerprint = json!({ "kind": kind, "params": ctx.params, "model": &model, "mel_shape": features.mel_shape });
+    let job = TrainJob {
+        node: ctx.node,
+        features,
+        optim: optim.clone(),
+        model: model.clone(),
+        init: init.map(Path::to_path_buf),
+        objective,
+        fingerprint,
+        compute: compute.clone(),
+        scratch_dir: ctx.scratch_dir,
+        reporter: ctx.reporter,
+        stop_after: None,
+    };
+    let summary = with_threads(threads, || train(&job))??;
+    let out = ctx.out_dir;
+    fs_err::copy(best_model_path(ctx.scratch_dir), out.join(MODEL_FILE))?;
+    save_config(&model, out)?;
+    write_curves(&out.join("curves.parquet"), &summary.curves)?;
+    plot_curves(&out.join("curves.png"), &summary.curves)?;
+    let train_config = json!({
+        "kind": kind,
+        "params": ctx.params,
+        "model": &model,
+        "device": compute.name,
+        "threads": threads,
+        "features": { "mel_shape": features.mel_shape, "max_tokens": features.max_tokens, "vocab_size": features.vocab.len() },
+        "steps_per_epoch": summary.steps_per_epoch,
+        "resumed_epochs": summary.resumed_epochs,
+    });
+    fs_err::write(out.join("train_config.json"), serde_json::to_vec_pretty(&train_config)?)?;
+    ctx.write_metrics(&metrics_json(&summary, compute.name))?;
+    Ok(())
+}
+
+/// `train`: Stage 1, contrastive training of a dual encoder with `L_sup`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TrainKind;
+
+impl StageKind for TrainKind {
+    fn name(&self) -> &'static str {
+        "train"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Stage 1: trains a dual encoder with L_sup on the features' train split; keeps the best model by validation mAP@10"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
+        inputs.expect(&["features"], &[])?;
+        inputs.expect_single("features")?;
+        let p = parse_params::<TrainParams>(params)?.canonical()?;
+        Plan::new(&p, resources(p.threads, p.device))
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+        let p: TrainParams = ctx.params()?;
+        let features = load_features(ctx)?;
+        let [_, _, n_mels, n_frames] = features.mel_shape;
+        let optim = p.optim();
+        let model = p.model.resolve(&optim, n_mels, n_frames, features.vocab.len(), features.max_tokens)?;
+        run_training(ctx, self.name(), optim, &features, model, None, Objective::Supervised)
+    }
+}
+
+/// `distill`: Stage 2, training from estimated correspondences (parameter transfer from `init`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DistillKind;
+
+impl StageKind for DistillKind {
+    fn name(&self) -> &'static str {
+        "distill"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Stage 2: fine-tunes a Stage-1 model on λ_sup·L_sup + λ_dist·L_dist with targets from the teachers' estimated correspondences"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
+        inputs.expect(&["features", "init", "correspondences"], &[])?;
+        for name in ["features", "init", "correspondences"] {
+            inputs.expect_single(name)?;
+        }
+        let p = parse_params::<DistillParams>(params)?.canonical()?;
+        Plan::new(&p, resources(p.threads, p.device))
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+        let p: DistillParams = ctx.params()?;
+        let features = load_features(ctx)?;
+        let init = ctx.input("init")?;
+        let mut model = load_config(init).with_context(|| format!("node `{}`: reading the `init` model", ctx.node))?;
+        ensure!(
+            model.learnable_tau == p.learnable_tau,
+            "node `{}`: `learnable_tau = {}` but the `init` model was trained with `learnable_tau = {}`\n\
+             hint: parameter transfer needs the same parameters; set `learnable_tau = {}`",
+            ctx.node,
+            p.learnable_tau,
+            model.learnable_tau,
+            model.learnable_tau
+        );
+        model.tau = p.tau;
+        let teachers = TeacherEmbeddings::load(ctx.input("correspondences")?)
+            .with_context(|| format!("node `{}`: loading the teachers' embeddings", ctx.node))?;
+        let objective = Objective::Distill { teachers: &teachers, lambda_sup: p.lambda_sup, lambda_dist: p.lambda_dist };
+        let init_record = init.join(MODEL_FILE);
+        run_training(ctx, self.name(), p.optim(), &features, model, Some(&init_record), objective)
+    }
+}
+
+/// `embed`: L2-normalised embeddings of every clip and caption of the features.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmbedKind;
+
+impl StageKind for EmbedKind {
+    fn name(&self) -> &'static str {
+        "embed"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Embeds every clip and caption of the features with a trained model (evaluation mode)"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
+        inputs.expect(&["model", "features"], &[])?;
+        inputs.expect_single("model")?;
+        inputs.expect_single("features")?;
+        let p = parse_params::<EmbedParams>(params)?.canonical()?;
+        Plan::new(&p, resources(p.threads, p.device))
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+        let p: EmbedParams = ctx.params()?;
+        let features = load_features(ctx)?;
+        let compute = resolve(p.device)?;
+        let model_dir = ctx.input("model")?;
+        let threads = p.threads.unwrap_or(ctx.threads).min(ctx.threads.max(1)).max(1);
+        let embeddings = with_threads(threads, || -> anyhow::Result<Embeddings> {
+            let (model, config) = load_model(model_dir, &compute.device)
+                .with_context(|| format!("node `{}`: loading the model from `{}`", ctx.node, model_dir.display()))?;
+            let clips: Vec<usize> = (0..features.clips.len()).collect();
+            let captions: Vec<usize> = (0..features.captions.len()).collect();
+            let step = ctx.reporter.step("embedding", 2);
+            let audio = embed_clips(&model, &features, &clips, p.batch_size, &compute.device);
+            step.inc(1);
+            let text = embed_captions(&model, &features, &captions, p.batch_size, &compute.device);
+            step.inc(1);
+            Ok(Embeddings { dim: config.embed_dim, audio, text })
+        })??;
+        embeddings.save(ctx.out_dir)?;
+        ctx.write_metrics(&json!({
+            "n_clips": embeddings.n_clips(),
+            "n_captions": embeddings.n_captions(),
+            "dim": embeddings.dim,
+        }))?;
+        Ok(())
+    }
+}

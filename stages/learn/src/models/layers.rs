@@ -1,0 +1,228 @@
+//! Building blocks shared by the encoders: seeded dropout, multi-head self-attention and a
+//! transformer layer (pre- or post-LN), and a deterministic parameter initialiser.
+//!
+//! Randomness never comes from the backend's global generator: dropout masks and patch-out
+//! choices are drawn from a [`Noise`] source (a ChaCha generator the training loop seeds per
+//! epoch), and parameters are initialised by [`init_parameters`] from the run's seed. That keeps
+//! runs bit-reproducible even when several trainings share one process (the tests), and gives the
+//! same initial weights on CPU and GPU.
+
+use burn::module::{ModuleMapper, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, LinearLayout};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Source of training-time randomness (dropout, patch-out). `None` where a forward pass runs in
+/// evaluation mode.
+pub type Noise<'a> = Option<&'a mut ChaCha8Rng>;
+
+/// Inverted dropout with a mask drawn from `noise`; the identity in evaluation mode or at `p = 0`.
+pub fn dropout<const D: usize>(x: Tensor<D>, p: f64, noise: &mut Noise<'_>) -> Tensor<D> {
+    let Some(rng) = noise.as_deref_mut() else { return x };
+    if p <= 0.0 {
+        return x;
+    }
+    let dims = x.dims();
+    let n: usize = dims.iter().product();
+    let keep = 1.0 / (1.0 - p) as f32;
+    let mask: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+    let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
+    x * mask
+}
+
+/// Configuration of [`SelfAttention`].
+#[derive(Config, Debug)]
+pub struct SelfAttentionConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// Attention heads (must divide `d_model`).
+    pub n_heads: usize,
+    /// Dropout on the attention weights.
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// Store linear weights as `[out, in]` (PyTorch's layout) in records.
+    #[config(default = false)]
+    pub torch_layout: bool,
+}
+
+/// Multi-head self-attention with a key padding mask.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub output: Linear,
+    pub n_heads: usize,
+    pub dropout: f64,
+}
+
+pub fn linear(d_in: usize, d_out: usize, torch_layout: bool, device: &Device) -> Linear {
+    let layout = if torch_layout { LinearLayout::Col } else { LinearLayout::Row };
+    LinearConfig::new(d_in, d_out).with_layout(layout).init(device)
+}
+
+impl SelfAttentionConfig {
+    pub fn init(&self, device: &Device) -> SelfAttention {
+        assert!(self.d_model % self.n_heads == 0, "n_heads must divide d_model");
+        let l = || linear(self.d_model, self.d_model, self.torch_layout, device);
+        SelfAttention { query: l(), key: l(), value: l(), output: l(), n_heads: self.n_heads, dropout: self.dropout }
+    }
+}
+
+impl SelfAttention {
+    /// `x`: `[batch, seq, d_model]`; `pad`: `[batch, seq]`, true at padding positions (never
+    /// attended to). Returns `[batch, seq, d_model]` (before the output projection's residual).
+    pub fn forward(&self, x: Tensor<3>, pad: Option<Tensor<2, Bool>>, noise: &mut Noise<'_>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let h = self.n_heads;
+        let heads = |y: Tensor<3>| y.reshape([b, t, h, d / h]).swap_dims(1, 2); // [b, h, t, dh]
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / ((d / h) as f64).sqrt()); // [b,h,t,t]
+        if let Some(pad) = pad {
+            let mask = pad.reshape([b, 1, 1, t]).expand([b, h, t, t]);
+            scores = scores.mask_fill(mask, -1.0e4);
+        }
+        let weights = dropout(softmax(scores, 3), self.dropout, noise);
+        let ctx = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.output.forward(ctx)
+    }
+}
+
+/// Configuration of [`TransformerLayer`].
+#[derive(Config, Debug)]
+pub struct TransformerLayerConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Hidden width of the feed-forward block.
+    pub d_ff: usize,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// Layer norm before each block (ViT/PaSST) instead of after the residual (BERT).
+    #[config(default = true)]
+    pub pre_norm: bool,
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+    #[config(default = false)]
+    pub torch_layout: bool,
+}
+
+/// One transformer encoder layer: self-attention and a GELU feed-forward block, each with a
+/// residual connection.
+#[derive(Module, Debug)]
+pub struct TransformerLayer {
+    pub attention: SelfAttention,
+    pub attention_norm: LayerNorm,
+    pub ff_in: Linear,
+    pub ff_out: Linear,
+    pub ff_norm: LayerNorm,
+    pub dropout: f64,
+    pub pre_norm: bool,
+}
+
+impl TransformerLayerConfig {
+    pub fn init(&self, device: &Device) -> TransformerLayer {
+        let norm = || LayerNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device);
+        TransformerLayer {
+            attention: SelfAttentionConfig::new(self.d_model, self.n_heads)
+                .with_dropout(self.dropout)
+                .with_torch_layout(self.torch_layout)
+                .init(device),
+            attention_norm: norm(),
+            ff_in: linear(self.d_model, self.d_ff, self.torch_layout, device),
+            ff_out: linear(self.d_ff, self.d_model, self.torch_layout, device),
+            ff_norm: norm(),
+            dropout: self.dropout,
+            pre_norm: self.pre_norm,
+        }
+    }
+}
+
+impl TransformerLayer {
+    pub fn forward(&self, x: Tensor<3>, pad: Option<Tensor<2, Bool>>, noise: &mut Noise<'_>) -> Tensor<3> {
+        let p = self.dropout;
+        if self.pre_norm {
+            let a = self.attention.forward(self.attention_norm.forward(x.clone()), pad, noise);
+            let x = x + dropout(a, p, noise);
+            let f = self.ff_out.forward(gelu(self.ff_in.forward(self.ff_norm.forward(x.clone()))));
+            x + dropout(f, p, noise)
+        } else {
+            let a = self.attention.forward(x.clone(), pad, noise);
+            let x = self.attention_norm.forward(x + dropout(a, p, noise));
+            let f = self.ff_out.forward(gelu(self.ff_in.forward(x.clone())));
+            self.ff_norm.forward(x + dropout(f, p, noise))
+        }
+    }
+}
+
+/// Re-initialises every float parameter of `module` from `seed`, by its path and shape:
+/// rank-2 weights under an `*embedding*` path and rank-3/4 tokens/positions ~ N(0, 0.02);
+/// other rank-2 (linear, stored `[in, out]`) ~ U(±1/√fan_in); rank-4 convolution kernels
+/// `[out, in, kh, kw]` ~ Kaiming-uniform for ReLU, U(±√(6/fan_in)); rank-1 `gamma` = 1,
+/// `log_inv_tau` = ln(1/τ), other rank-1 (biases, `beta`) = 0.
+pub fn init_parameters<M: Module>(module: M, seed: u64, tau: f64) -> M {
+    let mut mapper = SeededInit { rng: ChaCha8Rng::seed_from_u64(seed), path: Vec::new(), tau };
+    module.map(&mut mapper)
+}
+
+struct SeededInit {
+    rng: ChaCha8Rng,
+    path: Vec<String>,
+    tau: f64,
+}
+
+impl SeededInit {
+    fn normal(&mut self, std: f64) -> f32 {
+        // Box-Muller; the generator is ours, so the draw is reproducible everywhere.
+        let u1: f64 = self.rng.random::<f64>().max(1e-12);
+        let u2: f64 = self.rng.random::<f64>();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+    }
+
+    fn uniform(&mut self, bound: f64) -> f32 {
+        ((self.rng.random::<f64>() * 2.0 - 1.0) * bound) as f32
+    }
+}
+
+impl ModuleMapper for SeededInit {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let path = self.path.join(".");
+        let name = self.path.last().cloned().unwrap_or_default();
+        let values: Vec<f32> = match D {
+            1 if name == "gamma" => vec![1.0; n],
+            1 if name == "log_inv_tau" => vec![(1.0 / self.tau).ln() as f32; n],
+            1 => vec![0.0; n],
+            2 if path.contains("embedding") => (0..n).map(|_| self.normal(0.02)).collect(),
+            2 => {
+                let bound = 1.0 / (dims[0] as f64).sqrt();
+                (0..n).map(|_| self.uniform(bound)).collect()
+            }
+            4 if name == "weight" => {
+                let fan_in = (dims[1] * dims[2] * dims[3]) as f64;
+                let bound = (6.0 / fan_in).sqrt();
+                (0..n).map(|_| self.uniform(bound)).collect()
+            }
+            _ => (0..n).map(|_| self.normal(0.02)).collect(),
+        };
+        let require_grad = tensor.is_require_grad();
+        let mut fresh = Tensor::<D>::from_data(TensorData::new(values, dims), &tensor.device());
+        if require_grad {
+            fresh = fresh.require_grad();
+        }
+        Param::from_mapped_value(id, fresh, mapper)
+    }
+}

@@ -1,0 +1,156 @@
+//! The dual encoder: an audio encoder and a text encoder, each followed by a linear projection
+//! to a shared width and L2 normalisation; the score of a pair is the cosine of its embeddings.
+//!
+//! Burn 0.22 carries the backend in the [`Device`] (flex on CPU, CUDA where compiled in), so the
+//! modules have no backend type parameter: the same model code runs on every backend.
+
+pub mod cnn;
+pub mod layers;
+pub mod passt;
+pub mod text;
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use self::cnn::{CnnEncoder, CnnEncoderConfig};
+use self::layers::{Noise, linear};
+use self::passt::{PasstEncoder, PasstEncoderConfig};
+use self::text::{BertTextConfig, BertTextEncoder, TransformerTextConfig, TransformerTextEncoder};
+
+/// Which audio encoder, with its configuration.
+#[derive(Config, Debug)]
+pub enum AudioEncoderConfig {
+    Cnn(CnnEncoderConfig),
+    Passt(PasstEncoderConfig),
+}
+
+/// Which text encoder, with its configuration.
+#[derive(Config, Debug)]
+pub enum TextEncoderConfig {
+    Transformer(TransformerTextConfig),
+    Bert(BertTextConfig),
+}
+
+#[derive(Module, Debug)]
+pub enum AudioEncoder {
+    Cnn(CnnEncoder),
+    Passt(PasstEncoder),
+}
+
+#[derive(Module, Debug)]
+pub enum TextEncoder {
+    Transformer(TransformerTextEncoder),
+    Bert(BertTextEncoder),
+}
+
+/// Everything needed to rebuild a [`DualEncoder`] (written as `model.json`).
+#[derive(Config, Debug)]
+pub struct DualEncoderConfig {
+    pub audio: AudioEncoderConfig,
+    pub text: TextEncoderConfig,
+    /// Width of the shared embedding space.
+    pub embed_dim: usize,
+    /// Temperature τ (initial value when learnable).
+    pub tau: f64,
+    /// Learn τ (as `log(1/τ)`) with the other parameters.
+    pub learnable_tau: bool,
+}
+
+impl AudioEncoderConfig {
+    pub fn output_dim(&self) -> usize {
+        match self {
+            AudioEncoderConfig::Cnn(c) => c.output_dim(),
+            AudioEncoderConfig::Passt(c) => c.d_model,
+        }
+    }
+}
+
+impl TextEncoderConfig {
+    pub fn output_dim(&self) -> usize {
+        match self {
+            TextEncoderConfig::Transformer(c) => c.d_model,
+            TextEncoderConfig::Bert(c) => c.hidden_size,
+        }
+    }
+}
+
+/// The dual encoder of the paper (with small encoders).
+#[derive(Module, Debug)]
+pub struct DualEncoder {
+    pub audio: AudioEncoder,
+    pub text: TextEncoder,
+    pub audio_projection: Linear,
+    pub text_projection: Linear,
+    /// `log(1/τ)` when τ is learnable.
+    pub log_inv_tau: Option<Param<Tensor<1>>>,
+    /// Fixed τ (used when `log_inv_tau` is absent).
+    pub tau: f64,
+}
+
+impl DualEncoderConfig {
+    /// Builds the model with parameters drawn from `seed` (see [`layers::init_parameters`]).
+    pub fn init(&self, device: &Device, seed: u64) -> DualEncoder {
+        let audio = match &self.audio {
+            AudioEncoderConfig::Cnn(c) => AudioEncoder::Cnn(c.init(device)),
+            AudioEncoderConfig::Passt(c) => AudioEncoder::Passt(c.init(device)),
+        };
+        let text = match &self.text {
+            TextEncoderConfig::Transformer(c) => TextEncoder::Transformer(c.init(device)),
+            TextEncoderConfig::Bert(c) => TextEncoder::Bert(c.init(device)),
+        };
+        let model = DualEncoder {
+            audio,
+            text,
+            audio_projection: linear(self.audio.output_dim(), self.embed_dim, false, device),
+            text_projection: linear(self.text.output_dim(), self.embed_dim, false, device),
+            log_inv_tau: self
+                .learnable_tau
+                .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device))),
+            tau: self.tau,
+        };
+        layers::init_parameters(model, seed, self.tau)
+    }
+}
+
+/// L2-normalises the rows of `x`.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    x.div(norm)
+}
+
+impl DualEncoder {
+    /// `mel`: `[b, windows, n_mels, n_frames]`, `window_mask`: `[b, windows]` (1 = valid) →
+    /// `[b, embed_dim]`, L2-normalised: the mean of the valid windows' encodings, projected.
+    pub fn embed_audio(&self, mel: Tensor<4>, window_mask: Tensor<2>, noise: &mut Noise<'_>) -> Tensor<2> {
+        let [b, w, m, t] = mel.dims();
+        let windows = mel.reshape([b * w, m, t]);
+        let enc = match &self.audio {
+            AudioEncoder::Cnn(e) => e.forward(windows, noise),
+            AudioEncoder::Passt(e) => e.forward(windows, noise),
+        };
+        let d = enc.dims()[1];
+        let enc = enc.reshape([b, w, d]);
+        let mask = window_mask.reshape([b, w, 1]);
+        let count = mask.clone().sum_dim(1).clamp_min(1.0); // [b, 1, 1]
+        let pooled = (enc * mask).sum_dim(1).div(count).reshape([b, d]);
+        l2_normalize(self.audio_projection.forward(pooled))
+    }
+
+    /// `tokens`: `[b, max_tokens]` → `[b, embed_dim]`, L2-normalised.
+    pub fn embed_text(&self, tokens: Tensor<2, Int>, noise: &mut Noise<'_>) -> Tensor<2> {
+        let enc = match &self.text {
+            TextEncoder::Transformer(e) => e.forward(tokens, noise),
+            TextEncoder::Bert(e) => e.forward(tokens, noise),
+        };
+        l2_normalize(self.text_projection.forward(enc))
+    }
+
+    /// `1/τ` as a one-element tensor (a parameter when τ is learnable).
+    pub fn logit_scale(&self, device: &Device) -> Tensor<1> {
+        match &self.log_inv_tau {
+            Some(p) => p.val().exp(),
+            None => Tensor::<1>::from_floats([(1.0 / self.tau) as f32], device),
+        }
+    }
+}

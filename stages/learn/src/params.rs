@@ -1,0 +1,572 @@
+//! Parameters of the `train`, `distill` and `embed` kinds: strict structs (every field
+//! documented, unknown keys refused), range checks, and the model configuration they resolve to
+//! once the feature set's shapes are known.
+
+use pipeline_api::ParamError;
+use serde::{Deserialize, Serialize};
+
+use crate::models::cnn::CnnEncoderConfig;
+use crate::models::passt::PasstEncoderConfig;
+use crate::models::text::{BertTextConfig, Pooling, TransformerTextConfig};
+use crate::models::{AudioEncoderConfig, DualEncoderConfig, TextEncoderConfig};
+
+/// Where a run computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when the binary is built with the `cuda` feature and a GPU is present, else CPU.
+    #[default]
+    Auto,
+    /// Burn's flex backend on the CPU.
+    Cpu,
+    /// Burn's CUDA backend (needs a binary built with `--features cuda`).
+    Cuda,
+}
+
+/// Optimisation settings shared by `train` and `distill` (their common parameters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimParams {
+    /// Seed of the initial weights, the per-epoch shuffles and the dropout/patch-out masks.
+    #[serde(default)]
+    pub seed: u64,
+    /// Training epochs (≥ 1).
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Rows (clip, caption pairs) per batch (≥ 2).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW (β 0.9/0.999), reached after the warm-up.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Epochs of linear warm-up from 0 (may be fractional; ≤ `epochs`).
+    #[serde(default = "default_warmup")]
+    pub warmup_epochs: f64,
+    /// Learning rate at the end of the cosine decay (≤ `lr`).
+    #[serde(default = "default_final_lr")]
+    pub final_lr: f64,
+    /// Decoupled (AdamW) weight decay (≥ 0).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip each parameter's gradient to this L2 norm (Burn's per-parameter norm clipping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    /// Temperature τ of the logits `C / τ` (and of the distillation targets).
+    #[serde(default = "default_tau")]
+    pub tau: f64,
+    /// Learn τ (as `log(1/τ)`, starting from `tau`).
+    #[serde(default)]
+    pub learnable_tau: bool,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// CPU threads (default: all the executor gives the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+/// Declares a kind's parameter struct holding the [`OptimParams`] fields plus its own (serde's
+/// `flatten` cannot be combined with `deny_unknown_fields`).
+macro_rules! with_optim_params {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+        /// Seed of the initial weights, the per-epoch shuffles and the dropout/patch-out masks.
+        #[serde(default)]
+        pub seed: u64,
+        /// Training epochs (≥ 1).
+        #[serde(default = "default_epochs")]
+        pub epochs: usize,
+        /// Rows (clip, caption pairs) per batch (≥ 2).
+        #[serde(default = "default_batch_size")]
+        pub batch_size: usize,
+        /// Peak learning rate of AdamW (β 0.9/0.999), reached after the warm-up.
+        #[serde(default = "default_lr")]
+        pub lr: f64,
+        /// Epochs of linear warm-up from 0 (may be fractional; ≤ `epochs`).
+        #[serde(default = "default_warmup")]
+        pub warmup_epochs: f64,
+        /// Learning rate at the end of the cosine decay (≤ `lr`).
+        #[serde(default = "default_final_lr")]
+        pub final_lr: f64,
+        /// Decoupled (AdamW) weight decay (≥ 0).
+        #[serde(default)]
+        pub weight_decay: f64,
+        /// Clip each parameter's gradient to this L2 norm (Burn's per-parameter norm clipping).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub grad_clip: Option<f64>,
+        /// Temperature τ of the logits `C / τ` (and of the distillation targets).
+        #[serde(default = "default_tau")]
+        pub tau: f64,
+        /// Learn τ (as `log(1/τ)`, starting from `tau`).
+        #[serde(default)]
+        pub learnable_tau: bool,
+        /// `auto`, `cpu` or `cuda`.
+        #[serde(default)]
+        pub device: DeviceChoice,
+        /// CPU threads (default: all the executor gives the node).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub threads: Option<usize>,
+        $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The optimisation settings.
+            pub fn optim(&self) -> OptimParams {
+                OptimParams {
+                    seed: self.seed,
+                    epochs: self.epochs,
+                    batch_size: self.batch_size,
+                    lr: self.lr,
+                    warmup_epochs: self.warmup_epochs,
+                    final_lr: self.final_lr,
+                    weight_decay: self.weight_decay,
+                    grad_clip: self.grad_clip,
+                    tau: self.tau,
+                    learnable_tau: self.learnable_tau,
+                    device: self.device,
+                    threads: self.threads,
+                }
+            }
+        }
+    };
+}
+
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_warmup() -> f64 {
+    1.0
+}
+fn default_final_lr() -> f64 {
+    1e-5
+}
+fn default_tau() -> f64 {
+    0.05
+}
+
+/// Which audio encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioKind {
+    /// Compact strided CNN (fast on CPU; the default).
+    #[default]
+    Cnn,
+    /// PaSST-style patch transformer with structured patch-out (for GPUs).
+    Passt,
+}
+
+/// Which text encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TextKind {
+    /// Small transformer over word ids (the default).
+    #[default]
+    Transformer,
+    /// BERT-style encoder (BERT-base sizes by default; untrained).
+    Bert,
+}
+
+/// Sizes of the CNN audio encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnParams {
+    /// Output channels of the stride-2 3×3 convolutions, in order.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<usize>,
+    /// Dropout on the pooled audio features.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+fn default_channels() -> Vec<usize> {
+    vec![16, 32, 64]
+}
+
+impl Default for CnnParams {
+    fn default() -> Self {
+        Self { channels: default_channels(), dropout: 0.0 }
+    }
+}
+
+/// Sizes of the PaSST-style audio encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasstParams {
+    /// Patch side in mel bins and frames.
+    #[serde(default = "d16")]
+    pub patch: usize,
+    /// Patch stride (PaSST: 10, overlapping).
+    #[serde(default = "d10")]
+    pub stride: usize,
+    /// Transformer width.
+    #[serde(default = "d192")]
+    pub d_model: usize,
+    /// Transformer layers.
+    #[serde(default = "d4")]
+    pub n_layers: usize,
+    /// Attention heads (must divide `d_model`).
+    #[serde(default = "d3")]
+    pub n_heads: usize,
+    /// Feed-forward width.
+    #[serde(default = "d768")]
+    pub d_ff: usize,
+    /// Dropout.
+    #[serde(default = "d01")]
+    pub dropout: f64,
+    /// Frequency rows of patches dropped while training (structured patch-out).
+    #[serde(default = "d1")]
+    pub freq_patchout: usize,
+    /// Time columns of patches dropped while training.
+    #[serde(default = "d3")]
+    pub time_patchout: usize,
+}
+
+impl Default for PasstParams {
+    fn default() -> Self {
+        Self { patch: 16, stride: 10, d_model: 192, n_layers: 4, n_heads: 3, d_ff: 768, dropout: 0.1, freq_patchout: 1, time_patchout: 3 }
+    }
+}
+
+/// Sizes of the small transformer text encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerParams {
+    /// Width.
+    #[serde(default = "d128")]
+    pub d_model: usize,
+    /// Layers.
+    #[serde(default = "d1")]
+    pub n_layers: usize,
+    /// Attention heads (must divide `d_model`).
+    #[serde(default = "d4")]
+    pub n_heads: usize,
+    /// Feed-forward width.
+    #[serde(default = "d256")]
+    pub d_ff: usize,
+    /// Dropout.
+    #[serde(default = "d01")]
+    pub dropout: f64,
+    /// `mean` (over non-padding tokens) or `first` (the first token's state).
+    #[serde(default = "default_pooling")]
+    pub pooling: Pooling,
+}
+
+fn default_pooling() -> Pooling {
+    Pooling::Mean
+}
+
+impl Default for TransformerParams {
+    fn default() -> Self {
+        Self { d_model: 128, n_layers: 1, n_heads: 4, d_ff: 256, dropout: 0.1, pooling: Pooling::Mean }
+    }
+}
+
+/// Sizes of the BERT-style text encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BertParams {
+    /// Hidden width.
+    #[serde(default = "d768")]
+    pub hidden_size: usize,
+    /// Layers.
+    #[serde(default = "d12")]
+    pub n_layers: usize,
+    /// Attention heads (must divide `hidden_size`).
+    #[serde(default = "d12")]
+    pub n_heads: usize,
+    /// Feed-forward width.
+    #[serde(default = "d3072")]
+    pub intermediate_size: usize,
+    /// Position embeddings (≥ the feature set's `max_tokens`).
+    #[serde(default = "d512")]
+    pub max_positions: usize,
+    /// Dropout.
+    #[serde(default = "d01")]
+    pub dropout: f64,
+}
+
+impl Default for BertParams {
+    fn default() -> Self {
+        Self { hidden_size: 768, n_layers: 12, n_heads: 12, intermediate_size: 3072, max_positions: 512, dropout: 0.1 }
+    }
+}
+
+fn d1() -> usize {
+    1
+}
+fn d3() -> usize {
+    3
+}
+fn d4() -> usize {
+    4
+}
+fn d10() -> usize {
+    10
+}
+fn d12() -> usize {
+    12
+}
+fn d16() -> usize {
+    16
+}
+fn d128() -> usize {
+    128
+}
+fn d192() -> usize {
+    192
+}
+fn d256() -> usize {
+    256
+}
+fn d512() -> usize {
+    512
+}
+fn d768() -> usize {
+    768
+}
+fn d3072() -> usize {
+    3072
+}
+fn d01() -> f64 {
+    0.1
+}
+
+/// The model: encoders and shared width. Only the chosen encoders' tables may be given; the
+/// canonical form holds exactly those (so an unused table never changes a cache key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// Audio encoder: `cnn` (default) or `passt`.
+    #[serde(default)]
+    pub audio: AudioKind,
+    /// Text encoder: `transformer` (default) or `bert`.
+    #[serde(default)]
+    pub text: TextKind,
+    /// Width of the shared embedding space.
+    #[serde(default = "d128")]
+    pub embed_dim: usize,
+    /// Sizes of the CNN (with `audio = "cnn"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnn: Option<CnnParams>,
+    /// Sizes of the PaSST-style encoder (with `audio = "passt"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt: Option<PasstParams>,
+    /// Sizes of the small transformer (with `text = "transformer"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<TransformerParams>,
+    /// Sizes of the BERT-style encoder (with `text = "bert"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bert: Option<BertParams>,
+}
+
+with_optim_params! {
+    /// Parameters of `train` (Stage 1: contrastive training with `L_sup`).
+    pub struct TrainParams {
+        /// The dual encoder to train.
+        #[serde(default)]
+        pub model: ModelParams,
+    }
+}
+
+with_optim_params! {
+    /// Parameters of `distill` (Stage 2). The architecture is the `init` model's.
+    pub struct DistillParams {
+        /// Weight λ_sup of `L_sup` (the published recipe: 0).
+        #[serde(default)]
+        pub lambda_sup: f64,
+        /// Weight λ_dist of `L_dist` (the published recipe: 1).
+        #[serde(default = "default_lambda_dist")]
+        pub lambda_dist: f64,
+    }
+}
+
+fn default_lambda_dist() -> f64 {
+    1.0
+}
+
+/// Parameters of `embed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedParams {
+    /// Clips or captions per forward pass.
+    #[serde(default = "default_embed_batch")]
+    pub batch_size: usize,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// CPU threads (default: all the executor gives the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+fn default_embed_batch() -> usize {
+    64
+}
+
+fn check(ok: bool, key: &str, message: &str) -> Result<(), ParamError> {
+    if ok { Ok(()) } else { Err(ParamError::at(key, message)) }
+}
+
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+impl OptimParams {
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check(self.epochs >= 1, "epochs", "must be at least 1")?;
+        check(self.batch_size >= 2, "batch_size", "must be at least 2 (a contrastive batch needs negatives)")?;
+        check(positive(self.lr), "lr", "must be a positive number")?;
+        check(
+            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64,
+            "warmup_epochs",
+            "must be between 0 and `epochs`",
+        )?;
+        check(
+            self.final_lr.is_finite() && self.final_lr >= 0.0 && self.final_lr <= self.lr,
+            "final_lr",
+            "must be between 0 and `lr`",
+        )?;
+        check(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight_decay", "must be ≥ 0")?;
+        if let Some(c) = self.grad_clip {
+            check(positive(c), "grad_clip", "must be a positive number")?;
+        }
+        check(positive(self.tau) && self.tau <= 10.0, "tau", "must be in (0, 10]")?;
+        if let Some(t) = self.threads {
+            check(t >= 1, "threads", "must be at least 1")?;
+        }
+        Ok(())
+    }
+}
+
+impl ModelParams {
+    /// Fills the chosen encoders' defaults and refuses tables of encoders not chosen.
+    pub fn canonical(mut self) -> Result<Self, ParamError> {
+        match self.audio {
+            AudioKind::Cnn => {
+                check(self.passt.is_none(), "model.passt", "given, but `model.audio` is `cnn`")?;
+                let c = self.cnn.get_or_insert_with(Default::default);
+                check(!c.channels.is_empty() && c.channels.iter().all(|&x| x > 0), "model.cnn.channels", "must list positive channel counts")?;
+                check((0.0..1.0).contains(&c.dropout), "model.cnn.dropout", "must be in [0, 1)")?;
+            }
+            AudioKind::Passt => {
+                check(self.cnn.is_none(), "model.cnn", "given, but `model.audio` is `passt`")?;
+                let p = self.passt.get_or_insert_with(Default::default);
+                check(p.patch > 0 && p.stride > 0 && p.stride <= p.patch, "model.passt.stride", "need 0 < stride ≤ patch")?;
+                check(p.d_model > 0 && p.n_heads > 0 && p.d_model % p.n_heads == 0, "model.passt.n_heads", "must divide `d_model`")?;
+                check(p.n_layers > 0 && p.d_ff > 0, "model.passt.n_layers", "layers and `d_ff` must be positive")?;
+                check((0.0..1.0).contains(&p.dropout), "model.passt.dropout", "must be in [0, 1)")?;
+            }
+        }
+        match self.text {
+            TextKind::Transformer => {
+                check(self.bert.is_none(), "model.bert", "given, but `model.text` is `transformer`")?;
+                let t = self.transformer.get_or_insert_with(Default::default);
+                check(t.d_model > 0 && t.n_heads > 0 && t.d_model % t.n_heads == 0, "model.transformer.n_heads", "must divide `d_model`")?;
+                check(t.d_ff > 0, "model.transformer.d_ff", "must be positive")?;
+                check((0.0..1.0).contains(&t.dropout), "model.transformer.dropout", "must be in [0, 1)")?;
+            }
+            TextKind::Bert => {
+                check(self.transformer.is_none(), "model.transformer", "given, but `model.text` is `bert`")?;
+                let b = self.bert.get_or_insert_with(Default::default);
+                check(b.hidden_size > 0 && b.n_heads > 0 && b.hidden_size % b.n_heads == 0, "model.bert.n_heads", "must divide `hidden_size`")?;
+                check(b.n_layers > 0 && b.intermediate_size > 0 && b.max_positions > 0, "model.bert.n_layers", "sizes must be positive")?;
+                check((0.0..1.0).contains(&b.dropout), "model.bert.dropout", "must be in [0, 1)")?;
+            }
+        }
+        check(self.embed_dim > 0, "model.embed_dim", "must be positive")?;
+        Ok(self)
+    }
+
+    /// The model for a feature set of `n_mels × n_frames` windows, `vocab_size` words and
+    /// `max_tokens` tokens per caption. Call on the canonical form.
+    pub fn resolve(&self, optim: &OptimParams, n_mels: usize, n_frames: usize, vocab_size: usize, max_tokens: usize) -> anyhow::Result<DualEncoderConfig> {
+        let audio = match self.audio {
+            AudioKind::Cnn => {
+                let c = self.cnn.clone().unwrap_or_default();
+                AudioEncoderConfig::Cnn(CnnEncoderConfig::new(c.channels).with_dropout(c.dropout))
+            }
+            AudioKind::Passt => {
+                let p = self.passt.clone().unwrap_or_default();
+                AudioEncoderConfig::Passt(
+                    PasstEncoderConfig::new(n_mels, n_frames)
+                        .with_patch(p.patch)
+                        .with_stride(p.stride)
+                        .with_d_model(p.d_model)
+                        .with_n_layers(p.n_layers)
+                        .with_n_heads(p.n_heads)
+                        .with_d_ff(p.d_ff)
+                        .with_dropout(p.dropout)
+                        .with_freq_patchout(p.freq_patchout)
+                        .with_time_patchout(p.time_patchout),
+                )
+            }
+        };
+        let text = match self.text {
+            TextKind::Transformer => {
+                let t = self.transformer.clone().unwrap_or_default();
+                TextEncoderConfig::Transformer(
+                    TransformerTextConfig::new(vocab_size, max_tokens)
+                        .with_d_model(t.d_model)
+                        .with_n_layers(t.n_layers)
+                        .with_n_heads(t.n_heads)
+                        .with_d_ff(t.d_ff)
+                        .with_dropout(t.dropout)
+                        .with_mean_pooling(t.pooling == Pooling::Mean),
+                )
+            }
+            TextKind::Bert => {
+                let b = self.bert.clone().unwrap_or_default();
+                anyhow::ensure!(
+                    b.max_positions >= max_tokens,
+                    "`model.bert.max_positions` ({}) is below the captions' {max_tokens} tokens",
+                    b.max_positions
+                );
+                TextEncoderConfig::Bert(
+                    BertTextConfig::new(vocab_size, b.max_positions)
+                        .with_hidden_size(b.hidden_size)
+                        .with_n_layers(b.n_layers)
+                        .with_n_heads(b.n_heads)
+                        .with_intermediate_size(b.intermediate_size)
+                        .with_dropout(b.dropout),
+                )
+            }
+        };
+        Ok(DualEncoderConfig::new(audio, text, self.embed_dim, optim.tau, optim.learnable_tau))
+    }
+}
+
+impl TrainParams {
+    pub fn canonical(self) -> Result<Self, ParamError> {
+        self.optim().validate()?;
+        Ok(Self { model: self.model.canonical()?, ..self })
+    }
+}
+
+impl DistillParams {
+    pub fn canonical(self) -> Result<Self, ParamError> {
+        self.optim().validate()?;
+        check(self.lambda_sup.is_finite() && self.lambda_sup >= 0.0, "lambda_sup", "must be ≥ 0")?;
+        check(self.lambda_dist.is_finite() && self.lambda_dist >= 0.0, "lambda_dist", "must be ≥ 0")?;
+        check(self.lambda_sup + self.lambda_dist > 0.0, "lambda_dist", "`lambda_sup` and `lambda_dist` cannot both be 0")?;
+        Ok(self)
+    }
+}
+
+impl EmbedParams {
+    pub fn canonical(self) -> Result<Self, ParamError> {
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")?;
+        if let Some(t) = self.threads {
+            check(t >= 1, "threads", "must be at least 1")?;
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,391 @@
+//! The training loop shared by `train` (Stage 1, `L_sup`) and `distill` (Stage 2,
+//! `λ_sup L_sup + λ_dist L_dist`).
+//!
+//! Rows are the (clip, caption) pairs of the train split, shuffled per epoch from the seed.
+//! AdamW (β 0.9/0.999, ε 1e-8), per-step learning rate: linear warm-up from 0, then cosine decay
+//! to `final_lr`. After every epoch: validation mAP@10 (text → audio on the `val` split), the
+//! best model kept, and a checkpoint (model, optimizer, best model, curves) written to the
+//! scratch directory, so that a killed run resumes after its last finished epoch. All randomness
+//! is drawn from the seed, so a run is reproducible (and a resumed run equals an uninterrupted
+//! one) on the CPU.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use pipeline_api::Reporter;
+use pipeline_data::formats::{FeatureSet, Split, TeacherEmbeddings};
+use serde::{Deserialize, Serialize};
+
+use crate::batches::{Row, audio_tensors, batches_per_epoch, epoch_batches, epoch_rng, rows, text_tensor};
+use crate::device::Compute;
+use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
+use crate::losses::{dist_loss, positives, similarity, sup_loss};
+use crate::models::{DualEncoder, DualEncoderConfig};
+use crate::params::OptimParams;
+
+/// What the loss is.
+pub enum Objective<'a> {
+    /// Stage 1: `L_sup`.
+    Supervised,
+    /// Stage 2: `λ_sup L_sup + λ_dist L_dist` with targets from the teachers' embeddings.
+    Distill { teachers: &'a TeacherEmbeddings, lambda_sup: f64, lambda_dist: f64 },
+}
+
+/// One training run.
+pub struct TrainJob<'a> {
+    pub node: &'a str,
+    pub features: &'a FeatureSet,
+    pub optim: OptimParams,
+    pub model: DualEncoderConfig,
+    /// Parameters to start from (parameter transfer), else a fresh initialisation from the seed.
+    pub init: Option<PathBuf>,
+    pub objective: Objective<'a>,
+    /// Identifies the run: a checkpoint with another fingerprint is ignored.
+    pub fingerprint: serde_json::Value,
+    pub compute: Compute,
+    pub scratch_dir: &'a Path,
+    pub reporter: &'a dyn Reporter,
+    /// Stop (with an error) once this many epochs are done, as if the process had been killed:
+    /// lets the tests exercise resuming. `None` in the stage kinds.
+    pub stop_after: Option<usize>,
+}
+
+/// The error [`train`] returns when [`TrainJob::stop_after`] stops it.
+pub const STOPPED: &str = "training stopped on request";
+
+/// Validation retrieval scores (text → audio), as fractions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValScores {
+    pub map10: f64,
+    pub r1: f64,
+    pub r5: f64,
+    pub r10: f64,
+}
+
+/// One row of `curves.parquet` (one per epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurveRow {
+    pub epoch: usize,
+    /// Optimizer steps done at the end of the epoch.
+    pub step: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Validation scores (absent when the features have no `val` split).
+    pub val: Option<ValScores>,
+    /// Wall-clock seconds since the start of training (summed over resumed runs).
+    pub seconds: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Epoch (1-based) of the kept model.
+    pub best_epoch: usize,
+    pub best_val: Option<ValScores>,
+    pub curves: Vec<CurveRow>,
+    /// Optimizer steps per second of training (validation excluded).
+    pub steps_per_second: f64,
+    pub steps_per_epoch: usize,
+    /// Epochs restored from a checkpoint rather than trained by this call.
+    pub resumed_epochs: usize,
+}
+
+/// The checkpoint's `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    fingerprint: serde_json::Value,
+    epochs_done: usize,
+    step: usize,
+    best_epoch: usize,
+    best_val: Option<ValScores>,
+    curves: Vec<CurveRow>,
+    train_seconds: f64,
+    wall_seconds: f64,
+}
+
+const CHECKPOINT_DIR: &str = "checkpoint";
+const STATE_FILE: &str = "state.json";
+const OPTIMIZER_FILE: &str = "optimizer.mpk";
+const LAST_MODEL_FILE: &str = "last.mpk";
+const BEST_MODEL_FILE: &str = "best.mpk";
+
+/// Learning rate of 0-based `step`: linear warm-up from 0 over `warmup` steps, then cosine from
+/// `lr` to `final_lr` at the last step.
+pub fn lr_at(step: usize, total: usize, warmup: usize, lr: f64, final_lr: f64) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).saturating_sub(1).max(1);
+    let progress = ((step - warmup) as f64 / span as f64).min(1.0);
+    final_lr + 0.5 * (lr - final_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Text → audio retrieval on the `val` split, or `None` without one.
+pub fn validate(model: &DualEncoder, features: &FeatureSet, device: &Device) -> anyhow::Result<Option<ValScores>> {
+    let clips = features.split_clips(Split::Val);
+    let captions = features.split_captions(Split::Val);
+    if clips.is_empty() || captions.is_empty() {
+        return Ok(None);
+    }
+    let local: HashMap<usize, usize> = clips.iter().enumerate().map(|(k, &c)| (c, k)).collect();
+    let relevant = captions
+        .iter()
+        .map(|&j| local.get(&features.captions[j].clip_index).copied())
+        .collect::<Option<Vec<_>>>()
+        .context("a validation caption's clip is not in the validation split")?;
+    let audio = embed_clips(model, features, &clips, 64, device);
+    let text = embed_captions(model, features, &captions, 256, device);
+    let dim = audio.len() / clips.len();
+    let n = clips.len();
+    let mut sim = vec![0.0f32; captions.len() * n];
+    for (q, t) in text.chunks_exact(dim).enumerate() {
+        for (k, a) in audio.chunks_exact(dim).enumerate() {
+            sim[q * n + k] = t.iter().zip(a).map(|(x, y)| x * y).sum();
+        }
+    }
+    let s = pipeline_eval::metrics::text_to_audio(&sim, n, &relevant);
+    Ok(Some(ValScores { map10: s.map10, r1: s.r1, r5: s.r5, r10: s.r10 }))
+}
+
+/// Maps feature rows to the teachers' split-local rows.
+struct TeacherIndex<'a> {
+    teachers: &'a TeacherEmbeddings,
+    clip: HashMap<usize, usize>,
+    caption: HashMap<usize, usize>,
+}
+
+impl<'a> TeacherIndex<'a> {
+    fn new(teachers: &'a TeacherEmbeddings, train_rows: &[Row]) -> anyhow::Result<Self> {
+        let clip: HashMap<usize, usize> = teachers.clip_index.iter().enumerate().map(|(k, &c)| (c, k)).collect();
+        let caption: HashMap<usize, usize> = teachers.caption_index.iter().enumerate().map(|(k, &c)| (c, k)).collect();
+        let missing = train_rows.iter().filter(|r| !clip.contains_key(&r.clip) || !caption.contains_key(&r.caption)).count();
+        if missing > 0 {
+            bail!(
+                "the correspondences cover {} clips and {} captions, but {missing} training pairs are not among them\n\
+                 hint: `distill` needs correspondences estimated on the train split of the same features",
+                clip.len(),
+                caption.len()
+            );
+        }
+        Ok(Self { teachers, clip, caption })
+    }
+
+    /// `C_hat [b, b]` for the batch (audio of row i, caption of row j).
+    fn c_hat(&self, batch: &[Row]) -> Vec<f32> {
+        let b = batch.len();
+        let mut out = Vec::with_capacity(b * b);
+        for ri in batch {
+            for rj in batch {
+                out.push(self.teachers.estimate(self.clip[&ri.clip], self.caption[&rj.caption]));
+            }
+        }
+        out
+    }
+}
+
+fn optimizer(optim: &OptimParams) -> ModuleOptimizer {
+    let mut config = AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-8)
+        .with_weight_decay(optim.weight_decay as f32);
+    if let Some(c) = optim.grad_clip {
+        config = config.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(c as f32)));
+    }
+    config.init()
+}
+
+fn read_state(dir: &Path) -> Option<State> {
+    let bytes = std::fs::read(dir.join(STATE_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes a checkpoint directory next to the current one, then swaps it in.
+fn write_checkpoint(scratch: &Path, state: &State, model: &DualEncoder, optim: &ModuleOptimizer, best: Option<&DualEncoder>) -> anyhow::Result<()> {
+    let dir = scratch.join(CHECKPOINT_DIR);
+    let tmp = scratch.join("checkpoint.tmp");
+    let old = scratch.join("checkpoint.old");
+    let _ = std::fs::remove_dir_all(&tmp);
+    fs_err::create_dir_all(&tmp)?;
+    save_record(model, &tmp.join(LAST_MODEL_FILE))?;
+    optim.save(tmp.join(OPTIMIZER_FILE)).map_err(|e| anyhow::anyhow!("saving the optimizer state: {e}"))?;
+    match best {
+        Some(best) => save_record(best, &tmp.join(BEST_MODEL_FILE))?,
+        None => {
+            fs_err::copy(dir.join(BEST_MODEL_FILE), tmp.join(BEST_MODEL_FILE))?;
+        }
+    }
+    fs_err::write(tmp.join(STATE_FILE), serde_json::to_vec_pretty(state)?)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        fs_err::rename(&dir, &old)?;
+    }
+    fs_err::rename(&tmp, &dir)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Runs the training; the best model is left at [`best_model_path`]`(scratch_dir)`.
+pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
+    let features = job.features;
+    let o = &job.optim;
+    let device = job.compute.device.clone();
+    let ad = device.clone().autodiff();
+    let train_rows = rows(features, Split::Train);
+    if train_rows.len() < 2 {
+        bail!("the features' train split has {} captions; training needs at least 2", train_rows.len());
+    }
+    let teacher_index = match &job.objective {
+        Objective::Supervised => None,
+        Objective::Distill { teachers, .. } => Some(TeacherIndex::new(teachers, &train_rows)?),
+    };
+    let batch_size = o.batch_size.min(train_rows.len());
+    let steps_per_epoch = batches_per_epoch(train_rows.len(), batch_size);
+    let total_steps = steps_per_epoch * o.epochs;
+    let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
+
+    // Fresh start or resume.
+    let fresh = || -> anyhow::Result<DualEncoder> {
+        let model = job.model.init(&ad, o.seed);
+        match &job.init {
+            Some(path) => load_record(model, path),
+            None => Ok(model),
+        }
+    };
+    let checkpoint = job.scratch_dir.join(CHECKPOINT_DIR);
+    let (mut model, mut optim, mut state) = match read_state(&checkpoint).filter(|s| s.fingerprint == job.fingerprint) {
+        Some(state) => {
+            let model = load_record(job.model.init(&ad, o.seed), &checkpoint.join(LAST_MODEL_FILE))?;
+            let optim = optimizer(o)
+                .load(checkpoint.join(OPTIMIZER_FILE))
+                .map_err(|e| anyhow::anyhow!("reading the optimizer checkpoint: {e}"))?;
+            job.reporter.log(&format!("resuming after epoch {} of {} from the checkpoint", state.epochs_done, o.epochs));
+            (model, optim, state)
+        }
+        None => {
+            let _ = std::fs::remove_dir_all(&checkpoint);
+            let state = State {
+                fingerprint: job.fingerprint.clone(),
+                epochs_done: 0,
+                step: 0,
+                best_epoch: 0,
+                best_val: None,
+                curves: Vec::new(),
+                train_seconds: 0.0,
+                wall_seconds: 0.0,
+            };
+            (fresh()?, optimizer(o), state)
+        }
+    };
+    let resumed_epochs = state.epochs_done;
+    job.reporter.log(&format!(
+        "{} training pairs, batch {batch_size}, {steps_per_epoch} steps per epoch, {} epochs, device {}",
+        train_rows.len(),
+        o.epochs,
+        job.compute.name
+    ));
+
+    for epoch in state.epochs_done..o.epochs {
+        let started = Instant::now();
+        let progress = job.reporter.step(&format!("epoch {}/{}", epoch + 1, o.epochs), steps_per_epoch as u64);
+        let mut noise_rng = epoch_rng(o.seed, epoch, 2);
+        let mut loss_sum = 0.0;
+        let mut lr = 0.0;
+        let batches = epoch_batches(&train_rows, batch_size, o.seed, epoch);
+        for (k, batch) in batches.iter().enumerate() {
+            lr = lr_at(state.step, total_steps, warmup_steps, o.lr, o.final_lr);
+            let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
+            let captions: Vec<usize> = batch.iter().map(|r| r.caption).collect();
+            let (mel, mask) = audio_tensors(features, &clips, &ad);
+            let tokens = text_tensor(features, &captions, &ad);
+            let mut noise = Some(&mut noise_rng);
+            let audio = model.embed_audio(mel, mask, &mut noise);
+            let text = model.embed_text(tokens, &mut noise);
+            let sim = similarity(audio, text);
+            let scale = model.logit_scale(&ad);
+            let loss = match (&job.objective, &teacher_index) {
+                (Objective::Distill { lambda_sup, lambda_dist, .. }, Some(index)) => {
+                    let b = batch.len();
+                    let c_hat = Tensor::<2>::from_data(TensorData::new(index.c_hat(batch), [b, b]), &ad);
+                    let target_scale = scalar(scale.clone().detach());
+                    let dist = dist_loss(sim.clone(), scale.clone(), c_hat, target_scale).mul_scalar(*lambda_dist);
+                    if *lambda_sup > 0.0 {
+                        dist + sup_loss(sim, scale, positives(&clips, &ad)).mul_scalar(*lambda_sup)
+                    } else {
+                        dist
+                    }
+                }
+                _ => sup_loss(sim, scale, positives(&clips, &ad)),
+            };
+            let value = scalar(loss.clone());
+            if !value.is_finite() {
+                bail!(
+                    "node `{}`: the training loss is {value} at epoch {} step {} (global step {}, lr {lr:.3e})\n\
+                     hint: lower `lr`, set `grad_clip`, or check the features for NaN/infinite values",
+                    job.node,
+                    epoch + 1,
+                    k + 1,
+                    state.step + 1
+                );
+            }
+            loss_sum += value;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            state.step += 1;
+            progress.inc(1);
+            progress.set_message(&format!("loss {value:.4}"));
+        }
+        drop(progress);
+        let train_secs = started.elapsed().as_secs_f64();
+        let val = validate(&model.valid(), features, &device)?;
+        state.train_seconds += train_secs;
+        state.wall_seconds += started.elapsed().as_secs_f64();
+        let train_loss = loss_sum / batches.len().max(1) as f64;
+        let improved = match (val, state.best_val) {
+            (Some(v), Some(b)) => v.map10 > b.map10,
+            (Some(_), None) => true,
+            (None, _) => true, // no validation split: keep the last epoch
+        };
+        if improved {
+            state.best_epoch = epoch + 1;
+            state.best_val = val;
+        }
+        state.epochs_done = epoch + 1;
+        state.curves.push(CurveRow { epoch: epoch + 1, step: state.step, train_loss, lr, val, seconds: state.wall_seconds });
+        job.reporter.log(&format!(
+            "epoch {}: loss {train_loss:.4}, val mAP@10 {}, {:.1} steps/s",
+            epoch + 1,
+            val.map_or("n/a".to_owned(), |v| format!("{:.4}", v.map10)),
+            batches.len() as f64 / train_secs.max(1e-9)
+        ));
+        write_checkpoint(job.scratch_dir, &state, &model, &optim, improved.then_some(&model))?;
+        if job.stop_after == Some(state.epochs_done) && state.epochs_done < o.epochs {
+            bail!(STOPPED);
+        }
+    }
+
+    Ok(TrainSummary {
+        best_epoch: state.best_epoch,
+        best_val: state.best_val,
+        steps_per_second: state.step as f64 / state.train_seconds.max(1e-9),
+        curves: state.curves,
+        steps_per_epoch,
+        resumed_epochs,
+    })
+}
+
+/// Where [`train`] leaves the best model.
+pub fn best_model_path(scratch_dir: &Path) -> PathBuf {
+    scratch_dir.join(CHECKPOINT_DIR).join(BEST_MODEL_FILE)
+}
+
+/// The value of a one-element tensor.
+pub fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().map(|v| v[0] as f64).unwrap_or(f64::NAN)
+}

@@ -1,0 +1,114 @@
+//! `TestProject`: a pipeline.toml in a temporary directory and the built `pipeline` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestProject {
+    pub dir: tempfile::TempDir,
+}
+
+/// The result of one `pipeline` invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl TestProject {
+    pub fn new(toml: &str) -> Self {
+        let p = Self {
+            dir: tempfile::tempdir().expect("a temp dir"),
+        };
+        p.write_config(toml);
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write_config(&self, toml: &str) {
+        self.write("pipeline.toml", toml);
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel))
+            .unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_remove("PIPELINE_LOG")
+            .env("PROJECT", self.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("the binary runs"))
+    }
+
+    /// Lines of `pipeline status`, as printed.
+    pub fn status(&self) -> String {
+        self.run(&["status"]).ok().stdout
+    }
+
+    /// Number of lines in the file `count.<name>` (commands append to it when they run).
+    pub fn runs(&self, name: &str) -> usize {
+        std::fs::read_to_string(self.path().join(format!("count.{name}")))
+            .map_or(0, |s| s.lines().count())
+    }
+
+    /// The `latest/<node>` output directory.
+    pub fn latest(&self, node: &str) -> PathBuf {
+        self.path().join("artifacts/latest").join(node)
+    }
+
+    pub fn objects(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path().join("artifacts/objects"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// A command that counts its runs in `../count.<name>` (relative to the project), then does
+/// `body`.
+pub fn counted(name: &str, body: &str) -> String {
+    format!("echo x >> \"$PROJECT/count.{name}\"; {body}")
+}
