@@ -49,7 +49,7 @@ pub struct FeaturesParams {
     /// Override: lowest mel frequency in Hz.
     #[serde(default)]
     pub f_min: Option<f64>,
-    /// Override: highest mel frequency in Hz.
+    /// Override: highest mel frequency in Hz (default: the preset's, at most half the sample rate).
     #[serde(default)]
     pub f_max: Option<f64>,
     /// Override: pre-emphasis coefficient (0 = none).
@@ -93,14 +93,16 @@ impl FeaturesParams {
             Preset::Passt => MelConfig::passt(),
         };
         let max_seconds = self.max_seconds.unwrap_or(base.max_seconds);
+        let sample_rate = self.sample_rate.unwrap_or(base.sample_rate);
         MelConfig {
-            sample_rate: self.sample_rate.unwrap_or(base.sample_rate),
+            sample_rate,
             n_fft: self.n_fft.unwrap_or(base.n_fft),
             win_length: self.win_length.unwrap_or(base.win_length),
             hop_length: self.hop_length.unwrap_or(base.hop_length),
             n_mels: self.n_mels.unwrap_or(base.n_mels),
             f_min: self.f_min.unwrap_or(base.f_min),
-            f_max: self.f_max.unwrap_or(base.f_max),
+            // A lower sample rate without an f_max override caps the preset's f_max at Nyquist.
+            f_max: self.f_max.unwrap_or(base.f_max.min(sample_rate as f64 / 2.0)),
             preemphasis: self.preemphasis.unwrap_or(base.preemphasis),
             max_seconds,
             // An overridden max_seconds with no window override keeps one window for the
@@ -355,6 +357,8 @@ mod tests {
         assert_eq!(plan.params["window_seconds"], 10.0);
         let t: toml::Table = toml::from_str("preset = \"passt\"\nf_max = 20000.0").unwrap();
         assert_eq!(Features.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("f_max"));
+        let t: toml::Table = toml::from_str("sample_rate = 8000").unwrap();
+        assert_eq!(Features.plan(&t, &inputs).unwrap().params["f_max"], 4000.0);
         let t: toml::Table = toml::from_str("preset = \"fast\"").unwrap();
         assert_eq!(Features.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("preset"));
         assert!(Features.plan(&toml::Table::new(), &InputCounts::default()).is_err());

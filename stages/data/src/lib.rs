@@ -3,6 +3,7 @@
 //! Kinds: `synth-dataset` ([`synth`]), `dataset` ([`dataset`]), `features` ([`features`]).
 
 pub mod audio;
+pub mod dataset;
 pub mod features;
 pub mod formats;
 pub mod mel;
@@ -15,4 +16,5 @@ use pipeline_api::Registry;
 pub fn register(registry: &mut Registry) {
     registry.register(synth::SynthDataset);
     registry.register(features::Features);
+    registry.register(dataset::Dataset);
 }

@@ -52,14 +52,17 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use anyhow::{Context, ensure};
-use arrow::array::{ArrayRef, BooleanArray, DictionaryArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, DictionaryArray, Float32Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
+};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use parquet::arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-use pipeline_api::{InputCounts, Plan, ParamError, Resources, RunContext, StageKind, parse_params};
+use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
 use pipeline_data::formats::{Embeddings, Split, TeacherEmbeddings};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -132,7 +135,10 @@ impl StageKind for Correspondences {
         inputs.expect(&["teachers", "features"], &[])?;
         inputs.expect_single("features")?;
         if inputs.0.get("teachers") == Some(&0) {
-            return Err(ParamError::at("inputs.teachers", "needs at least one teacher"));
+            return Err(ParamError::at(
+                "inputs.teachers",
+                "needs at least one teacher",
+            ));
         }
         let p: CorrespondencesParams = parse_params(params)?;
         if !(p.tau.is_finite() && p.tau > 0.0) {
@@ -146,7 +152,9 @@ impl StageKind for Correspondences {
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let params: CorrespondencesParams = ctx.params()?;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads.clamp(1, 1024)).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads.clamp(1, 1024))
+            .build()?;
         pool.install(|| run(ctx, &params))
     }
 }
@@ -162,10 +170,19 @@ struct Teachers {
 }
 
 fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Teachers> {
-    let mut t = Teachers { names: Vec::new(), dim: 0, audio: Vec::new(), text: Vec::new() };
+    let mut t = Teachers {
+        names: Vec::new(),
+        dim: 0,
+        audio: Vec::new(),
+        text: Vec::new(),
+    };
     for (m, artifact) in ctx.inputs("teachers").iter().enumerate() {
-        let name = artifact.node.clone().unwrap_or_else(|| artifact.path.display().to_string());
-        let emb = Embeddings::load(&artifact.path).with_context(|| format!("teacher {m} (`{name}`)"))?;
+        let name = artifact
+            .node
+            .clone()
+            .unwrap_or_else(|| artifact.path.display().to_string());
+        let emb =
+            Embeddings::load(&artifact.path).with_context(|| format!("teacher {m} (`{name}`)"))?;
         if m == 0 {
             t.dim = emb.dim;
         }
@@ -175,8 +192,14 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
             emb.dim,
             t.dim
         );
-        t.audio.push(gather_normalised(&emb.audio, emb.dim, &index.clip_rows).with_context(|| format!("teacher `{name}`: audio rows"))?);
-        t.text.push(gather_normalised(&emb.text, emb.dim, &index.caption_rows).with_context(|| format!("teacher `{name}`: text rows"))?);
+        t.audio.push(
+            gather_normalised(&emb.audio, emb.dim, &index.clip_rows)
+                .with_context(|| format!("teacher `{name}`: audio rows"))?,
+        );
+        t.text.push(
+            gather_normalised(&emb.text, emb.dim, &index.caption_rows)
+                .with_context(|| format!("teacher `{name}`: text rows"))?,
+        );
         t.names.push(name);
     }
     ensure!(!t.names.is_empty(), "no teacher");
@@ -185,7 +208,11 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
 
 /// Cosines of clips `clips` (split-local range) with every caption for each teacher, and the
 /// ensemble mean: `(per_teacher [M][B * n_c], estimate [B * n_c])`, row-major `[B, n_c]`.
-fn block_scores(t: &Teachers, clips: std::ops::Range<usize>, n_captions: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
+fn block_scores(
+    t: &Teachers,
+    clips: std::ops::Range<usize>,
+    n_captions: usize,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
     let b = clips.len();
     let dim = t.dim;
     let per_teacher: Vec<Vec<f32>> = (0..t.names.len())
@@ -194,22 +221,28 @@ fn block_scores(t: &Teachers, clips: std::ops::Range<usize>, n_captions: usize) 
             // Caption-major `[n_c, B]` so that each text row is read once per block, then
             // transposed to the clip-major row order of the table.
             let mut by_caption = vec![0.0f32; n_captions * b];
-            by_caption.par_chunks_mut(64 * b).enumerate().for_each(|(c, out)| {
-                for (jj, o) in out.chunks_mut(b).enumerate() {
-                    let j = c * 64 + jj;
-                    let text = &t.text[m][j * dim..(j + 1) * dim];
-                    for (v, a) in o.iter_mut().zip(audio.chunks_exact(dim)) {
-                        *v = dot(a, text);
+            by_caption
+                .par_chunks_mut(64 * b)
+                .enumerate()
+                .for_each(|(c, out)| {
+                    for (jj, o) in out.chunks_mut(b).enumerate() {
+                        let j = c * 64 + jj;
+                        let text = &t.text[m][j * dim..(j + 1) * dim];
+                        for (v, a) in o.iter_mut().zip(audio.chunks_exact(dim)) {
+                            *v = dot(a, text);
+                        }
                     }
-                }
-            });
+                });
             metrics::transpose(&by_caption, n_captions, b)
         })
         .collect();
     let inv = 1.0 / t.names.len() as f32;
     let mut estimate = per_teacher[0].clone();
     for other in &per_teacher[1..] {
-        estimate.par_iter_mut().zip(other.par_iter()).for_each(|(e, x)| *e += x);
+        estimate
+            .par_iter_mut()
+            .zip(other.par_iter())
+            .for_each(|(e, x)| *e += x);
     }
     estimate.par_iter_mut().for_each(|e| *e *= inv);
     (per_teacher, estimate)
@@ -223,7 +256,10 @@ struct Lse {
 }
 
 impl Lse {
-    const EMPTY: Lse = Lse { max: f64::NEG_INFINITY, sum: 0.0 };
+    const EMPTY: Lse = Lse {
+        max: f64::NEG_INFINITY,
+        sum: 0.0,
+    };
 
     fn merge(self, o: Lse) -> Lse {
         if o.max == f64::NEG_INFINITY {
@@ -233,12 +269,18 @@ impl Lse {
             return o;
         }
         let max = self.max.max(o.max);
-        Lse { max, sum: self.sum * (self.max - max).exp() + o.sum * (o.max - max).exp() }
+        Lse {
+            max,
+            sum: self.sum * (self.max - max).exp() + o.sum * (o.max - max).exp(),
+        }
     }
 
     fn of(logits: impl Iterator<Item = f64> + Clone) -> Lse {
         let max = logits.clone().fold(f64::NEG_INFINITY, f64::max);
-        Lse { max, sum: logits.map(|x| (x - max).exp()).sum() }
+        Lse {
+            max,
+            sum: logits.map(|x| (x - max).exp()).sum(),
+        }
     }
 
     fn value(self) -> f64 {
@@ -247,7 +289,14 @@ impl Lse {
 }
 
 /// First pass: per-clip and per-caption log-normalisers of `C_hat / τ`.
-fn normalisers(ctx: &RunContext<'_>, t: &Teachers, n_clips: usize, n_captions: usize, block: usize, tau: f64) -> (Vec<f64>, Vec<f64>) {
+fn normalisers(
+    ctx: &RunContext<'_>,
+    t: &Teachers,
+    n_clips: usize,
+    n_captions: usize,
+    block: usize,
+    tau: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let n_blocks = n_clips.div_ceil(block);
     let step = ctx.reporter.step("softmax normalisers", n_blocks as u64);
     let mut row = Vec::with_capacity(n_clips);
@@ -262,7 +311,9 @@ fn normalisers(ctx: &RunContext<'_>, t: &Teachers, n_clips: usize, n_captions: u
             .collect();
         row.extend(rows);
         col.par_iter_mut().enumerate().for_each(|(j, acc)| {
-            *acc = acc.merge(Lse::of((0..b).map(|i| est[i * n_captions + j] as f64 / tau)));
+            *acc = acc.merge(Lse::of(
+                (0..b).map(|i| est[i * n_captions + j] as f64 / tau),
+            ));
         });
         step.inc(1);
     }
@@ -286,8 +337,16 @@ pub fn table_schema(teachers: usize, with_probabilities: bool, with_relevance: b
     }
     fields.push(Field::new("estimate", DataType::Float32, false));
     if with_probabilities {
-        fields.push(Field::new("p_caption_given_audio", DataType::Float32, false));
-        fields.push(Field::new("p_audio_given_caption", DataType::Float32, false));
+        fields.push(Field::new(
+            "p_caption_given_audio",
+            DataType::Float32,
+            false,
+        ));
+        fields.push(Field::new(
+            "p_audio_given_caption",
+            DataType::Float32,
+            false,
+        ));
     }
     if with_relevance {
         fields.push(Field::new("relevance", DataType::Float32, false));
@@ -305,11 +364,31 @@ pub fn schema_description() -> Vec<(&'static str, &'static str, &'static str)> {
         ("caption_id", "utf8 (dictionary)", "caption_id"),
         ("caption", "utf8 (dictionary)", "caption text as written"),
         ("is_match", "bool", "annotated pair"),
-        ("teacher_<m>", "float32", "cosine of teacher m (order of the `teachers` input; names in key-value metadata `teachers`)"),
-        ("estimate", "float32", "C_hat: mean of the teachers' cosines"),
-        ("p_caption_given_audio", "float32", "softmax over all captions of the split of C_hat[i,:]/tau (with_probabilities)"),
-        ("p_audio_given_caption", "float32", "softmax over all clips of the split of C_hat[:,j]/tau (with_probabilities)"),
-        ("relevance", "float32", "ground-truth graded relevance, 0 where absent (only with ground truth)"),
+        (
+            "teacher_<m>",
+            "float32",
+            "cosine of teacher m (order of the `teachers` input; names in key-value metadata `teachers`)",
+        ),
+        (
+            "estimate",
+            "float32",
+            "C_hat: mean of the teachers' cosines",
+        ),
+        (
+            "p_caption_given_audio",
+            "float32",
+            "softmax over all captions of the split of C_hat[i,:]/tau (with_probabilities)",
+        ),
+        (
+            "p_audio_given_caption",
+            "float32",
+            "softmax over all clips of the split of C_hat[:,j]/tau (with_probabilities)",
+        ),
+        (
+            "relevance",
+            "float32",
+            "ground-truth graded relevance, 0 where absent (only with ground truth)",
+        ),
     ]
 }
 
@@ -319,9 +398,13 @@ fn writer_thread(
     props: WriterProperties,
     rx: Receiver<RecordBatch>,
 ) -> anyhow::Result<()> {
-    let file = std::fs::File::create(&path).with_context(|| format!("creating `{}`", path.display()))?;
-    let options = ArrowWriterOptions::new().with_properties(props).with_skip_arrow_metadata(true);
-    let mut writer = ArrowWriter::try_new_with_options(std::io::BufWriter::new(file), schema, options)?;
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating `{}`", path.display()))?;
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    let mut writer =
+        ArrowWriter::try_new_with_options(std::io::BufWriter::new(file), schema, options)?;
     for batch in rx {
         writer.write(&batch)?;
         writer.flush()?;
@@ -344,7 +427,10 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
     let index = SplitIndex::load(ctx.input("features")?, p.split)?;
     let t = load_teachers(ctx, &index)?;
     let (n_a, n_c, n_m) = (index.n_clips(), index.n_captions(), t.names.len());
-    ctx.reporter.log(&format!("{n_a} clips x {n_c} captions of split {}, {n_m} teacher(s)", p.split));
+    ctx.reporter.log(&format!(
+        "{n_a} clips x {n_c} captions of split {}, {n_m} teacher(s)",
+        p.split
+    ));
 
     TeacherEmbeddings {
         teachers: n_m,
@@ -358,8 +444,11 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
 
     let block = (p.row_group_rows / n_c).max(1);
     let n_blocks = n_a.div_ceil(block);
-    let (lse_row, lse_col) =
-        if p.with_probabilities { normalisers(ctx, &t, n_a, n_c, block, p.tau) } else { (Vec::new(), Vec::new()) };
+    let (lse_row, lse_col) = if p.with_probabilities {
+        normalisers(ctx, &t, n_a, n_c, block, p.tau)
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     // Writer.
     let with_relevance = index.relevance.is_some();
@@ -404,17 +493,24 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
 
     let (mut sum_match, mut n_match, mut sum_other) = (0.0f64, 0usize, 0.0f64);
     let mut mass_on_matches = 0.0f64;
-    let step = ctx.reporter.step("writing correspondences.parquet", n_blocks as u64);
+    let step = ctx
+        .reporter
+        .step("writing correspondences.parquet", n_blocks as u64);
     let send_result = (|| -> anyhow::Result<()> {
         for k in 0..n_blocks {
             let clips = k * block..((k + 1) * block).min(n_a);
             let b = clips.len();
             let rows = b * n_c;
             let (per_teacher, est) = block_scores(&t, clips.clone(), n_c);
-            let audio_keys: Vec<i32> = clips.clone().flat_map(|i| std::iter::repeat_n(i as i32, n_c)).collect();
+            let audio_keys: Vec<i32> = clips
+                .clone()
+                .flat_map(|i| std::iter::repeat_n(i as i32, n_c))
+                .collect();
             let caption_keys: Vec<i32> = (0..b).flat_map(|_| 0..n_c as i32).collect();
-            let is_match: Vec<bool> =
-                clips.clone().flat_map(|i| index.caption_clip.iter().map(move |&c| c == i)).collect();
+            let is_match: Vec<bool> = clips
+                .clone()
+                .flat_map(|i| index.caption_clip.iter().map(move |&c| c == i))
+                .collect();
             for (e, m) in est.iter().zip(&is_match) {
                 if *m {
                     sum_match += *e as f64;
@@ -424,13 +520,24 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
                 }
             }
             let dict = |keys: &[i32], values: &ArrayRef| -> anyhow::Result<ArrayRef> {
-                Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys.to_vec()), values.clone())?))
+                Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                    Int32Array::from(keys.to_vec()),
+                    values.clone(),
+                )?))
             };
             let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(Int64Array::from_iter_values(audio_keys.iter().map(|&i| index.clip_rows[i as usize] as i64))),
+                Arc::new(Int64Array::from_iter_values(
+                    audio_keys
+                        .iter()
+                        .map(|&i| index.clip_rows[i as usize] as i64),
+                )),
                 dict(&audio_keys, &audio_ids)?,
                 dict(&audio_keys, &audio_files)?,
-                Arc::new(Int64Array::from_iter_values(caption_keys.iter().map(|&j| index.caption_rows[j as usize] as i64))),
+                Arc::new(Int64Array::from_iter_values(
+                    caption_keys
+                        .iter()
+                        .map(|&j| index.caption_rows[j as usize] as i64),
+                )),
                 dict(&caption_keys, &caption_ids)?,
                 dict(&caption_keys, &captions)?,
                 Arc::new(BooleanArray::from(is_match.clone())),
@@ -445,9 +552,17 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
                     .enumerate()
                     .map(|(r, &x)| (x as f64 / tau - lse_row[clips.start + r / n_c]).exp() as f32)
                     .collect();
-                let pac: Vec<f32> =
-                    est.par_iter().enumerate().map(|(r, &x)| (x as f64 / tau - lse_col[r % n_c]).exp() as f32).collect();
-                mass_on_matches += pca.iter().zip(&is_match).filter(|(_, m)| **m).map(|(p, _)| *p as f64).sum::<f64>();
+                let pac: Vec<f32> = est
+                    .par_iter()
+                    .enumerate()
+                    .map(|(r, &x)| (x as f64 / tau - lse_col[r % n_c]).exp() as f32)
+                    .collect();
+                mass_on_matches += pca
+                    .iter()
+                    .zip(&is_match)
+                    .filter(|(_, m)| **m)
+                    .map(|(p, _)| *p as f64)
+                    .sum::<f64>();
                 Some((pca, pac))
             } else {
                 None
@@ -475,7 +590,9 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
         Ok(())
     })();
     drop(tx);
-    let written = writer.join().map_err(|_| anyhow::anyhow!("the Parquet writer thread panicked"))?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the Parquet writer thread panicked"))?;
     send_result?;
     written?;
     drop(step);
@@ -486,10 +603,19 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
     out.insert("clips".into(), n_a.into());
     out.insert("captions".into(), n_c.into());
     out.insert("teachers".into(), n_m.into());
-    out.insert("estimate_mean_match".into(), (sum_match / n_match.max(1) as f64).into());
-    out.insert("estimate_mean_nonmatch".into(), (sum_other / (n_a * n_c - n_match).max(1) as f64).into());
+    out.insert(
+        "estimate_mean_match".into(),
+        (sum_match / n_match.max(1) as f64).into(),
+    );
+    out.insert(
+        "estimate_mean_nonmatch".into(),
+        (sum_other / (n_a * n_c - n_match).max(1) as f64).into(),
+    );
     if p.with_probabilities {
-        out.insert("p_caption_given_audio_on_matches".into(), (mass_on_matches / n_a as f64).into());
+        out.insert(
+            "p_caption_given_audio_on_matches".into(),
+            (mass_on_matches / n_a as f64).into(),
+        );
     }
     for (name, m) in agreement(ctx, &t, &index, p.seed)? {
         out.insert(name, serde_json::to_value(m)?);
@@ -499,12 +625,19 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
 }
 
 /// Per scorer: fit to the annotation (t2a) and, with ground truth, Spearman and nDCG@10.
-fn agreement(ctx: &RunContext<'_>, t: &Teachers, index: &SplitIndex, seed: u64) -> anyhow::Result<Vec<(String, ScorerMetrics)>> {
+fn agreement(
+    ctx: &RunContext<'_>,
+    t: &Teachers,
+    index: &SplitIndex,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, ScorerMetrics)>> {
     let (n_a, n_c, n_m) = (index.n_clips(), index.n_captions(), t.names.len());
     let dim = t.dim;
     let has_truth = index.relevance.is_some();
     let n_scorers = n_m + 1 + usize::from(has_truth); // teachers, ensemble, annotation
-    let step = ctx.reporter.step("agreement with the annotation / ground truth", n_c as u64);
+    let step = ctx
+        .reporter
+        .step("agreement with the annotation / ground truth", n_c as u64);
     // Per caption and scorer: (rank of annotated clip, nDCG@10).
     let per_caption: Vec<Vec<(usize, Option<f64>)>> = (0..n_c)
         .into_par_iter()
@@ -547,24 +680,46 @@ fn agreement(ctx: &RunContext<'_>, t: &Teachers, index: &SplitIndex, seed: u64) 
     let spearman: Option<Vec<Option<f64>>> = index.relevance.as_ref().map(|_| {
         let total = n_a * n_c;
         let pairs: Vec<(usize, usize)> = if total <= SPEARMAN_MAX_PAIRS {
-            (0..n_a).flat_map(|i| (0..n_c).map(move |j| (i, j))).collect()
+            (0..n_a)
+                .flat_map(|i| (0..n_c).map(move |j| (i, j)))
+                .collect()
         } else {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..SPEARMAN_MAX_PAIRS).map(|_| (rng.random_range(0..n_a), rng.random_range(0..n_c))).collect()
+            (0..SPEARMAN_MAX_PAIRS)
+                .map(|_| (rng.random_range(0..n_a), rng.random_range(0..n_c)))
+                .collect()
         };
-        let truth: Vec<f32> = pairs.par_iter().map(|&(i, j)| index.relevance_of(j, i).unwrap_or(0.0)).collect();
+        let truth: Vec<f32> = pairs
+            .par_iter()
+            .map(|&(i, j)| index.relevance_of(j, i).unwrap_or(0.0))
+            .collect();
         let mut columns: Vec<Vec<f32>> = (0..n_m)
             .map(|m| {
                 pairs
                     .par_iter()
-                    .map(|&(i, j)| dot(&t.audio[m][i * dim..(i + 1) * dim], &t.text[m][j * dim..(j + 1) * dim]))
+                    .map(|&(i, j)| {
+                        dot(
+                            &t.audio[m][i * dim..(i + 1) * dim],
+                            &t.text[m][j * dim..(j + 1) * dim],
+                        )
+                    })
                     .collect()
             })
             .collect();
-        let est: Vec<f32> = (0..pairs.len()).map(|k| columns.iter().map(|c| c[k]).sum::<f32>() / n_m as f32).collect();
+        let est: Vec<f32> = (0..pairs.len())
+            .map(|k| columns.iter().map(|c| c[k]).sum::<f32>() / n_m as f32)
+            .collect();
         columns.push(est);
-        columns.push(pairs.iter().map(|&(i, j)| if index.caption_clip[j] == i { 1.0 } else { 0.0 }).collect());
-        columns.par_iter().map(|c| metrics::spearman(c, &truth)).collect()
+        columns.push(
+            pairs
+                .iter()
+                .map(|&(i, j)| if index.caption_clip[j] == i { 1.0 } else { 0.0 })
+                .collect(),
+        );
+        columns
+            .par_iter()
+            .map(|c| metrics::spearman(c, &truth))
+            .collect()
     });
 
     let names: Vec<String> = (0..n_m)
@@ -592,10 +747,16 @@ fn agreement(ctx: &RunContext<'_>, t: &Teachers, index: &SplitIndex, seed: u64) 
 
 /// Reads the teacher node names from a correspondence table's key-value metadata.
 pub fn teacher_names(path: &Path) -> anyhow::Result<Vec<String>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening `{}`", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("opening `{}`", path.display()))?;
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)?;
     use parquet::file::reader::FileReader;
-    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
     let json = kv
         .iter()
         .find(|k| k.key == "teachers")

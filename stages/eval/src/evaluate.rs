@@ -13,11 +13,13 @@
 //!     of the clip's captions is within K); `a2t_fraction` / `a2t_fraction_ci`: "fraction"
 //!     convention (the clip's captions within K / its number of captions). mAP@10 is the
 //!     multi-relevant AP@10 in both.
-//!   - only where the features carry ground-truth relevance: `t2a_graded`: `{map10, ndcg10}` and
-//!     `t2a_graded_ci`. For caption `q` the relevant clips are its annotated clip and every clip
-//!     of the split with relevance > 0; `map10` is the multi-relevant AP@10 (DCASE 2025 formula,
-//!     every relevant clip counts 1) and `ndcg10` the nDCG@10 with linear gains
-//!     `max(relevance, 1 if annotated)`.
+//!   - only where the features carry ground-truth relevance: `t2a_graded`:
+//!     `{map10, map10_full, ndcg10}` and `t2a_graded_ci`. For caption `q`, `map10` is the
+//!     multi-relevant AP@10 (DCASE 2025 formula, every relevant clip counts 1) with relevant
+//!     clips = its annotated clip and every clip of the split with relevance > 0 (partial
+//!     matches count); `map10_full` the same with relevant clips = its annotated clip and every
+//!     clip with relevance >= 1 (clips the caption fully describes); `ndcg10` the nDCG@10 with
+//!     linear gains `max(relevance, 1 if annotated)`.
 //!
 //!   Intervals are 95 % bootstrap percentile intervals over queries (`bootstrap` resamples,
 //!   ChaCha8 seeded with `seed`; the metrics of one direction share the resampled query sets).
@@ -31,7 +33,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, ensure};
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
-use pipeline_data::formats::{Embeddings, Split, batch, f64_column, i64_column, string_column, write_parquet};
+use pipeline_data::formats::{
+    Embeddings, Split, batch, f64_column, i64_column, string_column, write_parquet,
+};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::index::{SplitIndex, gather_normalised};
@@ -74,7 +79,11 @@ pub struct Evaluate;
 /// Graded text → audio values.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GradedScores {
+    /// Multi-relevant AP@10, relevant = annotated or relevance > 0.
     pub map10: f64,
+    /// Multi-relevant AP@10, relevant = annotated or relevance >= 1.
+    pub map10_full: f64,
+    /// nDCG@10, gains = max(relevance, 1 if annotated).
     pub ndcg10: f64,
 }
 
@@ -82,6 +91,7 @@ pub struct GradedScores {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GradedIntervals {
     pub map10: metrics::Interval,
+    pub map10_full: metrics::Interval,
     pub ndcg10: metrics::Interval,
 }
 
@@ -107,7 +117,12 @@ impl EvaluationMetrics {
     pub fn rows(&self) -> Vec<(String, f64, f64, f64)> {
         let mut rows = Vec::new();
         let mut add = |prefix: &str, s: &RetrievalScores, c: &RetrievalIntervals| {
-            for (name, v, i) in [("map10", s.map10, c.map10), ("r1", s.r1, c.r1), ("r5", s.r5, c.r5), ("r10", s.r10, c.r10)] {
+            for (name, v, i) in [
+                ("map10", s.map10, c.map10),
+                ("r1", s.r1, c.r1),
+                ("r5", s.r5, c.r5),
+                ("r10", s.r10, c.r10),
+            ] {
                 rows.push((format!("{prefix}.{name}"), v, i.low, i.high));
             }
         };
@@ -115,8 +130,24 @@ impl EvaluationMetrics {
         add("a2t_any", &self.a2t_any, &self.a2t_any_ci);
         add("a2t_fraction", &self.a2t_fraction, &self.a2t_fraction_ci);
         if let (Some(g), Some(c)) = (&self.t2a_graded, &self.t2a_graded_ci) {
-            rows.push(("t2a_graded.map10".into(), g.map10, c.map10.low, c.map10.high));
-            rows.push(("t2a_graded.ndcg10".into(), g.ndcg10, c.ndcg10.low, c.ndcg10.high));
+            rows.push((
+                "t2a_graded.map10".into(),
+                g.map10,
+                c.map10.low,
+                c.map10.high,
+            ));
+            rows.push((
+                "t2a_graded.map10_full".into(),
+                g.map10_full,
+                c.map10_full.low,
+                c.map10_full.high,
+            ));
+            rows.push((
+                "t2a_graded.ndcg10".into(),
+                g.ndcg10,
+                c.ndcg10.low,
+                c.ndcg10.high,
+            ));
         }
         rows
     }
@@ -145,7 +176,9 @@ impl StageKind for Evaluate {
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: EvaluateParams = ctx.params()?;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads.clamp(1, 1024)).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads.clamp(1, 1024))
+            .build()?;
         pool.install(|| run(ctx, &p))
     }
 }
@@ -170,7 +203,8 @@ pub fn evaluate_split(
     let ci = |pq: &PerQuery, salt: u64| pq.bootstrap(bootstrap, seed.wrapping_add(salt), LEVEL);
 
     let graded = index.relevance.as_ref().map(|rel| {
-        let (aps, ndcgs): (Vec<f64>, Vec<f64>) = (0..n_c)
+        let per_query: Vec<(f64, f64, f64)> = (0..n_c)
+            .into_par_iter()
             .map(|q| {
                 let row = &sim[q * n_a..(q + 1) * n_a];
                 let annotated = index.caption_clip[q];
@@ -180,14 +214,36 @@ pub fn evaluate_split(
                     None => gains.push((annotated, 1.0)),
                 }
                 let relevant: Vec<usize> = gains.iter().map(|g| g.0).collect();
+                let full: Vec<usize> = gains.iter().filter(|g| g.1 >= 1.0).map(|g| g.0).collect();
                 let ap = metrics::multi_relevant_ap_at_k(row, &relevant, 10);
+                let ap_full = metrics::multi_relevant_ap_at_k(row, &full, 10);
                 let ndcg = metrics::ndcg_at_k(row, &gains, 10).unwrap_or(0.0);
-                (ap, ndcg)
+                (ap, ap_full, ndcg)
             })
-            .unzip();
-        let cis = metrics::bootstrap_means_ci(&[&aps, &ndcgs], bootstrap, seed.wrapping_add(3), LEVEL);
-        let scores = GradedScores { map10: metrics::mean(&aps), ndcg10: metrics::mean(&ndcgs) };
-        (scores, GradedIntervals { map10: cis[0], ndcg10: cis[1] }, aps)
+            .collect();
+        let aps: Vec<f64> = per_query.iter().map(|v| v.0).collect();
+        let aps_full: Vec<f64> = per_query.iter().map(|v| v.1).collect();
+        let ndcgs: Vec<f64> = per_query.iter().map(|v| v.2).collect();
+        let cis = metrics::bootstrap_means_ci(
+            &[&aps, &aps_full, &ndcgs],
+            bootstrap,
+            seed.wrapping_add(3),
+            LEVEL,
+        );
+        let scores = GradedScores {
+            map10: metrics::mean(&aps),
+            map10_full: metrics::mean(&aps_full),
+            ndcg10: metrics::mean(&ndcgs),
+        };
+        (
+            scores,
+            GradedIntervals {
+                map10: cis[0],
+                map10_full: cis[1],
+                ndcg10: cis[2],
+            },
+            aps,
+        )
     });
 
     let m = EvaluationMetrics {
@@ -220,7 +276,8 @@ fn run(ctx: &RunContext<'_>, p: &EvaluateParams) -> anyhow::Result<()> {
     let audio = gather_normalised(&emb.audio, emb.dim, &index.clip_rows).context("audio rows")?;
     let text = gather_normalised(&emb.text, emb.dim, &index.caption_rows).context("text rows")?;
     let step = ctx.reporter.step("evaluating", 1);
-    let (m, ranks, graded_aps) = evaluate_split(&index, &audio, &text, emb.dim, p.bootstrap, p.seed);
+    let (m, ranks, graded_aps) =
+        evaluate_split(&index, &audio, &text, emb.dim, p.bootstrap, p.seed);
     step.inc(1);
     drop(step);
     ctx.reporter.log(&format!(
@@ -239,14 +296,20 @@ fn run(ctx: &RunContext<'_>, p: &EvaluateParams) -> anyhow::Result<()> {
     write_parquet(
         &ctx.out_dir.join(METRICS_TABLE_FILE),
         &batch(vec![
-            ("metric", string_column(&rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())),
+            (
+                "metric",
+                string_column(&rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()),
+            ),
             ("value", f64_column(rows.iter().map(|r| r.1))),
             ("ci_low", f64_column(rows.iter().map(|r| r.2))),
             ("ci_high", f64_column(rows.iter().map(|r| r.3))),
         ])?,
     )?;
     let mut cols = vec![
-        ("caption_index", i64_column(index.caption_rows.iter().map(|&r| r as i64))),
+        (
+            "caption_index",
+            i64_column(index.caption_rows.iter().map(|&r| r as i64)),
+        ),
         ("caption_id", string_column(&index.caption_ids)),
         ("rank", i64_column(ranks.iter().map(|&r| r as i64))),
     ];
@@ -268,5 +331,8 @@ pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<EvaluationMetrics> 
 pub fn read_ranks(dir: &std::path::Path) -> anyhow::Result<BTreeMap<i64, usize>> {
     let path = dir.join(RANKS_FILE);
     let t = pipeline_data::formats::Table::open(&path)?;
-    Ok(t.i64s("caption_index")?.into_iter().zip(t.i64s("rank")?.into_iter().map(|r| r as usize)).collect())
+    Ok(t.i64s("caption_index")?
+        .into_iter()
+        .zip(t.i64s("rank")?.into_iter().map(|r| r as usize))
+        .collect())
 }

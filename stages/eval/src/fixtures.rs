@@ -13,14 +13,21 @@ use rand_chacha::ChaCha8Rng;
 /// captions each, clips grouped into `topics` topics (clip `i` has topic `i % topics`). With
 /// `relevance`, the ground truth gives each caption relevance 1 for its own clip and 0.5 for
 /// the other clips of the same topic and split.
-pub fn synthetic_features(clips: [usize; 3], captions_per_clip: usize, topics: usize, relevance: bool) -> FeatureSet {
+pub fn synthetic_features(
+    clips: [usize; 3],
+    captions_per_clip: usize,
+    topics: usize,
+    relevance: bool,
+) -> FeatureSet {
     let mut clip_rows = Vec::new();
     let mut caption_rows = Vec::new();
     for (s, &n) in Split::ALL.iter().zip(&clips) {
         for _ in 0..n {
             let i = clip_rows.len();
             let clip_id = format!("clip{i:05}");
-            let caption_indices: Vec<usize> = (0..captions_per_clip).map(|k| caption_rows.len() + k).collect();
+            let caption_indices: Vec<usize> = (0..captions_per_clip)
+                .map(|k| caption_rows.len() + k)
+                .collect();
             for k in 0..captions_per_clip {
                 let text = format!("sound of topic {} number {i}, take {k}", i % topics.max(1));
                 caption_rows.push(CaptionRow {
@@ -32,7 +39,13 @@ pub fn synthetic_features(clips: [usize; 3], captions_per_clip: usize, topics: u
                     text,
                 });
             }
-            clip_rows.push(ClipRow { clip_id, file: format!("audio/clip {i}.wav"), split: *s, duration_s: 10.0, caption_indices });
+            clip_rows.push(ClipRow {
+                clip_id,
+                file: format!("audio/clip {i}.wav"),
+                split: *s,
+                duration_s: 10.0,
+                caption_indices,
+            });
         }
     }
     let relevance = relevance.then(|| {
@@ -43,9 +56,17 @@ pub fn synthetic_features(clips: [usize; 3], captions_per_clip: usize, topics: u
                     continue;
                 }
                 if i == c.clip_index {
-                    rows.push(RelevanceRow { caption_index: q, clip_index: i, relevance: 1.0 });
+                    rows.push(RelevanceRow {
+                        caption_index: q,
+                        clip_index: i,
+                        relevance: 1.0,
+                    });
                 } else if i % topics.max(1) == c.clip_index % topics.max(1) {
-                    rows.push(RelevanceRow { caption_index: q, clip_index: i, relevance: 0.5 });
+                    rows.push(RelevanceRow {
+                        caption_index: q,
+                        clip_index: i,
+                        relevance: 0.5,
+                    });
                 }
             }
         }
@@ -82,9 +103,17 @@ fn normalise(v: &mut [f32]) {
 /// Embeddings of a feature set that model its structure: a clip is `topic + identity`
 /// directions; a caption is its clip's vector plus `noise` × Gaussian noise; L2-normalised.
 /// With `topics` as in [`synthetic_features`].
-pub fn synthetic_embeddings(features: &FeatureSet, dim: usize, topics: usize, noise: f32, seed: u64) -> Embeddings {
+pub fn synthetic_embeddings(
+    features: &FeatureSet,
+    dim: usize,
+    topics: usize,
+    noise: f32,
+    seed: u64,
+) -> Embeddings {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let topic_vecs: Vec<Vec<f32>> = (0..topics.max(1)).map(|_| (0..dim).map(|_| gaussian(&mut rng)).collect()).collect();
+    let topic_vecs: Vec<Vec<f32>> = (0..topics.max(1))
+        .map(|_| (0..dim).map(|_| gaussian(&mut rng)).collect())
+        .collect();
     let mut audio = Vec::with_capacity(features.clips.len() * dim);
     for i in 0..features.clips.len() {
         let t = &topic_vecs[i % topics.max(1)];
@@ -95,7 +124,10 @@ pub fn synthetic_embeddings(features: &FeatureSet, dim: usize, topics: usize, no
     let mut text = Vec::with_capacity(features.captions.len() * dim);
     for c in &features.captions {
         let a = &audio[c.clip_index * dim..(c.clip_index + 1) * dim];
-        let mut v: Vec<f32> = a.iter().map(|x| x + noise / (dim as f32).sqrt() * gaussian(&mut rng)).collect();
+        let mut v: Vec<f32> = a
+            .iter()
+            .map(|x| x + noise / (dim as f32).sqrt() * gaussian(&mut rng))
+            .collect();
         normalise(&mut v);
         text.extend(v);
     }
@@ -115,6 +147,9 @@ pub fn random_embeddings(n_clips: usize, n_captions: usize, dim: usize, seed: u6
     Embeddings { dim, audio, text }
 }
 
+/// Artifacts bound to one input: `(producing node, path)` each.
+pub type InputList<'a> = Vec<(Option<&'a str>, PathBuf)>;
+
 /// Plans and runs `kind` as the executor would: `params` is the TOML parameter table, each
 /// input a list of `(producing node, path)`; outputs go to `out_dir` (created). Uses
 /// [`SilentReporter`] and `threads` threads.
@@ -122,17 +157,32 @@ pub fn run_stage(
     kind: &dyn StageKind,
     node: &str,
     params: &str,
-    inputs: &[(&str, Vec<(Option<&str>, PathBuf)>)],
+    inputs: &[(&str, InputList<'_>)],
     out_dir: &Path,
     threads: usize,
 ) -> anyhow::Result<()> {
     let table: toml::Table = toml::from_str(params)?;
-    let counts = InputCounts(inputs.iter().map(|(n, v)| (n.to_string(), v.len())).collect());
-    let plan = kind.plan(&table, &counts).map_err(|e| anyhow::anyhow!("plan: {e}"))?;
+    let counts = InputCounts(
+        inputs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.len()))
+            .collect(),
+    );
+    let plan = kind
+        .plan(&table, &counts)
+        .map_err(|e| anyhow::anyhow!("plan: {e}"))?;
     let inputs: BTreeMap<String, Vec<InputArtifact>> = inputs
         .iter()
         .map(|(n, v)| {
-            (n.to_string(), v.iter().map(|(node, path)| InputArtifact { node: node.map(str::to_owned), path: path.clone() }).collect())
+            (
+                n.to_string(),
+                v.iter()
+                    .map(|(node, path)| InputArtifact {
+                        node: node.map(str::to_owned),
+                        path: path.clone(),
+                    })
+                    .collect(),
+            )
         })
         .collect();
     std::fs::create_dir_all(out_dir)?;

@@ -38,7 +38,9 @@ impl SplitIndex {
     /// Graded relevance of caption `q` (split-local) for clip `i` (split-local): the ground
     /// truth's value, 0 for absent pairs; `None` without ground truth.
     pub fn relevance_of(&self, q: usize, i: usize) -> Option<f32> {
-        self.relevance.as_ref().map(|r| r[q].iter().find(|p| p.0 == i).map_or(0.0, |p| p.1))
+        self.relevance
+            .as_ref()
+            .map(|r| r[q].iter().find(|p| p.0 == i).map_or(0.0, |p| p.1))
     }
 
     /// Reads `clips.parquet`, `captions.parquet` and (if present) `relevance.parquet` of a
@@ -99,20 +101,45 @@ impl SplitIndex {
         let relevance = if relevance_path.exists() {
             let t = Table::open(&relevance_path)?;
             let mut per_caption = vec![Vec::new(); caption_rows.len()];
-            for ((c, a), r) in t.i64s("caption_index")?.into_iter().zip(t.i64s("clip_index")?).zip(t.f32s("relevance")?) {
-                if let (Some(&q), Some(&i)) = (local_caption.get(&(c as usize)), local_clip.get(&(a as usize))) {
-                    if r > 0.0 {
-                        per_caption[q].push((i, r));
-                    }
+            for ((c, a), r) in t
+                .i64s("caption_index")?
+                .into_iter()
+                .zip(t.i64s("clip_index")?)
+                .zip(t.f32s("relevance")?)
+            {
+                if let (Some(&q), Some(&i)) = (
+                    local_caption.get(&(c as usize)),
+                    local_clip.get(&(a as usize)),
+                ) && r > 0.0
+                {
+                    per_caption[q].push((i, r));
                 }
             }
             Some(per_caption)
         } else {
             None
         };
-        ensure!(!clip_rows.is_empty(), "`{}` has no clip in split {split}", dir.display());
-        ensure!(!caption_rows.is_empty(), "`{}` has no caption in split {split}", dir.display());
-        Ok(Self { split, clip_rows, clip_ids, clip_files, caption_rows, caption_ids, caption_texts, caption_clip, relevance })
+        ensure!(
+            !clip_rows.is_empty(),
+            "`{}` has no clip in split {split}",
+            dir.display()
+        );
+        ensure!(
+            !caption_rows.is_empty(),
+            "`{}` has no caption in split {split}",
+            dir.display()
+        );
+        Ok(Self {
+            split,
+            clip_rows,
+            clip_ids,
+            clip_files,
+            caption_rows,
+            caption_ids,
+            caption_texts,
+            caption_clip,
+            relevance,
+        })
     }
 
     /// Captions (split-local) of each clip (split-local).

@@ -77,19 +77,38 @@ impl PerQuery {
     }
 
     pub fn mean(&self) -> RetrievalScores {
-        RetrievalScores { r1: mean(&self.r1), r5: mean(&self.r5), r10: mean(&self.r10), map10: mean(&self.map10) }
+        RetrievalScores {
+            r1: mean(&self.r1),
+            r5: mean(&self.r5),
+            r10: mean(&self.r10),
+            map10: mean(&self.map10),
+        }
     }
 
     /// Bootstrap percentile intervals; the four metrics share the resampled query sets.
     pub fn bootstrap(&self, resamples: usize, seed: u64, level: f64) -> RetrievalIntervals {
-        let cis = bootstrap_means_ci(&[&self.r1, &self.r5, &self.r10, &self.map10], resamples, seed, level);
-        RetrievalIntervals { r1: cis[0], r5: cis[1], r10: cis[2], map10: cis[3] }
+        let cis = bootstrap_means_ci(
+            &[&self.r1, &self.r5, &self.r10, &self.map10],
+            resamples,
+            seed,
+            level,
+        );
+        RetrievalIntervals {
+            r1: cis[0],
+            r5: cis[1],
+            r10: cis[2],
+            map10: cis[3],
+        }
     }
 }
 
 /// Mean of `values` (0 when empty).
 pub fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() { 0.0 } else { values.iter().sum::<f64>() / values.len() as f64 }
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
 }
 
 #[inline]
@@ -131,7 +150,12 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
 /// `[R@1, R@5, R@10, AP@10]` of one query whose single relevant item is at `rank`.
 pub fn single_relevant_values(rank: usize) -> [f64; 4] {
     let hit = |k: usize| if rank <= k { 1.0 } else { 0.0 };
-    [hit(1), hit(5), hit(10), if rank <= 10 { 1.0 / rank as f64 } else { 0.0 }]
+    [
+        hit(1),
+        hit(5),
+        hit(10),
+        if rank <= 10 { 1.0 / rank as f64 } else { 0.0 },
+    ]
 }
 
 /// Multi-relevant AP@k (DCASE 2025) from the 1-based ranks of *all* relevant items (any order):
@@ -155,11 +179,18 @@ pub fn average_precision_at_k(relevant_ranks: &[usize], k: usize) -> f64 {
 /// Text → audio ranks: caption `q`'s relevant clip `relevant[q]` ranked among the `n_clips`
 /// scores of row `q` of `sim` (`[n_captions, n_clips]`, row-major).
 pub fn text_to_audio_ranks(sim: &[f32], n_clips: usize, relevant: &[usize]) -> Vec<usize> {
-    assert_eq!(sim.len(), relevant.len() * n_clips, "sim must be [n_captions, n_clips]");
+    assert_eq!(
+        sim.len(),
+        relevant.len() * n_clips,
+        "sim must be [n_captions, n_clips]"
+    );
     if n_clips == 0 {
         return Vec::new();
     }
-    sim.par_chunks(n_clips).zip(relevant.par_iter()).map(|(row, &t)| rank_of(row, t)).collect()
+    sim.par_chunks(n_clips)
+        .zip(relevant.par_iter())
+        .map(|(row, &t)| rank_of(row, t))
+        .collect()
 }
 
 /// Per-query text → audio values from [`text_to_audio_ranks`].
@@ -208,7 +239,11 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// empty list.
 pub fn audio_to_text_ranks(sim: &[f32], n_clips: usize, caption_clip: &[usize]) -> Vec<Vec<usize>> {
     let n_captions = caption_clip.len();
-    assert_eq!(sim.len(), n_captions * n_clips, "sim must be [n_captions, n_clips]");
+    assert_eq!(
+        sim.len(),
+        n_captions * n_clips,
+        "sim must be [n_captions, n_clips]"
+    );
     let mut captions_of = vec![Vec::new(); n_clips];
     for (q, &i) in caption_clip.iter().enumerate() {
         captions_of[i].push(q);
@@ -265,27 +300,58 @@ pub fn audio_to_text(sim: &[f32], n_clips: usize, caption_clip: &[usize]) -> Aud
 }
 
 /// Multi-relevant AP@k of one query: `relevant` are the indices of its relevant items among
-/// `scores` (ties: lower index first).
+/// `scores` (ties: lower index first; duplicates are ignored). Only the top `k` items are
+/// ranked, so the cost does not grow with the number of relevant items.
 pub fn multi_relevant_ap_at_k(scores: &[f32], relevant: &[usize], k: usize) -> f64 {
-    let ranks: Vec<usize> = relevant.iter().map(|&t| rank_of(scores, t)).collect();
-    average_precision_at_k(&ranks, k)
+    let mut rel = relevant.to_vec();
+    rel.sort_unstable();
+    rel.dedup();
+    if rel.is_empty() {
+        return 0.0;
+    }
+    let mut hits = 0usize;
+    let mut sum = 0.0;
+    for (pos, item) in top_k(scores, k).into_iter().enumerate() {
+        if rel.binary_search(&item).is_ok() {
+            hits += 1;
+            sum += hits as f64 / (pos + 1) as f64;
+        }
+    }
+    sum / rel.len() as f64
 }
 
 /// nDCG@k of one query with linear gains: `gains` lists `(item, gain)` for the items with a
 /// non-zero gain (others have gain 0; a repeated item keeps its largest gain). `None` when no
 /// gain is positive (the ideal DCG is 0).
 pub fn ndcg_at_k(scores: &[f32], gains: &[(usize, f32)], k: usize) -> Option<f64> {
-    let mut ideal: Vec<f64> = gains.iter().filter(|g| g.1 > 0.0).map(|g| g.1 as f64).collect();
+    let mut ideal: Vec<f64> = gains
+        .iter()
+        .filter(|g| g.1 > 0.0)
+        .map(|g| g.1 as f64)
+        .collect();
     if ideal.is_empty() || k == 0 {
         return None;
     }
     ideal.sort_by(|a, b| b.total_cmp(a));
     let discount = |pos: usize| 1.0 / ((pos + 2) as f64).log2();
-    let idcg: f64 = ideal.iter().take(k).enumerate().map(|(p, g)| g * discount(p)).sum();
+    let idcg: f64 = ideal
+        .iter()
+        .take(k)
+        .enumerate()
+        .map(|(p, g)| g * discount(p))
+        .sum();
     let gain_of = |item: usize| {
-        gains.iter().filter(|g| g.0 == item).map(|g| g.1 as f64).fold(0.0f64, f64::max)
+        gains
+            .iter()
+            .filter(|g| g.0 == item)
+            .map(|g| g.1 as f64)
+            .fold(0.0f64, f64::max)
     };
-    let dcg: f64 = top_k(scores, k).into_iter().enumerate().map(|(p, item)| gain_of(item) * discount(p)).sum();
+    let dcg: f64 = top_k(scores, k)
+        .into_iter()
+        .enumerate()
+        .map(|(p, item)| gain_of(item) * discount(p))
+        .sum();
     Some(dcg / idcg)
 }
 
@@ -326,7 +392,11 @@ pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
         sxx += dx * dx;
         syy += dy * dy;
     }
-    if sxx <= 0.0 || syy <= 0.0 { None } else { Some(sxy / (sxx * syy).sqrt()) }
+    if sxx <= 0.0 || syy <= 0.0 {
+        None
+    } else {
+        Some(sxy / (sxx * syy).sqrt())
+    }
 }
 
 /// Spearman rank correlation (Pearson correlation of average ranks, so ties are handled);
@@ -350,9 +420,17 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 /// Bootstrap percentile intervals (`level`, e.g. 0.95) of the means of several per-query
 /// columns of equal length: `resamples` query sets of the same size drawn with replacement
 /// (ChaCha8 seeded with `seed`), shared by all columns. Empty columns give `[0, 0]`.
-pub fn bootstrap_means_ci(columns: &[&[f64]], resamples: usize, seed: u64, level: f64) -> Vec<Interval> {
+pub fn bootstrap_means_ci(
+    columns: &[&[f64]],
+    resamples: usize,
+    seed: u64,
+    level: f64,
+) -> Vec<Interval> {
     let n = columns.first().map_or(0, |c| c.len());
-    assert!(columns.iter().all(|c| c.len() == n), "bootstrap columns must have equal lengths");
+    assert!(
+        columns.iter().all(|c| c.len() == n),
+        "bootstrap columns must have equal lengths"
+    );
     if n == 0 || resamples == 0 {
         return columns
             .iter()
@@ -378,7 +456,10 @@ pub fn bootstrap_means_ci(columns: &[&[f64]], resamples: usize, seed: u64, level
         .into_iter()
         .map(|mut m| {
             m.sort_by(f64::total_cmp);
-            Interval { low: quantile_sorted(&m, alpha), high: quantile_sorted(&m, 1.0 - alpha) }
+            Interval {
+                low: quantile_sorted(&m, alpha),
+                high: quantile_sorted(&m, 1.0 - alpha),
+            }
         })
         .collect()
 }
@@ -390,7 +471,13 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64, level: f64
 
 /// Paired bootstrap interval of `mean(a) - mean(b)` over the same queries (`a[q]`, `b[q]` are
 /// the values of query `q` under two systems).
-pub fn paired_bootstrap_diff_ci(a: &[f64], b: &[f64], resamples: usize, seed: u64, level: f64) -> Interval {
+pub fn paired_bootstrap_diff_ci(
+    a: &[f64],
+    b: &[f64],
+    resamples: usize,
+    seed: u64,
+    level: f64,
+) -> Interval {
     assert_eq!(a.len(), b.len(), "paired bootstrap needs the same queries");
     let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     bootstrap_mean_ci(&diff, resamples, seed, level)
@@ -399,17 +486,19 @@ pub fn paired_bootstrap_diff_ci(a: &[f64], b: &[f64], resamples: usize, seed: u6
 /// Row-major `[rows.len()/dim, cols.len()/dim]` matrix of dot products between the rows of two
 /// `[_, dim]` matrices (cosines for L2-normalised rows), computed in parallel.
 pub fn dot_matrix(rows: &[f32], cols: &[f32], dim: usize) -> Vec<f32> {
-    assert!(dim > 0 && rows.len() % dim == 0 && cols.len() % dim == 0);
+    assert!(dim > 0 && rows.len().is_multiple_of(dim) && cols.len().is_multiple_of(dim));
     let n_cols = cols.len() / dim;
     let mut out = vec![0.0f32; rows.len() / dim * n_cols];
     if n_cols == 0 {
         return out;
     }
-    out.par_chunks_mut(n_cols).zip(rows.par_chunks(dim)).for_each(|(o, r)| {
-        for (v, c) in o.iter_mut().zip(cols.chunks_exact(dim)) {
-            *v = dot(r, c);
-        }
-    });
+    out.par_chunks_mut(n_cols)
+        .zip(rows.par_chunks(dim))
+        .for_each(|(o, r)| {
+            for (v, c) in o.iter_mut().zip(cols.chunks_exact(dim)) {
+                *v = dot(r, c);
+            }
+        });
     out
 }
 
@@ -439,12 +528,16 @@ mod tests {
 
     /// Brute-force rank: count items that score strictly higher, or tie with a lower index.
     fn brute_rank(scores: &[f32], t: usize) -> usize {
-        1 + (0..scores.len()).filter(|&k| scores[k] > scores[t] || (scores[k] == scores[t] && k < t)).count()
+        1 + (0..scores.len())
+            .filter(|&k| scores[k] > scores[t] || (scores[k] == scores[t] && k < t))
+            .count()
     }
 
     /// Random scores from a small set of values so that ties are frequent.
     fn random_scores(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(0..5) as f32 * 0.25).collect()
+        (0..n)
+            .map(|_| rng.random_range(0..5) as f32 * 0.25)
+            .collect()
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -496,17 +589,28 @@ mod tests {
                 assert_eq!(ranks[q], brute_rank(row, relevant[q]));
                 // The full ranking (stable sort) agrees.
                 let order = ranking(row);
-                assert_eq!(order.iter().position(|&i| i == relevant[q]).unwrap() + 1, ranks[q]);
+                assert_eq!(
+                    order.iter().position(|&i| i == relevant[q]).unwrap() + 1,
+                    ranks[q]
+                );
                 let k = rng.random_range(0..n_clips + 2);
                 assert_eq!(top_k(row, k), order[..k.min(n_clips)].to_vec());
             }
             // Brute-force metrics.
             let s = text_to_audio(&sim, n_clips, &relevant);
             let n = n_caps as f64;
-            let br: Vec<usize> =
-                (0..n_caps).map(|q| brute_rank(&sim[q * n_clips..(q + 1) * n_clips], relevant[q])).collect();
-            assert!(close(s.r5, br.iter().filter(|&&r| r <= 5).count() as f64 / n));
-            let map: f64 = br.iter().map(|&r| if r <= 10 { 1.0 / r as f64 } else { 0.0 }).sum::<f64>() / n;
+            let br: Vec<usize> = (0..n_caps)
+                .map(|q| brute_rank(&sim[q * n_clips..(q + 1) * n_clips], relevant[q]))
+                .collect();
+            assert!(close(
+                s.r5,
+                br.iter().filter(|&&r| r <= 5).count() as f64 / n
+            ));
+            let map: f64 = br
+                .iter()
+                .map(|&r| if r <= 10 { 1.0 / r as f64 } else { 0.0 })
+                .sum::<f64>()
+                / n;
             assert!(close(s.map10, map));
         }
     }
@@ -521,17 +625,27 @@ mod tests {
                 sum += hits as f64 / (pos + 1) as f64;
             }
         }
-        if relevant.is_empty() { 0.0 } else { sum / relevant.len() as f64 }
+        if relevant.is_empty() {
+            0.0
+        } else {
+            sum / relevant.len() as f64
+        }
     }
 
     #[test]
     fn average_precision_hand_computed() {
         // Relevant at ranks 1, 3, 12 with k = 10: (1/1 + 2/3) / 3.
-        assert!(close(average_precision_at_k(&[3, 1, 12], 10), (1.0 + 2.0 / 3.0) / 3.0));
+        assert!(close(
+            average_precision_at_k(&[3, 1, 12], 10),
+            (1.0 + 2.0 / 3.0) / 3.0
+        ));
         assert!(close(average_precision_at_k(&[2], 10), 0.5));
         assert_eq!(average_precision_at_k(&[], 10), 0.0);
         // With ties: scores [0.5, 0.5, 0.9], relevant {1, 2}: ranks 1 (item 2) and 3 (item 1).
-        assert!(close(multi_relevant_ap_at_k(&[0.5, 0.5, 0.9], &[1, 2], 10), (1.0 + 2.0 / 3.0) / 2.0));
+        assert!(close(
+            multi_relevant_ap_at_k(&[0.5, 0.5, 0.9], &[1, 2], 10),
+            (1.0 + 2.0 / 3.0) / 2.0
+        ));
     }
 
     #[test]
@@ -547,13 +661,17 @@ mod tests {
         let clip_of = [0, 0, 1, 1];
         let ranks = audio_to_text_ranks(&sim, 2, &clip_of);
         // clip 0 scores over captions [0.9, 0.2, 0.3, 0.2]: caption 0 rank 1, caption 1 rank 3.
-        // clip 1 scores [0.1, 0.2, 0.8, 0.1]: caption 2 rank 1, caption 3 rank 3 (ties caption 0).
-        assert_eq!(ranks, vec![vec![1, 3], vec![1, 3]]);
+        // clip 1 scores [0.1, 0.2, 0.8, 0.1]: caption 2 rank 1, caption 3 rank 4 (below
+        // captions 2 and 1, and tied with caption 0, which has the lower index).
+        assert_eq!(ranks, vec![vec![1, 3], vec![1, 4]]);
         let s = audio_to_text(&sim, 2, &clip_of);
         assert!(close(s.any.r1, 1.0));
         assert!(close(s.fraction.r1, 0.5));
         assert!(close(s.fraction.r5, 1.0));
-        assert!(close(s.any.map10, (1.0 + 2.0 / 3.0) / 2.0));
+        assert!(close(
+            s.any.map10,
+            ((1.0 + 2.0 / 3.0) / 2.0 + (1.0 + 2.0 / 4.0) / 2.0) / 2.0
+        ));
         assert_eq!(s.any.map10, s.fraction.map10);
 
         let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -595,7 +713,10 @@ mod tests {
             let mut rel: Vec<usize> = (0..n).filter(|_| rng.random_range(0..4) == 0).collect();
             rel.dedup();
             let k = rng.random_range(1..12);
-            assert!(close(multi_relevant_ap_at_k(&scores, &rel, k), brute_ap(&scores, &rel, k)));
+            assert!(close(
+                multi_relevant_ap_at_k(&scores, &rel, k),
+                brute_ap(&scores, &rel, k)
+            ));
         }
     }
 
@@ -613,15 +734,30 @@ mod tests {
         assert!(close(ndcg_at_k(&[1.0, 0.5, 0.0], &g, 10).unwrap(), 1.0));
         assert_eq!(ndcg_at_k(&scores, &[], 10), None);
         // Ties: equal scores, lower index first -> item 0 first.
-        assert!(close(ndcg_at_k(&[0.3, 0.3, 0.3], &[(0, 1.0)], 1).unwrap(), 1.0));
-        assert!(close(ndcg_at_k(&[0.3, 0.3, 0.3], &[(1, 1.0)], 1).unwrap(), 0.0));
+        assert!(close(
+            ndcg_at_k(&[0.3, 0.3, 0.3], &[(0, 1.0)], 1).unwrap(),
+            1.0
+        ));
+        assert!(close(
+            ndcg_at_k(&[0.3, 0.3, 0.3], &[(1, 1.0)], 1).unwrap(),
+            0.0
+        ));
     }
 
     #[test]
     fn spearman_with_ties() {
-        assert_eq!(average_ranks(&[10.0, 20.0, 10.0, 30.0]), vec![1.5, 3.0, 1.5, 4.0]);
-        assert!(close(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]).unwrap(), 1.0));
-        assert!(close(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap(), -1.0));
+        assert_eq!(
+            average_ranks(&[10.0, 20.0, 10.0, 30.0]),
+            vec![1.5, 3.0, 1.5, 4.0]
+        );
+        assert!(close(
+            spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]).unwrap(),
+            1.0
+        ));
+        assert!(close(
+            spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap(),
+            -1.0
+        ));
         assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
         // x = [1, 2, 2, 3] ranks [1, 2.5, 2.5, 4]; y = [1, 3, 2, 4] ranks [1, 3, 2, 4].
         let rx = [1.0, 2.5, 2.5, 4.0];
@@ -630,13 +766,24 @@ mod tests {
         // Hand: means 2.5; dx = [-1.5, 0, 0, 1.5], dy = [-1.5, .5, -.5, 1.5]; sxy = 4.5,
         // sxx = 4.5, syy = 5 -> 4.5 / sqrt(22.5).
         assert!(close(expected, 4.5 / 22.5f64.sqrt()));
-        assert!(close(spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]).unwrap(), expected));
+        assert!(close(
+            spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]).unwrap(),
+            expected
+        ));
     }
 
     #[test]
     fn bootstrap_is_seeded_and_brackets_the_mean() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let v: Vec<f64> = (0..500).map(|_| if rng.random_range(0..3) == 0 { 1.0 } else { 0.0 }).collect();
+        let v: Vec<f64> = (0..500)
+            .map(|_| {
+                if rng.random_range(0..3) == 0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let a = bootstrap_mean_ci(&v, 1000, 42, 0.95);
         let b = bootstrap_mean_ci(&v, 1000, 42, 0.95);
         assert_eq!(a, b);
@@ -644,7 +791,10 @@ mod tests {
         assert!(a.low < m && m < a.high, "{a:?} {m}");
         // Normal approximation: half-width ~ 1.96 * sqrt(p(1-p)/n).
         let half = 1.96 * (m * (1.0 - m) / 500.0).sqrt();
-        assert!(((a.high - a.low) / 2.0 - half).abs() < 0.25 * half, "{a:?} vs ±{half}");
+        assert!(
+            ((a.high - a.low) / 2.0 - half).abs() < 0.25 * half,
+            "{a:?} vs ±{half}"
+        );
         // A constant difference has a degenerate interval.
         let d = paired_bootstrap_diff_ci(&[1.0, 2.0, 3.0], &[0.5, 1.5, 2.5], 100, 0, 0.95);
         assert!(close(d.low, 0.5) && close(d.high, 0.5));
@@ -664,6 +814,9 @@ mod tests {
                 assert!((m[i * 4 + j] - naive).abs() < 1e-5);
             }
         }
-        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(
+            transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
     }
 }

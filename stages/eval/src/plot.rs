@@ -26,7 +26,9 @@ pub fn font_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
         FONT_CANDIDATES.iter().any(|path| {
-            let Ok(bytes) = std::fs::read(path) else { return false };
+            let Ok(bytes) = std::fs::read(path) else {
+                return false;
+            };
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes).is_ok()
         })
@@ -74,7 +76,11 @@ fn palette(i: usize) -> RGBColor {
 }
 
 fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -83,6 +89,14 @@ fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
     let pad = (hi - lo) * 0.05;
     (lo - pad, hi + pad)
+}
+
+fn tick(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round())
+    } else {
+        format!("{x:.2}")
+    }
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
@@ -97,12 +111,25 @@ pub fn line_panels(path: &Path, panels: &[LinePanel], text: bool) -> anyhow::Res
     root.fill(&WHITE).map_err(err)?;
     let areas = root.split_evenly((1, panels.len().max(1)));
     for (panel, area) in panels.iter().zip(&areas) {
-        let (x0, x1) = range_of(panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
-        let (y0, y1) = range_of(panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+        let (x0, x1) = range_of(
+            panel
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.0)),
+        );
+        let (y0, y1) = range_of(
+            panel
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1)),
+        );
         let mut builder = ChartBuilder::on(area);
         builder.margin(12);
         if text {
-            builder.caption(&panel.title, (FONT_FAMILY, 18)).x_label_area_size(40).y_label_area_size(56);
+            builder
+                .caption(&panel.title, (FONT_FAMILY, 18))
+                .x_label_area_size(40)
+                .y_label_area_size(56);
         }
         let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
         if text {
@@ -110,21 +137,36 @@ pub fn line_panels(path: &Path, panels: &[LinePanel], text: bool) -> anyhow::Res
                 .configure_mesh()
                 .x_desc(&panel.x_label)
                 .y_desc(&panel.y_label)
+                .x_label_formatter(&tick)
                 .label_style((FONT_FAMILY, 13))
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()
                 .map_err(err)?;
         } else {
-            chart.plotting_area().draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1))).map_err(err)?;
+            chart
+                .plotting_area()
+                .draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
+                .map_err(err)?;
         }
         for (i, s) in panel.series.iter().enumerate() {
             let color = palette(i);
-            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-            let drawn = chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(err)?;
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            let drawn = chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(err)?;
             if text {
-                drawn.label(&s.name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                drawn.label(&s.name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
             }
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(err)?;
         }
         if text && !panel.series.is_empty() {
             chart
@@ -151,33 +193,80 @@ pub fn bar_panels(path: &Path, panels: &[BarPanel], text: bool) -> anyhow::Resul
     let areas = root.split_evenly((rows, cols));
     for (panel, area) in panels.iter().zip(&areas) {
         let n = panel.values.len().max(1);
-        let top = panel.values.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+        let top = panel
+            .values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
         let y1 = if top > 0.0 { top * 1.08 } else { 1.0 };
-        let y0 = panel.values.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::min);
+        let y0 = panel
+            .values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::min);
         let mut builder = ChartBuilder::on(area);
         builder.margin(12);
         if text {
-            builder.caption(&panel.title, (FONT_FAMILY, 14)).x_label_area_size(36).y_label_area_size(60);
+            builder
+                .caption(&panel.title, (FONT_FAMILY, 14))
+                .x_label_area_size(36)
+                .y_label_area_size(60);
         }
-        let mut chart = builder.build_cartesian_2d(0.0..n as f64, y0..y1).map_err(err)?;
+        let (x0, x1) = (0.5, n as f64 + 0.5);
+        let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
         if text {
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_desc(&panel.x_label)
                 .y_desc(&panel.y_label)
+                .x_labels(n.min(10))
+                .x_label_formatter(&|x| {
+                    if (x - x.round()).abs() < 1e-9 {
+                        format!("{}", x.round())
+                    } else {
+                        String::new()
+                    }
+                })
                 .label_style((FONT_FAMILY, 12))
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()
                 .map_err(err)?;
         } else {
-            chart.plotting_area().draw(&Rectangle::new([(0.0, y0), (n as f64, y1)], BLACK.stroke_width(1))).map_err(err)?;
+            chart
+                .plotting_area()
+                .draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
+                .map_err(err)?;
         }
+        let red = RGBColor(214, 39, 40);
+        // A light band behind highlighted bars keeps them visible when their value is ~0.
+        chart
+            .draw_series(
+                panel
+                    .values
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| panel.highlighted.get(*i).copied().unwrap_or(false))
+                    .map(|(i, _)| {
+                        let x = i as f64 + 1.0;
+                        Rectangle::new([(x - 0.5, y0), (x + 0.5, y1)], red.mix(0.18).filled())
+                    }),
+            )
+            .map_err(err)?;
         chart
             .draw_series(panel.values.iter().enumerate().map(|(i, &v)| {
                 let hot = panel.highlighted.get(i).copied().unwrap_or(false);
-                let color = if hot { RGBColor(214, 39, 40) } else { RGBColor(31, 119, 180) };
-                Rectangle::new([(i as f64 + 0.1, 0.0f64.max(y0)), (i as f64 + 0.9, if v.is_finite() { v } else { 0.0 })], color.filled())
+                let color = if hot { red } else { RGBColor(31, 119, 180) };
+                let x = i as f64 + 1.0;
+                Rectangle::new(
+                    [
+                        (x - 0.4, 0.0f64.max(y0)),
+                        (x + 0.4, if v.is_finite() { v } else { 0.0 }),
+                    ],
+                    color.filled(),
+                )
             }))
             .map_err(err)?;
     }
@@ -197,8 +286,14 @@ mod tests {
             x_label: "epoch".into(),
             y_label: "loss".into(),
             series: vec![
-                Series { name: "a".into(), points: vec![(1.0, 3.0), (2.0, 2.0), (3.0, 1.5)] },
-                Series { name: "b".into(), points: vec![(1.0, 2.5), (2.0, f64::NAN), (3.0, 1.0)] },
+                Series {
+                    name: "a".into(),
+                    points: vec![(1.0, 3.0), (2.0, 2.0), (3.0, 1.5)],
+                },
+                Series {
+                    name: "b".into(),
+                    points: vec![(1.0, 2.5), (2.0, f64::NAN), (3.0, 1.0)],
+                },
             ],
         };
         for text in [true, false] {

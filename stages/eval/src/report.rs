@@ -11,8 +11,9 @@
 //!
 //! # Outputs
 //! - `report.md`; `training_curves.png` (with `training`); `correspondences.png` (with
-//!   `correspondences`: for a few captions of the split, the clips ranked by `p(a|c)` (or the
-//!   estimate without probabilities), the top 30, annotated matches in red).
+//!   `correspondences`: for a few captions of the split, the clips ranked by the estimate
+//!   `C_hat` (mean teacher cosine), the top 30, the annotated clip in red; the title gives the
+//!   annotated clip's rank).
 //! - `metrics.json`: `models`, `stage1_models`, `stage2_models`, `best_stage1_map10`,
 //!   `best_stage2_map10` and `stage2_minus_best_stage1_map10: {value, ci_low, ci_high}` (best
 //!   Stage-2 model minus best Stage-1 model on text → audio mAP@10, 95 % paired bootstrap interval
@@ -95,8 +96,10 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     /// Which `evaluations` nodes are Stage-1 models: a pattern or a list of patterns (a pattern
-    /// without `*` is a node-name prefix, e.g. `"evaluate."`; with `*` a glob). Others are
-    /// Stage 2.
+    /// without `*` is a node-name prefix; with `*` a glob). Others are Stage 2. Default
+    /// `"evaluate."`: the members of a `foreach`/matrix stage named `evaluate`
+    /// (`evaluate.seed-1`, ...), not `evaluate-distill`.
+    #[serde(default = "default_baseline")]
     pub baseline: Baseline,
     /// Bootstrap resamples of the paired comparisons (default 1000).
     #[serde(default = "default_bootstrap")]
@@ -112,6 +115,9 @@ pub struct ReportParams {
     pub title: String,
 }
 
+fn default_baseline() -> Baseline {
+    Baseline::One("evaluate.".to_owned())
+}
 fn default_bootstrap() -> usize {
     1000
 }
@@ -140,7 +146,10 @@ impl StageKind for Report {
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
-        inputs.expect(&["evaluations"], &["training", "correspondences", "features"])?;
+        inputs.expect(
+            &["evaluations"],
+            &["training", "correspondences", "features"],
+        )?;
         inputs.expect_single("correspondences")?;
         inputs.expect_single("features")?;
         let p: ReportParams = parse_params(params)?;
@@ -172,12 +181,20 @@ fn pct_ci(x: f64, ci: Interval) -> String {
 }
 
 fn signed_pct_ci(x: f64, ci: Interval) -> String {
-    format!("{:+.2} [{:+.2}, {:+.2}]", 100.0 * x, 100.0 * ci.low, 100.0 * ci.high)
+    format!(
+        "{:+.2} [{:+.2}, {:+.2}]",
+        100.0 * x,
+        100.0 * ci.low,
+        100.0 * ci.high
+    )
 }
 
-/// Per-query AP@10 and R@1 of two models over their common queries; errors if the query sets
+/// `(AP@10 of a, AP@10 of b, R@1 of a, R@1 of b)` per query.
+type PairedValues = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Per-query AP@10 and R@1 of two models over the same queries; errors if the query sets
 /// differ.
-fn paired(a: &Model, b: &Model) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+fn paired(a: &Model, b: &Model) -> anyhow::Result<PairedValues> {
     ensure!(
         a.ranks.len() == b.ranks.len() && a.ranks.keys().eq(b.ranks.keys()),
         "`{}` and `{}` were evaluated on different queries; cannot pair them",
@@ -186,7 +203,10 @@ fn paired(a: &Model, b: &Model) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>,
     );
     let (mut ap_a, mut ap_b, mut r1_a, mut r1_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (ra, rb) in a.ranks.values().zip(b.ranks.values()) {
-        let (va, vb) = (metrics::single_relevant_values(*ra), metrics::single_relevant_values(*rb));
+        let (va, vb) = (
+            metrics::single_relevant_values(*ra),
+            metrics::single_relevant_values(*rb),
+        );
         ap_a.push(va[3]);
         ap_b.push(vb[3]);
         r1_a.push(va[0]);
@@ -205,10 +225,18 @@ struct Margin {
 fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
     let mut models = Vec::new();
     for a in ctx.inputs("evaluations") {
-        let name = a.node.clone().unwrap_or_else(|| a.path.display().to_string());
+        let name = a
+            .node
+            .clone()
+            .unwrap_or_else(|| a.path.display().to_string());
         let metrics = read_metrics(&a.path).with_context(|| format!("evaluation `{name}`"))?;
         let ranks = read_ranks(&a.path).with_context(|| format!("evaluation `{name}`"))?;
-        models.push(Model { stage1: p.baseline.matches(&name), name, metrics, ranks });
+        models.push(Model {
+            stage1: p.baseline.matches(&name),
+            name,
+            metrics,
+            ranks,
+        });
     }
     ensure!(!models.is_empty(), "no evaluation to report");
     let mut md = String::new();
@@ -234,7 +262,10 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
 
     // Main table.
     writeln!(md, "## Text → audio retrieval\n")?;
-    writeln!(md, "| model | stage | queries | mAP@10 | R@1 | R@5 | R@10 |")?;
+    writeln!(
+        md,
+        "| model | stage | queries | mAP@10 | R@1 | R@5 | R@10 |"
+    )?;
     writeln!(md, "|---|---|---:|---|---|---|---|")?;
     for m in &models {
         let (s, c): (&RetrievalScores, &RetrievalIntervals) = (&m.metrics.t2a, &m.metrics.t2a_ci);
@@ -261,8 +292,14 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
     };
     let mut json = serde_json::Map::new();
     json.insert("models".into(), models.len().into());
-    json.insert("stage1_models".into(), models.iter().filter(|m| m.stage1).count().into());
-    json.insert("stage2_models".into(), models.iter().filter(|m| !m.stage1).count().into());
+    json.insert(
+        "stage1_models".into(),
+        models.iter().filter(|m| m.stage1).count().into(),
+    );
+    json.insert(
+        "stage2_models".into(),
+        models.iter().filter(|m| !m.stage1).count().into(),
+    );
     match (best(true), best(false)) {
         (Some(b1), Some(b2)) => {
             json.insert("best_stage1_map10".into(), b1.metrics.t2a.map10.into());
@@ -287,21 +324,42 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
                     }
                 };
                 let d_ap = metrics::mean(&ap2) - metrics::mean(&ap1);
-                let ci_ap = metrics::paired_bootstrap_diff_ci(&ap2, &ap1, p.bootstrap, p.seed, 0.95);
+                let ci_ap =
+                    metrics::paired_bootstrap_diff_ci(&ap2, &ap1, p.bootstrap, p.seed, 0.95);
                 let d_r1 = metrics::mean(&r2) - metrics::mean(&r1);
                 let ci_r1 = metrics::paired_bootstrap_diff_ci(&r2, &r1, p.bootstrap, p.seed, 0.95);
-                writeln!(md, "| `{}` | {} | {} |", m.name, signed_pct_ci(d_ap, ci_ap), signed_pct_ci(d_r1, ci_r1))?;
-                let margin = Margin { value: d_ap, ci_low: ci_ap.low, ci_high: ci_ap.high };
+                writeln!(
+                    md,
+                    "| `{}` | {} | {} |",
+                    m.name,
+                    signed_pct_ci(d_ap, ci_ap),
+                    signed_pct_ci(d_r1, ci_r1)
+                )?;
+                let margin = Margin {
+                    value: d_ap,
+                    ci_low: ci_ap.low,
+                    ci_high: ci_ap.high,
+                };
                 margins.insert(m.name.clone(), serde_json::to_value(margin)?);
                 if m.name == b2.name {
-                    json.insert("stage2_minus_best_stage1_map10".into(), serde_json::to_value(margin)?);
+                    json.insert(
+                        "stage2_minus_best_stage1_map10".into(),
+                        serde_json::to_value(margin)?,
+                    );
                 }
             }
             json.insert("margins".into(), margins.into());
-            writeln!(md, "\nHeadline: best Stage-2 model `{}` minus best Stage-1 model `{}`.\n", b2.name, b1.name)?;
+            writeln!(
+                md,
+                "\nHeadline: best Stage-2 model `{}` minus best Stage-1 model `{}`.\n",
+                b2.name, b1.name
+            )?;
         }
         _ => {
-            writeln!(md, "_No Stage-2 vs Stage-1 comparison: the baseline pattern selects all or none of the evaluations._\n")?;
+            writeln!(
+                md,
+                "_No Stage-2 vs Stage-1 comparison: the baseline pattern selects all or none of the evaluations._\n"
+            )?;
         }
     }
 
@@ -312,10 +370,18 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
         "\"any\": R@K = 1 if the best-ranked of the clip's captions is within K; \"fraction\": the clip's captions within K \
          divided by its number of captions. mAP@10 is the multi-relevant AP@10 (same in both).\n"
     )?;
-    writeln!(md, "| model | mAP@10 | R@1 (any) | R@10 (any) | R@1 (fraction) | R@10 (fraction) |")?;
+    writeln!(
+        md,
+        "| model | mAP@10 | R@1 (any) | R@10 (any) | R@1 (fraction) | R@10 (fraction) |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     for m in &models {
-        let (a, ac, f, fc) = (&m.metrics.a2t_any, &m.metrics.a2t_any_ci, &m.metrics.a2t_fraction, &m.metrics.a2t_fraction_ci);
+        let (a, ac, f, fc) = (
+            &m.metrics.a2t_any,
+            &m.metrics.a2t_any_ci,
+            &m.metrics.a2t_fraction,
+            &m.metrics.a2t_fraction_ci,
+        );
         writeln!(
             md,
             "| `{}` | {} | {} | {} | {} | {} |",
@@ -332,14 +398,22 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
         writeln!(md, "### Graded text → audio (ground-truth relevance)\n")?;
         writeln!(
             md,
-            "Relevant clips of a caption: its annotated clip and every clip with relevance > 0; mAP@10 is the DCASE 2025 \
-             multi-relevant AP@10, nDCG@10 uses linear gains max(relevance, 1 if annotated).\n"
+            "DCASE 2025 multi-relevant mAP@10 with two relevant sets per caption: its annotated clip and every clip \
+             with relevance > 0 (partial matches), or with relevance >= 1 (clips the caption fully describes, \
+             \"full\"); nDCG@10 uses linear gains max(relevance, 1 if annotated).\n"
         )?;
-        writeln!(md, "| model | mAP@10 | nDCG@10 |")?;
-        writeln!(md, "|---|---|---|")?;
+        writeln!(md, "| model | mAP@10 (partial) | mAP@10 (full) | nDCG@10 |")?;
+        writeln!(md, "|---|---|---|---|")?;
         for m in &models {
             if let (Some(g), Some(c)) = (&m.metrics.t2a_graded, &m.metrics.t2a_graded_ci) {
-                writeln!(md, "| `{}` | {} | {} |", m.name, pct_ci(g.map10, c.map10), pct_ci(g.ndcg10, c.ndcg10))?;
+                writeln!(
+                    md,
+                    "| `{}` | {} | {} | {} |",
+                    m.name,
+                    pct_ci(g.map10, c.map10),
+                    pct_ci(g.map10_full, c.map10_full),
+                    pct_ci(g.ndcg10, c.ndcg10)
+                )?;
             }
         }
         writeln!(md)?;
@@ -356,20 +430,43 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
         let mut loss = Vec::new();
         let mut val = Vec::new();
         for a in training {
-            let name = a.node.clone().unwrap_or_else(|| a.path.display().to_string());
-            let (l, v) = read_curves(&a.path.join(CURVES_FILE)).with_context(|| format!("training `{name}`"))?;
-            loss.push(Series { name: name.clone(), points: l });
-            val.push(Series { name, points: v.into_iter().map(|(e, x)| (e, 100.0 * x)).collect() });
+            let name = a
+                .node
+                .clone()
+                .unwrap_or_else(|| a.path.display().to_string());
+            let (l, v) = read_curves(&a.path.join(CURVES_FILE))
+                .with_context(|| format!("training `{name}`"))?;
+            loss.push(Series {
+                name: name.clone(),
+                points: l,
+            });
+            val.push(Series {
+                name,
+                points: v.into_iter().map(|(e, x)| (e, 100.0 * x)).collect(),
+            });
         }
         plot::line_panels(
             &ctx.out_dir.join("training_curves.png"),
             &[
-                LinePanel { title: "training loss (mean per epoch)".into(), x_label: "epoch".into(), y_label: "loss".into(), series: loss },
-                LinePanel { title: "validation mAP@10 (%)".into(), x_label: "epoch".into(), y_label: "mAP@10 (%)".into(), series: val },
+                LinePanel {
+                    title: "training loss (mean per epoch)".into(),
+                    x_label: "epoch".into(),
+                    y_label: "loss".into(),
+                    series: loss,
+                },
+                LinePanel {
+                    title: "validation mAP@10 (%)".into(),
+                    x_label: "epoch".into(),
+                    y_label: "mAP@10 (%)".into(),
+                    series: val,
+                },
             ],
             true,
         )?;
-        writeln!(md, "## Training curves\n\n![training curves](training_curves.png)\n")?;
+        writeln!(
+            md,
+            "## Training curves\n\n![training curves](training_curves.png)\n"
+        )?;
     }
 
     fs_err::write(ctx.out_dir.join(REPORT_FILE), md)?;
@@ -377,8 +474,11 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `(epoch, value)` points.
+pub type Curve = Vec<(f64, f64)>;
+
 /// Per-epoch mean training loss and last finite validation mAP@10 of a `curves.parquet`.
-pub fn read_curves(path: &Path) -> anyhow::Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+pub fn read_curves(path: &Path) -> anyhow::Result<(Curve, Curve)> {
     let t = Table::open(path)?;
     let epochs = t.i64s("epoch")?;
     let loss = t.f64s("train_loss")?;
@@ -394,14 +494,27 @@ pub fn read_curves(path: &Path) -> anyhow::Result<(Vec<(f64, f64)>, Vec<(f64, f6
             entry.2 = Some(v);
         }
     }
-    let loss = per_epoch.iter().filter(|(_, v)| v.1 > 0).map(|(e, v)| (*e as f64, v.0 / v.1 as f64)).collect();
-    let val = per_epoch.iter().filter_map(|(e, v)| v.2.map(|x| (*e as f64, x))).collect();
+    let loss = per_epoch
+        .iter()
+        .filter(|(_, v)| v.1 > 0)
+        .map(|(e, v)| (*e as f64, v.0 / v.1 as f64))
+        .collect();
+    let val = per_epoch
+        .iter()
+        .filter_map(|(e, v)| v.2.map(|x| (*e as f64, x)))
+        .collect();
     Ok((loss, val))
 }
 
-fn correspondences_section(md: &mut String, dir: &Path, p: &ReportParams, ctx: &RunContext<'_>) -> anyhow::Result<()> {
+fn correspondences_section(
+    md: &mut String,
+    dir: &Path,
+    p: &ReportParams,
+    ctx: &RunContext<'_>,
+) -> anyhow::Result<()> {
     let path = dir.join(pipeline_api::METRICS_FILE);
-    let m: serde_json::Value = serde_json::from_slice(&fs_err::read(&path)?).with_context(|| format!("parsing `{}`", path.display()))?;
+    let m: serde_json::Value = serde_json::from_slice(&fs_err::read(&path)?)
+        .with_context(|| format!("parsing `{}`", path.display()))?;
     let table = dir.join(CORRESPONDENCES_FILE);
     let names = teacher_names(&table).unwrap_or_default();
     writeln!(md, "## Estimated correspondences\n")?;
@@ -427,13 +540,18 @@ fn correspondences_section(md: &mut String, dir: &Path, p: &ReportParams, ctx: &
     let mut scorers: Vec<(String, String)> = Vec::new();
     let mut m_idx = 0;
     while m.get(format!("teacher_{m_idx}")).is_some() {
-        let label = names.get(m_idx).map_or_else(|| format!("teacher_{m_idx}"), |n| format!("teacher_{m_idx} (`{n}`)"));
+        let label = names.get(m_idx).map_or_else(
+            || format!("teacher_{m_idx}"),
+            |n| format!("teacher_{m_idx} (`{n}`)"),
+        );
         scorers.push((format!("teacher_{m_idx}"), label));
         m_idx += 1;
     }
     scorers.push(("ensemble".into(), "ensemble (C_hat)".into()));
     scorers.push(("annotation".into(), "annotation (binary)".into()));
-    let fmt = |v: Option<f64>, scale: f64| v.map_or_else(|| "–".to_owned(), |x| format!("{:.2}", scale * x));
+    let fmt = |v: Option<f64>, scale: f64| {
+        v.map_or_else(|| "–".to_owned(), |x| format!("{:.2}", scale * x))
+    };
     for (key, label) in scorers {
         let Some(s) = m.get(&key) else { continue };
         writeln!(
@@ -452,7 +570,7 @@ fn correspondences_section(md: &mut String, dir: &Path, p: &ReportParams, ctx: &
             plot::bar_panels(&ctx.out_dir.join("correspondences.png"), &panels, true)?;
             writeln!(
                 md,
-                "For {} captions, the clips ranked by the estimate (top 30; red: the caption's annotated clip).\n\n\
+                "For {} captions, the clips ranked by the estimate C_hat (top 30; red: the caption's annotated clip).\n\n\
                  ![estimated correspondences](correspondences.png)\n",
                 panels.len()
             )?;
@@ -462,12 +580,18 @@ fn correspondences_section(md: &mut String, dir: &Path, p: &ReportParams, ctx: &
 }
 
 /// Streams the correspondence table and builds one bar panel per chosen caption (evenly spaced
-/// among the split's captions): its top `top` clips by `p_audio_given_caption` (or `estimate`).
+/// among the split's captions): its top `top` clips by `estimate` (mean teacher cosine; the
+/// split-wide `p(a|c)` at τ = 0.05 is too peaked to show more than the first bar).
 pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<BarPanel>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(table)?)?;
-    let schema = builder.schema().clone();
-    let value_col = if schema.column_with_name("p_audio_given_caption").is_some() { "p_audio_given_caption" } else { "estimate" };
-    let wanted = ["caption_index", "caption", "audio_index", "is_match", value_col];
+    let value_col = "estimate";
+    let wanted = [
+        "caption_index",
+        "caption",
+        "audio_index",
+        "is_match",
+        value_col,
+    ];
     let parquet_schema = builder.parquet_schema();
     let leaves: Vec<usize> = wanted
         .iter()
@@ -478,12 +602,20 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
         })
         .collect::<anyhow::Result<_>>()?;
     let mask = ProjectionMask::leaves(parquet_schema, leaves);
-    let reader = builder.with_projection(mask).with_batch_size(1 << 16).build()?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(1 << 16)
+        .build()?;
     // caption_index -> (text, [(value, is_match)])
-    let mut chosen: Option<BTreeMap<i64, (String, Vec<(f32, bool)>)>> = None;
+    type Chosen = BTreeMap<i64, (String, Vec<(f32, bool)>)>;
+    let mut chosen: Option<Chosen> = None;
     for batch in reader {
         let batch: RecordBatch = batch?;
-        let col = |name: &str| batch.column_by_name(name).with_context(|| format!("column `{name}`"));
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .with_context(|| format!("column `{name}`"))
+        };
         let caps = col("caption_index")?.as_primitive::<Int64Type>().clone();
         let texts = arrow::compute::cast(col("caption")?, &arrow::datatypes::DataType::Utf8)?;
         let texts = texts.as_string::<i32>();
@@ -491,15 +623,26 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
         let values = col(value_col)?.as_primitive::<Float32Type>().clone();
         let chosen = chosen.get_or_insert_with(|| {
             // The first clip's rows list every caption of the split (clip-major order).
-            let first_audio = batch.column_by_name("audio_index").map(|a| a.as_primitive::<Int64Type>().value(0));
+            let first_audio = batch
+                .column_by_name("audio_index")
+                .map(|a| a.as_primitive::<Int64Type>().value(0));
             let all: Vec<i64> = (0..batch.num_rows())
                 .take_while(|&r| {
-                    first_audio.is_none_or(|f| batch.column_by_name("audio_index").unwrap().as_primitive::<Int64Type>().value(r) == f)
+                    first_audio.is_none_or(|f| {
+                        batch
+                            .column_by_name("audio_index")
+                            .unwrap()
+                            .as_primitive::<Int64Type>()
+                            .value(r)
+                            == f
+                    })
                 })
                 .map(|r| caps.value(r))
                 .collect();
             let k = n.min(all.len()).max(1);
-            (0..k).map(|s| (all[s * all.len() / k], (String::new(), Vec::new()))).collect()
+            (0..k)
+                .map(|s| (all[s * all.len() / k], (String::new(), Vec::new())))
+                .collect()
         });
         for r in 0..batch.num_rows() {
             if let Some(entry) = chosen.get_mut(&caps.value(r)) {
@@ -510,13 +653,18 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
             }
         }
     }
-    let Some(chosen) = chosen else { return Ok(Vec::new()) };
+    let Some(chosen) = chosen else {
+        return Ok(Vec::new());
+    };
     Ok(chosen
         .into_values()
         .map(|(text, mut v)| {
             // Descending value; stable, so ties keep the table's (clip) order.
             v.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let match_rank = v.iter().position(|x| x.1).map_or("none".to_owned(), |r| (r + 1).to_string());
+            let match_rank = v
+                .iter()
+                .position(|x| x.1)
+                .map_or("none".to_owned(), |r| (r + 1).to_string());
             let shown: Vec<(f32, bool)> = v.into_iter().take(top).collect();
             let mut title: String = text.chars().take(60).collect();
             if text.chars().count() > 60 {
@@ -525,7 +673,7 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
             BarPanel {
                 title: format!("\"{title}\" (match at rank {match_rank})"),
                 x_label: "clips ranked by the estimate".into(),
-                y_label: value_col.replace('_', " "),
+                y_label: "estimate (mean teacher cosine)".into(),
                 values: shown.iter().map(|x| x.0 as f64).collect(),
                 highlighted: shown.iter().map(|x| x.1).collect(),
             }

@@ -9,7 +9,8 @@ use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use pipeline_api::{InputCounts, Registry, StageKind};
 use pipeline_data::formats::{
-    Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet, write_parquet,
+    Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet,
+    write_parquet,
 };
 use pipeline_eval::evaluate::{EvaluationMetrics, read_metrics};
 use pipeline_eval::fixtures::{run_stage, synthetic_embeddings, synthetic_features};
@@ -29,7 +30,11 @@ fn setup(relevance: bool) -> Setup {
     let fdir = dir.path().join("features");
     std::fs::create_dir_all(&fdir).unwrap();
     features.save(&fdir).unwrap();
-    Setup { dir, features, fdir }
+    Setup {
+        dir,
+        features,
+        fdir,
+    }
 }
 
 fn save_embeddings(s: &Setup, name: &str, e: &Embeddings) -> PathBuf {
@@ -44,24 +49,37 @@ fn read_all(path: &Path) -> RecordBatch {
 }
 
 fn f32s(b: &RecordBatch, name: &str) -> Vec<f32> {
-    b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).as_primitive::<Float32Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_primitive::<Float32Type>()
+        .values()
+        .to_vec()
 }
 
 fn i64s(b: &RecordBatch, name: &str) -> Vec<i64> {
-    b.column_by_name(name).unwrap().as_primitive::<Int64Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
 }
 
 #[test]
 fn registry_has_the_three_kinds() {
     let mut r = Registry::default();
     pipeline_eval::register(&mut r);
-    assert_eq!(r.names().collect::<Vec<_>>(), vec!["correspondences", "evaluate", "report"]);
+    assert_eq!(
+        r.names().collect::<Vec<_>>(),
+        vec!["correspondences", "evaluate", "report"]
+    );
     assert!(r.iter().all(|k| k.version() == 1));
 }
 
 #[test]
 fn plans_validate_parameters_and_inputs() {
-    let one = |names: &[(&str, usize)]| InputCounts(names.iter().map(|(n, c)| (n.to_string(), *c)).collect());
+    let one = |names: &[(&str, usize)]| {
+        InputCounts(names.iter().map(|(n, c)| (n.to_string(), *c)).collect())
+    };
     let inputs = one(&[("teachers", 2), ("features", 1)]);
     let t = |s: &str| toml::from_str::<toml::Table>(s).unwrap();
     let plan = Correspondences.plan(&t(""), &inputs).unwrap();
@@ -70,19 +88,63 @@ fn plans_validate_parameters_and_inputs() {
     assert_eq!(plan.params["with_probabilities"], true);
     let err = Correspondences.plan(&t("taux = 1.0"), &inputs).unwrap_err();
     assert!(err.message.contains("unknown field"), "{err}");
-    assert_eq!(Correspondences.plan(&t("tau = 0.0"), &inputs).unwrap_err().key.as_deref(), Some("tau"));
-    assert_eq!(Correspondences.plan(&t("split = \"dev\""), &inputs).unwrap_err().key.as_deref(), Some("split"));
-    assert!(Correspondences.plan(&t(""), &one(&[("teachers", 1)])).is_err());
-    let ev = Evaluate.plan(&t("seed = 3"), &one(&[("embeddings", 1), ("features", 1)])).unwrap();
+    assert_eq!(
+        Correspondences
+            .plan(&t("tau = 0.0"), &inputs)
+            .unwrap_err()
+            .key
+            .as_deref(),
+        Some("tau")
+    );
+    assert_eq!(
+        Correspondences
+            .plan(&t("split = \"dev\""), &inputs)
+            .unwrap_err()
+            .key
+            .as_deref(),
+        Some("split")
+    );
+    assert!(
+        Correspondences
+            .plan(&t(""), &one(&[("teachers", 1)]))
+            .is_err()
+    );
+    let ev = Evaluate
+        .plan(&t("seed = 3"), &one(&[("embeddings", 1), ("features", 1)]))
+        .unwrap();
     assert_eq!(ev.params["split"], "test");
     assert_eq!(ev.params["bootstrap"], 1000);
-    assert!(Evaluate.plan(&t(""), &one(&[("embeddings", 2), ("features", 1)])).is_err());
-    let rp = Report.plan(&t("baseline = [\"evaluate.\", \"*-s1\"]"), &one(&[("evaluations", 3)])).unwrap();
+    assert!(
+        Evaluate
+            .plan(&t(""), &one(&[("embeddings", 2), ("features", 1)]))
+            .is_err()
+    );
+    let rp = Report
+        .plan(
+            &t("baseline = [\"evaluate.\", \"*-s1\"]"),
+            &one(&[("evaluations", 3)]),
+        )
+        .unwrap();
     assert_eq!(rp.params["bootstrap"], 1000);
-    assert!(Report.plan(&t(""), &one(&[("evaluations", 3)])).is_err(), "baseline is required");
-    assert!(pipeline_eval::report::pattern_matches("evaluate.", "evaluate.seed-1"));
-    assert!(pipeline_eval::report::pattern_matches("eval*seed-*", "evaluate.seed-1"));
-    assert!(!pipeline_eval::report::pattern_matches("evaluate.", "evaluate-distill.seed-1"));
+    let rp = Report.plan(&t(""), &one(&[("evaluations", 3)])).unwrap();
+    assert_eq!(rp.params["baseline"], "evaluate.");
+    assert!(
+        Report
+            .plan(&t("baseline = 3"), &one(&[("evaluations", 3)]))
+            .is_err()
+    );
+    assert!(pipeline_eval::report::pattern_matches(
+        "evaluate.",
+        "evaluate.seed-1"
+    ));
+    assert!(pipeline_eval::report::pattern_matches(
+        "eval*seed-*",
+        "evaluate.seed-1"
+    ));
+    assert!(!pipeline_eval::report::pattern_matches(
+        "evaluate.",
+        "evaluate-distill.seed-1"
+    ));
     assert!(!pipeline_eval::report::pattern_matches("*-s1", "x-s12"));
 }
 
@@ -99,7 +161,13 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
         &Correspondences,
         "correspondences",
         &format!("tau = {tau}\nrow_group_rows = 40"),
-        &[("teachers", vec![(Some("embed.s1"), t0), (Some("embed.s2"), t1)]), ("features", vec![(None, s.fdir.clone())])],
+        &[
+            (
+                "teachers",
+                vec![(Some("embed.s1"), t0), (Some("embed.s2"), t1)],
+            ),
+            ("features", vec![(None, s.fdir.clone())]),
+        ],
         &out,
         2,
     )
@@ -112,16 +180,35 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
     // 40 rows per group / 16 captions -> 2 clips per row group.
     let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
     assert_eq!(reader.metadata().num_row_groups(), n_a.div_ceil(2));
-    assert_eq!(pipeline_eval::correspondences::teacher_names(&path).unwrap(), vec!["embed.s1", "embed.s2"]);
+    assert_eq!(
+        pipeline_eval::correspondences::teacher_names(&path).unwrap(),
+        vec!["embed.s1", "embed.s2"]
+    );
 
     let b = read_all(&path);
     assert_eq!(b.num_rows(), n_a * n_c);
-    let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(
         names,
         [
-            "audio_index", "audio_id", "audio_file", "caption_index", "caption_id", "caption", "is_match", "teacher_0",
-            "teacher_1", "estimate", "p_caption_given_audio", "p_audio_given_caption", "relevance"
+            "audio_index",
+            "audio_id",
+            "audio_file",
+            "caption_index",
+            "caption_id",
+            "caption",
+            "is_match",
+            "teacher_0",
+            "teacher_1",
+            "estimate",
+            "p_caption_given_audio",
+            "p_audio_given_caption",
+            "relevance"
         ]
     );
     let ai = i64s(&b, "audio_index");
@@ -132,8 +219,16 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
     let pac = f32s(&b, "p_audio_given_caption");
     let rel = f32s(&b, "relevance");
     let is_match = b.column_by_name("is_match").unwrap().as_boolean().clone();
-    let audio_id = b.column_by_name("audio_id").unwrap().as_string::<i32>().clone();
-    let caption = b.column_by_name("caption").unwrap().as_string::<i32>().clone();
+    let audio_id = b
+        .column_by_name("audio_id")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
+    let caption = b
+        .column_by_name("caption")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
     let truth: HashMap<(usize, usize), f32> = s
         .features
         .relevance
@@ -143,7 +238,11 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
         .map(|r| ((r.caption_index, r.clip_index), r.relevance))
         .collect();
     let dot = |e: &Embeddings, i: usize, j: usize| -> f64 {
-        e.audio_row(i).iter().zip(e.text_row(j)).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        e.audio_row(i)
+            .iter()
+            .zip(e.text_row(j))
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
     };
     let c_hat = |i: usize, j: usize| (dot(&e0, i, j) + dot(&e1, i, j)) / 2.0;
     for (r, (&i, &j)) in ai.iter().zip(&ci).enumerate() {
@@ -166,16 +265,28 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
 
     // teachers.safetensors reproduces the estimate.
     let t = TeacherEmbeddings::load(&out).unwrap();
-    assert_eq!((t.teachers, t.dim, t.clip_index.clone(), t.caption_index.clone()), (2, 12, clips.clone(), caps.clone()));
+    assert_eq!(
+        (
+            t.teachers,
+            t.dim,
+            t.clip_index.clone(),
+            t.caption_index.clone()
+        ),
+        (2, 12, clips.clone(), caps.clone())
+    );
     assert!((t.estimate(3, 5) - est[3 * n_c + 5]).abs() < 1e-5);
 
     // metrics.json: agreement with the ground truth, for each teacher, the ensemble and the annotation.
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["pairs"], n_a * n_c);
     for key in ["teacher_0", "teacher_1", "ensemble", "annotation"] {
         let sp = m[key]["spearman"].as_f64().unwrap();
         let nd = m[key]["ndcg10"].as_f64().unwrap();
-        assert!((-1.0..=1.0).contains(&sp) && (0.0..=1.0).contains(&nd), "{key}: {sp} {nd}");
+        assert!(
+            (-1.0..=1.0).contains(&sp) && (0.0..=1.0).contains(&nd),
+            "{key}: {sp} {nd}"
+        );
     }
     // Brute-force Spearman of the ensemble over all pairs.
     let sp = metrics::spearman(&est, &rel).unwrap();
@@ -183,7 +294,9 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
     // The annotation finds every annotated clip.
     assert_eq!(m["annotation"]["t2a_r1"], 1.0);
     // Topic structure: the teachers, unlike the binary annotation, see the same-topic relevance.
-    assert!(m["ensemble"]["spearman"].as_f64().unwrap() > m["annotation"]["spearman"].as_f64().unwrap());
+    assert!(
+        m["ensemble"]["spearman"].as_f64().unwrap() > m["annotation"]["spearman"].as_f64().unwrap()
+    );
 }
 
 #[test]
@@ -196,7 +309,10 @@ fn correspondences_without_probabilities_or_ground_truth() {
         &Correspondences,
         "c",
         "with_probabilities = false\nsplit = \"test\"",
-        &[("teachers", vec![(None, t)]), ("features", vec![(None, s.fdir.clone())])],
+        &[
+            ("teachers", vec![(None, t)]),
+            ("features", vec![(None, s.fdir.clone())]),
+        ],
         &out,
         1,
     )
@@ -206,18 +322,27 @@ fn correspondences_without_probabilities_or_ground_truth() {
     assert!(b.column_by_name("p_caption_given_audio").is_none());
     assert!(b.column_by_name("relevance").is_none());
     assert_eq!(f32s(&b, "estimate"), f32s(&b, "teacher_0"));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert!(m.get("annotation").is_none() && m["ensemble"].get("spearman").is_none());
 }
 
-fn evaluate(s: &Setup, name: &str, emb: &Embeddings, bootstrap: usize) -> (PathBuf, EvaluationMetrics) {
+fn evaluate(
+    s: &Setup,
+    name: &str,
+    emb: &Embeddings,
+    bootstrap: usize,
+) -> (PathBuf, EvaluationMetrics) {
     let e = save_embeddings(s, &format!("emb-{name}"), emb);
     let out = s.dir.path().join(name);
     run_stage(
         &Evaluate,
         name,
         &format!("bootstrap = {bootstrap}\nseed = 1"),
-        &[("embeddings", vec![(None, e)]), ("features", vec![(None, s.fdir.clone())])],
+        &[
+            ("embeddings", vec![(None, e)]),
+            ("features", vec![(None, s.fdir.clone())]),
+        ],
         &out,
         2,
     )
@@ -236,33 +361,95 @@ fn evaluate_matches_the_metric_functions() {
     let mut sim = Vec::new();
     for &j in &caps {
         for &i in &clips {
-            sim.push(emb.text_row(j).iter().zip(emb.audio_row(i)).map(|(a, b)| a * b).sum::<f32>());
+            sim.push(
+                emb.text_row(j)
+                    .iter()
+                    .zip(emb.audio_row(i))
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>(),
+            );
         }
     }
-    let relevant: Vec<usize> = caps.iter().map(|&j| clips.iter().position(|&i| i == s.features.captions[j].clip_index).unwrap()).collect();
+    let relevant: Vec<usize> = caps
+        .iter()
+        .map(|&j| {
+            clips
+                .iter()
+                .position(|&i| i == s.features.captions[j].clip_index)
+                .unwrap()
+        })
+        .collect();
     let direct = metrics::text_to_audio(&sim, clips.len(), &relevant);
     assert!((m.t2a.map10 - direct.map10).abs() < 1e-9 && (m.t2a.r1 - direct.r1).abs() < 1e-9);
     let a2t = metrics::audio_to_text(&sim, clips.len(), &relevant);
-    assert!((m.a2t_any.r1 - a2t.any.r1).abs() < 1e-9 && (m.a2t_fraction.r5 - a2t.fraction.r5).abs() < 1e-9);
+    assert!(
+        (m.a2t_any.r1 - a2t.any.r1).abs() < 1e-9
+            && (m.a2t_fraction.r5 - a2t.fraction.r5).abs() < 1e-9
+    );
     assert!(m.t2a_ci.map10.low <= m.t2a.map10 && m.t2a.map10 <= m.t2a_ci.map10.high);
     assert_eq!((m.queries, m.clips), (caps.len(), clips.len()));
     let g = m.t2a_graded.unwrap();
+    // Brute force: relevant = annotated or relevance > 0 (the fixture gives 1 to the own clip,
+    // 0.5 to same-topic clips), walking the full ranking.
+    let mut ap_sum = 0.0;
+    let mut ap_full_sum = 0.0;
+    for (q, &j) in caps.iter().enumerate() {
+        let row = &sim[q * clips.len()..(q + 1) * clips.len()];
+        let order = metrics::ranking(row);
+        let own = relevant[q];
+        let rel: Vec<usize> = (0..clips.len())
+            .filter(|&i| {
+                i == own || clips[i] % TOPICS == s.features.captions[j].clip_index % TOPICS
+            })
+            .collect();
+        let ap = |set: &[usize]| {
+            let (mut hits, mut sum) = (0, 0.0);
+            for (p, i) in order.iter().take(10).enumerate() {
+                if set.contains(i) {
+                    hits += 1;
+                    sum += hits as f64 / (p + 1) as f64;
+                }
+            }
+            sum / set.len() as f64
+        };
+        ap_sum += ap(&rel);
+        ap_full_sum += ap(&[own]);
+    }
+    assert!((g.map10 - ap_sum / caps.len() as f64).abs() < 1e-9);
+    assert!((g.map10_full - ap_full_sum / caps.len() as f64).abs() < 1e-9);
+    assert!(
+        (g.map10_full - m.t2a.map10).abs() < 1e-9,
+        "only the own clip is fully relevant"
+    );
     assert!((0.0..=1.0).contains(&g.map10) && (0.0..=1.0).contains(&g.ndcg10));
 
     let ranks = read_all(&out.join("ranks.parquet"));
-    assert_eq!(i64s(&ranks, "caption_index"), caps.iter().map(|&c| c as i64).collect::<Vec<_>>());
-    let r: Vec<usize> = i64s(&ranks, "rank").into_iter().map(|r| r as usize).collect();
-    assert_eq!(r, metrics::text_to_audio_ranks(&sim, clips.len(), &relevant));
+    assert_eq!(
+        i64s(&ranks, "caption_index"),
+        caps.iter().map(|&c| c as i64).collect::<Vec<_>>()
+    );
+    let r: Vec<usize> = i64s(&ranks, "rank")
+        .into_iter()
+        .map(|r| r as usize)
+        .collect();
+    assert_eq!(
+        r,
+        metrics::text_to_audio_ranks(&sim, clips.len(), &relevant)
+    );
     let table = read_all(&out.join("metrics.parquet"));
-    assert_eq!(table.num_rows(), 14);
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(table.num_rows(), 15);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert!(json["t2a_ci"]["map10"]["low"].is_number());
 
     // Perfect embeddings (captions = their clip's vector) rank every annotated clip first.
     let perfect = synthetic_embeddings(&s.features, 10, TOPICS, 0.0, 4);
     let (_, m) = evaluate(&s, "evaluate.perfect", &perfect, 0);
     assert_eq!((m.t2a.r1, m.t2a.map10, m.a2t_any.r1), (1.0, 1.0, 1.0));
-    assert_eq!(m.a2t_fraction.r1, 0.5, "two captions per clip, one can be first");
+    assert_eq!(
+        m.a2t_fraction.r1, 0.5,
+        "two captions per clip, one can be first"
+    );
 }
 
 #[test]
@@ -279,7 +466,10 @@ fn report_compares_stages_with_paired_intervals() {
         &Correspondences,
         "correspondences",
         "",
-        &[("teachers", vec![(Some("embed.s1"), t)]), ("features", vec![(None, s.fdir.clone())])],
+        &[
+            ("teachers", vec![(Some("embed.s1"), t)]),
+            ("features", vec![(None, s.fdir.clone())]),
+        ],
         &corr,
         2,
     )
@@ -295,7 +485,10 @@ fn report_compares_stages_with_paired_intervals() {
             ("step", i64_column(1..=6)),
             ("train_loss", f64_column([3.0, 2.8, 2.2, 2.0, 1.7, 1.6])),
             ("lr", f64_column([1e-5; 6])),
-            ("val_map10", f64_column([f64::NAN, 0.2, f64::NAN, 0.3, f64::NAN, 0.35])),
+            (
+                "val_map10",
+                f64_column([f64::NAN, 0.2, f64::NAN, 0.3, f64::NAN, 0.35]),
+            ),
         ])
         .unwrap(),
     )
@@ -310,8 +503,17 @@ fn report_compares_stages_with_paired_intervals() {
         "report",
         "baseline = \"evaluate.\"\nbootstrap = 300",
         &[
-            ("evaluations", vec![(Some("evaluate.s1"), e1), (Some("evaluate-distill.s1"), e2)]),
-            ("training", vec![(Some("train.s1"), train.clone()), (Some("distill.s1"), train)]),
+            (
+                "evaluations",
+                vec![(Some("evaluate.s1"), e1), (Some("evaluate-distill.s1"), e2)],
+            ),
+            (
+                "training",
+                vec![
+                    (Some("train.s1"), train.clone()),
+                    (Some("distill.s1"), train),
+                ],
+            ),
             ("correspondences", vec![(Some("correspondences"), corr)]),
             ("features", vec![(Some("features"), s.fdir.clone())]),
         ],
@@ -319,16 +521,35 @@ fn report_compares_stages_with_paired_intervals() {
         1,
     )
     .unwrap();
+    if let Ok(keep) = std::env::var("PIPELINE_EVAL_KEEP_REPORT") {
+        // For looking at the report by hand.
+        std::fs::create_dir_all(&keep).unwrap();
+        for f in [
+            "report.md",
+            "metrics.json",
+            "training_curves.png",
+            "correspondences.png",
+        ] {
+            std::fs::copy(out.join(f), Path::new(&keep).join(f)).unwrap();
+        }
+    }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| `evaluate.s1` | 1 |"), "{md}");
     assert!(md.contains("| `evaluate-distill.s1` | 2 |"), "{md}");
-    assert!(md.contains("Estimated correspondences") && md.contains("ensemble (C_hat)"), "{md}");
-    assert!(md.contains("training_curves.png") && md.contains("correspondences.png"), "{md}");
+    assert!(
+        md.contains("Estimated correspondences") && md.contains("ensemble (C_hat)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("training_curves.png") && md.contains("correspondences.png"),
+        "{md}"
+    );
     for png in ["training_curves.png", "correspondences.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
     }
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     let h = &m["stage2_minus_best_stage1_map10"];
     let v = h["value"].as_f64().unwrap();
     assert!((v - (m2.t2a.map10 - m1.t2a.map10)).abs() < 1e-12);

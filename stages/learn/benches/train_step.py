@@ -1,6 +1,6 @@
 """PyTorch reference of the default dual encoder (stages/learn defaults) for the train_step bench.
 
-Same shapes as the Rust bench: CNN (3x3 stride-2 convs 16/32/64, ReLU, mean+max pooling,
+Same shapes as the Rust bench: CNN (2x2 average pooling of the log-mel, 3x3 stride-2 convs 16/32/64, ReLU, mean+max pooling,
 LayerNorm), text transformer (width 128, 1 pre-LN layer, 4 heads, FF 256, GELU, dropout 0.1,
 mean pooling), projections to 128, L2 norm, L_sup with tau = 0.05, AdamW. Random data.
 Prints `steps_per_second <value>`.
@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 
 class Cnn(nn.Module):
-    def __init__(self, channels=(16, 32, 64)):
+    def __init__(self, channels=(16, 32, 64), pool=2):
         super().__init__()
+        self.pool = pool
         convs, c_in = [], 1
         for c in channels:
             convs.append(nn.Conv2d(c_in, c, 3, stride=2, padding=1))
@@ -26,6 +27,8 @@ class Cnn(nn.Module):
 
     def forward(self, x):  # [n, mels, frames]
         x = x.unsqueeze(1)
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
         for conv in self.convs:
             x = F.relu(conv(x))
         x = x.flatten(2)

@@ -31,7 +31,12 @@ fn main() -> anyhow::Result<()> {
     let data = Synthetic::pipeline_scale();
     let f = data.build();
     let optim: OptimParams = serde_json::from_value(serde_json::json!({}))?;
-    let model_params = ModelParams::default().canonical().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // `--model '<json>'` overrides the model (for tuning); default: the kinds' default model.
+    let model_params: ModelParams = match arg("--model") {
+        Some(json) => serde_json::from_str(&json)?,
+        None => ModelParams::default(),
+    };
+    let model_params = model_params.canonical().map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = model_params.resolve(&optim, data.n_mels, data.n_frames, f.vocab.len(), f.max_tokens)?;
 
     let burn_sps = pipeline_learn::device::with_threads(threads, || -> anyhow::Result<f64> {
@@ -66,6 +71,9 @@ fn main() -> anyhow::Result<()> {
         "burn flex: {burn_sps:.2} steps/s (default model, batch {batch}, {} mels x {} frames, {threads} threads, {steps} steps)",
         data.n_mels, data.n_frames
     );
+    if std::env::args().any(|a| a == "--learn") {
+        learn(&f, optim.clone(), config.clone(), threads)?;
+    }
     if skip_torch {
         return Ok(());
     }
@@ -98,4 +106,40 @@ fn torch(threads: usize, steps: usize, batch: usize, data: &Synthetic, vocab: us
     let text = String::from_utf8(out.stdout)?;
     let sps = text.lines().find_map(|l| l.strip_prefix("steps_per_second ")).ok_or_else(|| anyhow::anyhow!("no result from train_step.py: {text}"))?;
     Ok(sps.trim().parse()?)
+}
+
+/// Trains the default model with the default schedule on the pipeline-scale synthetic set and
+/// prints the validation curve (does it learn?).
+fn learn(
+    f: &pipeline_data::formats::FeatureSet,
+    optim: OptimParams,
+    model: pipeline_learn::models::DualEncoderConfig,
+    threads: usize,
+) -> anyhow::Result<()> {
+    use pipeline_learn::train::{Objective, TrainJob, train};
+    let scratch = tempfile::tempdir()?;
+    let job = TrainJob {
+        node: "bench",
+        features: f,
+        optim,
+        model,
+        init: None,
+        objective: Objective::Supervised,
+        fingerprint: serde_json::json!({}),
+        compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,
+        scratch_dir: scratch.path(),
+        reporter: &pipeline_api::SilentReporter,
+        stop_after: None,
+    };
+    let t = Instant::now();
+    let s = pipeline_learn::device::with_threads(threads, || train(&job))??;
+    for c in &s.curves {
+        let v = c.val.unwrap();
+        println!("epoch {:2}: loss {:.4} val mAP@10 {:.4} R@1 {:.4} R@10 {:.4}", c.epoch, c.train_loss, v.map10, v.r1, v.r10);
+    }
+    let png = std::env::temp_dir().join("pipeline-learn-bench-curves.png");
+    pipeline_learn::outputs::plot_curves(&png, &s.curves)?;
+    println!("curves: {}", png.display());
+    println!("training: {:.1} s total, {:.2} steps/s, best epoch {}", t.elapsed().as_secs_f64(), s.steps_per_second, s.best_epoch);
+    Ok(())
 }

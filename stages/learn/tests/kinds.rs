@@ -111,7 +111,7 @@ fn train_plan_fills_defaults_and_refuses_bad_params() {
 fn cuda_requested_without_the_feature_is_a_clear_error() {
     let f = Synthetic::tiny().build();
     let dir = features_dir(&f);
-    let params = format!("{TINY}\ndevice = \"cuda\"");
+    let params = format!("device = \"cuda\"\n{TINY}");
     let err = run_kind(&TrainKind, &params, &[("features", dir.path())]).err().unwrap();
     assert!(format!("{err:#}").contains("built without CUDA support"), "{err:#}");
 }
@@ -244,7 +244,7 @@ fn same_seed_same_numbers() {
     let lb = Table::open(&b.out.path().join("curves.parquet")).unwrap().f64s("train_loss").unwrap();
     assert_eq!(la, lb);
     assert_eq!(model_outputs(a.out.path(), &f), model_outputs(b.out.path(), &f));
-    let c = run_kind(&TrainKind, &format!("{params}\nseed = 5"), &[("features", dir.path())]).unwrap();
+    let c = run_kind(&TrainKind, &format!("seed = 5\n{params}"), &[("features", dir.path())]).unwrap();
     let lc = Table::open(&c.out.path().join("curves.parquet")).unwrap().f64s("train_loss").unwrap();
     assert_ne!(la, lc);
 }

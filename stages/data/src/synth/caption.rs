@@ -73,7 +73,7 @@ fn lexicon(source: Source) -> Lexicon {
             NONE,
         ),
         Source::Footsteps => (
-            &[("footsteps", Plural), ("steps", Plural), ("footfalls", Plural), ("shoes on the floor", Plural)],
+            &[("footsteps", Plural), ("steps", Plural), ("footfalls", Plural), ("shuffling feet", Plural)],
             NONE,
             &["are heard", "echo", "approach", "clack", "pass by"],
         ),
@@ -195,8 +195,10 @@ fn mention(rng: &mut impl RngExt, e: &Event, facts: &mut Vec<Fact>, background: 
     let verb = if rng.random_bool(0.2) { pick(rng, generic) } else { pick(rng, verbs) };
     let bare = adverbs.is_empty();
     let mut vp = verb.to_owned();
-    for a in adverbs {
-        vp.push(' ');
+    // Manner adverbs (all but a trailing count) joined with "and".
+    let n_manner = adverbs.iter().filter(|a| !COUNTS.iter().any(|c| c.contains(a))).count();
+    for (i, a) in adverbs.iter().enumerate() {
+        vp.push_str(if i == 1 && n_manner == 2 { " and " } else { " " });
         vp.push_str(a);
     }
     Mention { np, vp, bare }

@@ -160,12 +160,22 @@ pub struct RelevanceResult {
     pub other_pairs: u64,
     pub partial_pairs: u64,
     pub full_pairs: u64,
+    /// Per split: mean over captions of the expected AP@10 of the ideal ranking (by true
+    /// relevance, ties broken at random), i.e. the ceiling of text-to-audio mAP@10.
+    pub oracle_map10: Vec<(Split, f64)>,
+}
+
+/// Expected AP@10 of the own clip when it ties with `m` other clips at relevance 1 and the
+/// tie is broken at random: its rank is uniform on 1..=m+1.
+fn expected_ap10(m: u64) -> f64 {
+    let n = m + 1;
+    (1..=n.min(10)).map(|r| 1.0 / r as f64).sum::<f64>() / n as f64
 }
 
 pub fn relevance(clips: &[GeneratedClip]) -> RelevanceResult {
     let captions: Vec<(usize, usize)> =
         clips.iter().enumerate().flat_map(|(c, clip)| (0..clip.captions.len()).map(move |k| (c, k))).collect();
-    let per_caption: Vec<(Vec<DatasetRelevance>, u64, u64, u64)> = captions
+    let per_caption: Vec<(Vec<DatasetRelevance>, u64, u64, u64, Split)> = captions
         .par_iter()
         .map(|&(c, k)| {
             let own = &clips[c];
@@ -184,16 +194,21 @@ pub fn relevance(clips: &[GeneratedClip]) -> RelevanceResult {
                     rows.push(DatasetRelevance { caption_id: caption_id.clone(), clip_id: clip.clip_id.clone(), relevance: r });
                 }
             }
-            (rows, other, partial, full)
+            (rows, other, partial, full, own.split)
         })
         .collect();
-    let mut result = RelevanceResult { rows: Vec::new(), other_pairs: 0, partial_pairs: 0, full_pairs: 0 };
-    for (rows, o, p, f) in per_caption {
+    let mut result = RelevanceResult { rows: Vec::new(), other_pairs: 0, partial_pairs: 0, full_pairs: 0, oracle_map10: Vec::new() };
+    let mut oracle = [(0.0f64, 0u64); 3];
+    for (rows, o, p, f, split) in per_caption {
         result.rows.extend(rows);
         result.other_pairs += o;
         result.partial_pairs += p;
         result.full_pairs += f;
+        oracle[split as usize].0 += expected_ap10(f);
+        oracle[split as usize].1 += 1;
     }
+    result.oracle_map10 =
+        Split::ALL.iter().filter(|s| oracle[**s as usize].1 > 0).map(|&s| (s, oracle[s as usize].0 / oracle[s as usize].1 as f64)).collect();
     result
 }
 
@@ -307,7 +322,8 @@ pub fn write_dataset(
     let with_bg = clips.iter().filter(|c| c.scene.background().is_some()).count();
     let count_split = |s: Split| clips.iter().filter(|c| c.split == s).count();
     let other = rel.other_pairs.max(1) as f64;
-    Ok(serde_json::json!({
+    let oracle = rel.oracle_map10.clone();
+    let mut metrics = serde_json::json!({
         "clips": clips.len(),
         "train_clips": count_split(Split::Train),
         "val_clips": count_split(Split::Val),
@@ -327,7 +343,11 @@ pub fn write_dataset(
         "full_match_fraction": rel.full_pairs as f64 / other,
         "audio_seconds": duration_s * clips.len() as f64,
         "generation_seconds": started.elapsed().as_secs_f64(),
-    }))
+    });
+    for (split, v) in oracle {
+        metrics[format!("oracle_map10_{split}")] = v.into();
+    }
+    Ok(metrics)
 }
 
 /// The `synth-dataset` stage kind.

@@ -197,9 +197,9 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
                         continue;
                     }
                     let w = TAU * f / sr;
-                    for i in s..n {
-                        let t = (i - s) as f32 / sr;
-                        buf[i] += a * (w * (i - s) as f32).sin() * (-t / (tau / r.sqrt())).exp();
+                    for (j, b) in buf[s..].iter_mut().enumerate() {
+                        let t = j as f32 / sr;
+                        *b += a * (w * j as f32).sin() * (-t / (tau / r.sqrt())).exp();
                     }
                 }
             }
@@ -214,8 +214,8 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
                     note_env(t, len, 0.04, 0.05)
                 });
                 // Breath noise.
-                for i in s..(s + at(len)).min(n) {
-                    buf[i] += 0.03 * note_env((i - s) as f32 / sr, len, 0.04, 0.05) * noise(rng);
+                for (j, b) in buf[s..(s + at(len)).min(n)].iter_mut().enumerate() {
+                    *b += 0.03 * note_env(j as f32 / sr, len, 0.04, 0.05) * noise(rng);
                 }
             }
         }
@@ -227,12 +227,12 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
                 let period = ((sr / f0) as usize).max(2);
                 let mut line: Vec<f32> = (0..period).map(|_| noise(rng)).collect();
                 let mut idx = 0;
-                for i in s..n {
+                for b in buf[s..].iter_mut() {
                     let next = line[(idx + 1) % period];
                     let y = line[idx];
                     line[idx] = 0.996 * 0.5 * (y + next);
                     idx = (idx + 1) % period;
-                    buf[i] += y;
+                    *b += y;
                 }
             }
         }
@@ -283,9 +283,9 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
             let w = TAU * f / sr;
             for k in 0..count {
                 let s = at(k as f32 * interval);
-                for i in s..(s + at(0.15)).min(n) {
-                    let t = (i - s) as f32 / sr;
-                    buf[i] += (w * (i - s) as f32).sin() * (-t / 0.03).exp() + 0.5 * noise(rng) * (-t / 0.003).exp();
+                for (j, b) in buf[s..(s + at(0.15)).min(n)].iter_mut().enumerate() {
+                    let t = j as f32 / sr;
+                    *b += (w * j as f32).sin() * (-t / 0.03).exp() + 0.5 * noise(rng) * (-t / 0.003).exp();
                 }
             }
         }
@@ -296,10 +296,10 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
             while t < dur {
                 let s = at(t);
                 for (hit, delay) in [(1.0f32, 0.0f32), (0.6, 0.05)] {
-                    let s = s + at(delay);
-                    for i in s..(s + at(0.06)).min(n) {
-                        let tt = (i - s) as f32 / sr;
-                        buf[i] += hit * bp.tick(noise(rng)) * (-tt / 0.015).exp() * 3.0;
+                    let s = (s + at(delay)).min(n);
+                    for (j, b) in buf[s..(s + at(0.06)).min(n)].iter_mut().enumerate() {
+                        let tt = j as f32 / sr;
+                        *b += hit * bp.tick(noise(rng)) * (-tt / 0.015).exp() * 3.0;
                     }
                 }
                 t += interval * rng.random_range(0.92..1.08f32);

@@ -1,6 +1,6 @@
 //! A compact CNN over log-mel windows: the fast CPU default audio encoder.
 //!
-//! Each window `[n_mels, n_frames]` goes through a few strided 3×3 convolutions with ReLU
+//! Each window `[n_mels, n_frames]` is optionally average-pooled (`input_pool`), then goes through a few strided 3×3 convolutions with ReLU
 //! (every one halves frequency and time), then mean- and max-pooling over what is left, and a
 //! layer norm. A clip's embedding is the mean over its valid windows (`window_mask`).
 
@@ -19,6 +19,9 @@ pub struct CnnEncoderConfig {
     /// Dropout on the pooled embedding while training.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Average-pool the log-mel by this factor (frequency and time) before the convolutions.
+    #[config(default = 1)]
+    pub input_pool: usize,
 }
 
 /// Strided CNN audio encoder.
@@ -27,6 +30,7 @@ pub struct CnnEncoder {
     pub convs: Vec<Conv2d>,
     pub norm: LayerNorm,
     pub dropout: f64,
+    pub input_pool: usize,
 }
 
 impl CnnEncoderConfig {
@@ -47,7 +51,12 @@ impl CnnEncoderConfig {
             );
             c_in = c;
         }
-        CnnEncoder { convs, norm: LayerNormConfig::new(self.output_dim()).init(device), dropout: self.dropout }
+        CnnEncoder {
+            convs,
+            norm: LayerNormConfig::new(self.output_dim()).init(device),
+            dropout: self.dropout,
+            input_pool: self.input_pool.max(1),
+        }
     }
 }
 
@@ -55,6 +64,14 @@ impl CnnEncoder {
     /// `windows`: `[n, n_mels, n_frames]` → `[n, output_dim]`.
     pub fn forward(&self, windows: Tensor<3>, noise: &mut Noise<'_>) -> Tensor<2> {
         let [n, m, t] = windows.dims();
+        let p = self.input_pool;
+        let (windows, m, t) = if p > 1 && m >= p && t >= p {
+            let (m, t) = (m / p, t / p);
+            let pooled = windows.slice([0..n, 0..m * p, 0..t * p]).reshape([n, m, p, t, p]).mean_dim(4).mean_dim(2);
+            (pooled.reshape([n, m, t]), m, t)
+        } else {
+            (windows, m, t)
+        };
         let mut x = windows.reshape([n, 1, m, t]);
         for conv in &self.convs {
             x = relu(conv.forward(x));

@@ -65,7 +65,7 @@ pub fn linear(d_in: usize, d_out: usize, torch_layout: bool, device: &Device) ->
 
 impl SelfAttentionConfig {
     pub fn init(&self, device: &Device) -> SelfAttention {
-        assert!(self.d_model % self.n_heads == 0, "n_heads must divide d_model");
+        assert!(self.d_model.is_multiple_of(self.n_heads), "n_heads must divide d_model");
         let l = || linear(self.d_model, self.d_model, self.torch_layout, device);
         SelfAttention { query: l(), key: l(), value: l(), output: l(), n_heads: self.n_heads, dropout: self.dropout }
     }

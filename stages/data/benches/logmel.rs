@@ -1,0 +1,180 @@
+//! Log-mel throughput of the `passt` front end against librosa on the same files.
+//!
+//! `cargo bench -p pipeline-data --bench logmel` (env `BENCH_FILES`, default 16 files of 30 s).
+//! Writes 32 kHz mono 16-bit WAV files under `target/bench-logmel/`, then times, on one thread:
+//! decode + crop/pad to 30 s + three 10 s windows + log-mel (this crate), and the same with
+//! librosa (`librosa.load`, `librosa.stft` with the same window, centre/reflect padding, the
+//! same Kaldi mel matrix, log and normalisation) in a Python venv at `target/pyref-venv`
+//! (created and `pip install numpy librosa` when missing). Prints audio seconds per second of
+//! both and the ratio; also the Rust figure with all cores and the largest difference between
+//! the two outputs on the first file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use pipeline_data::audio;
+use pipeline_data::mel::{MelConfig, MelExtractor};
+use rayon::prelude::*;
+
+const PY: &str = r#"
+import json, sys, time
+import numpy as np, librosa, scipy.signal
+
+SR, N_FFT, WIN, HOP, N_MELS, F_MIN, F_MAX = 32000, 1024, 800, 320, 128, 0.0, 15000.0
+MAX_S, WIN_S = 30, 10
+
+def mel_scale(f):
+    return 1127.0 * np.log(1.0 + f / 700.0)
+
+def kaldi_banks():
+    n_bins = N_FFT // 2
+    width = SR / N_FFT
+    lo, hi = mel_scale(F_MIN), mel_scale(F_MAX)
+    d = (hi - lo) / (N_MELS + 1)
+    b = np.arange(N_MELS)[:, None]
+    left, center, right = lo + b * d, lo + (b + 1) * d, lo + (b + 2) * d
+    mel = mel_scale(width * np.arange(n_bins))[None, :]
+    banks = np.maximum(0.0, np.minimum((mel - left) / (center - left), (right - mel) / (right - center)))
+    return np.pad(banks, ((0, 0), (0, 1)))
+
+BANKS = kaldi_banks()
+WINDOW = scipy.signal.windows.hann(WIN, sym=True)
+
+def logmel(path):
+    y, sr = librosa.load(path, sr=None, mono=True)
+    assert sr == SR
+    y = y[: MAX_S * SR]
+    y = np.pad(y, (0, MAX_S * SR - len(y)))
+    out = []
+    for w in range(MAX_S // WIN_S):
+        x = y[w * WIN_S * SR:(w + 1) * WIN_S * SR].astype(np.float64)
+        x = x[1:] - 0.97 * x[:-1]
+        S = librosa.stft(x, n_fft=N_FFT, hop_length=HOP, win_length=WIN, window=WINDOW, center=True, pad_mode="reflect")
+        P = np.abs(S) ** 2
+        out.append((np.log(BANKS @ P + 1e-5) + 4.5) / 5.0)
+    return np.stack(out)
+
+files = sys.argv[1:]
+first = logmel(files[0])  # warm-up (and the output compared with Rust)
+t = time.perf_counter()
+for f in files:
+    logmel(f)
+elapsed = time.perf_counter() - t
+np.save(sys.stdin.readline().strip(), first.astype(np.float32))
+print(json.dumps({"seconds": elapsed, "librosa": librosa.__version__, "numpy": np.__version__}))
+"#;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+fn python(venv: &Path) -> PathBuf {
+    let py = venv.join("bin/python");
+    let ok = py.exists()
+        && Command::new(&py).args(["-c", "import numpy, scipy, librosa"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("creating {} and installing numpy + librosa from PyPI ...", venv.display());
+        assert!(Command::new("python3").args(["-m", "venv"]).arg(venv).status().unwrap().success());
+        assert!(
+            Command::new(venv.join("bin/pip")).args(["install", "-q", "numpy", "librosa"]).status().unwrap().success(),
+            "pip install failed"
+        );
+    }
+    py
+}
+
+/// Reads a .npy of float32 written by numpy (little-endian, C order).
+fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn main() {
+    let n_files: usize = std::env::var("BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let dir = target_dir().join("bench-logmel");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = MelConfig::passt();
+    let sr = cfg.sample_rate;
+    // 30 s files of tones, chirps and noise.
+    let files: Vec<PathBuf> = (0..n_files)
+        .map(|k| {
+            let path = dir.join(format!("clip-{k:03}.wav"));
+            if !path.exists() {
+                let spec = hound::WavSpec { channels: 1, sample_rate: sr, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+                let mut w = hound::WavWriter::create(&path, spec).unwrap();
+                let mut state = 1u64 + k as u64;
+                for i in 0..30 * sr as usize {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let noise = ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.1;
+                    let t = i as f64 / sr as f64;
+                    let x = 0.3 * (std::f64::consts::TAU * (200.0 + 50.0 * k as f64) * t).sin()
+                        + 0.2 * (std::f64::consts::TAU * (500.0 * t + 100.0 * t * t)).sin()
+                        + noise;
+                    w.write_sample((x * 32767.0) as i16).unwrap();
+                }
+                w.finalize().unwrap();
+            }
+            path
+        })
+        .collect();
+    let audio_seconds = 30.0 * n_files as f64;
+
+    let extractor = MelExtractor::new(cfg.clone());
+    let layout = cfg.layout();
+    let front_end = |path: &Path| -> Vec<f32> {
+        let a = audio::load(path, sr).unwrap();
+        let (windows, _mask) = layout.split(&a.samples);
+        windows.iter().flat_map(|w| extractor.compute(w)).collect()
+    };
+    let first = front_end(&files[0]);
+    let t = Instant::now();
+    for f in &files {
+        std::hint::black_box(front_end(f));
+    }
+    let rust_1 = t.elapsed().as_secs_f64();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let t = Instant::now();
+    files.par_iter().for_each(|f| {
+        std::hint::black_box(front_end(f));
+    });
+    let rust_all = t.elapsed().as_secs_f64();
+
+    let venv = target_dir().join("pyref-venv");
+    let py = python(&venv);
+    let npy = dir.join("librosa_first.npy");
+    let mut child = Command::new(&py)
+        .arg("-c")
+        .arg(PY)
+        .args(&files)
+        .env("OMP_NUM_THREADS", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{}", npy.display()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python reference failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let py_s = report["seconds"].as_f64().unwrap();
+    let reference = read_npy_f32(&npy);
+    assert!(first.iter().chain(&reference).all(|x| x.is_finite()), "non-finite log-mel values");
+    assert_eq!(first.len(), reference.len(), "output shapes differ");
+    let max_diff = first.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+
+    println!("log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s");
+    println!("load average during the run: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    println!("rust (1 thread):        {:8.1} s audio / s", audio_seconds / rust_1);
+    println!("rust ({threads} threads):       {:8.1} s audio / s", audio_seconds / rust_all);
+    println!("librosa {} (1 thread): {:8.1} s audio / s", report["librosa"].as_str().unwrap_or("?"), audio_seconds / py_s);
+    println!("ratio rust / librosa (1 thread each): {:.2}x", py_s / rust_1);
+    println!("max |rust - librosa| on file 0: {max_diff:.2e} ({} values)", first.len().min(reference.len()));
+}
