@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, ensure};
-use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
+use pipeline_api::{
+    InputArtifact, InputCounts, METRICS_FILE, ParamError, Plan, Resources, RunContext, StageKind, parse_params,
+};
 use pipeline_data::formats::{Embeddings, FeatureSet, TeacherEmbeddings};
 use serde_json::json;
 
@@ -123,7 +125,8 @@ impl StageKind for DistillKind {
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
         inputs.expect(&["features", "init", "correspondences"], &[])?;
-        for name in ["features", "init", "correspondences"] {
+        // `init` may bind several Stage-1 models: the best by validation mAP@10 is used.
+        for name in ["features", "correspondences"] {
             inputs.expect_single(name)?;
         }
         let p = parse_params::<DistillParams>(params)?.canonical()?;
@@ -133,7 +136,7 @@ impl StageKind for DistillKind {
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: DistillParams = ctx.params()?;
         let features = load_features(ctx)?;
-        let init = ctx.input("init")?;
+        let init = select_init(ctx)?;
         let mut model = load_config(init).with_context(|| format!("node `{}`: reading the `init` model", ctx.node))?;
         ensure!(
             model.learnable_tau == p.learnable_tau,
@@ -151,6 +154,32 @@ impl StageKind for DistillKind {
         let init_record = init.join(MODEL_FILE);
         run_training(ctx, self.name(), p.optim(), &features, model, Some(&init_record), objective)
     }
+}
+
+/// The `init` model for parameter transfer: with several candidates (e.g. every Stage-1
+/// member), the one with the highest validation mAP@10 in its `metrics.json` (the first on ties),
+/// so that choosing the student's starting point never looks at the test split.
+fn select_init<'a>(ctx: &'a RunContext<'_>) -> anyhow::Result<&'a Path> {
+    let candidates = ctx.inputs("init");
+    if candidates.len() == 1 {
+        return Ok(&candidates[0].path);
+    }
+    let mut best: Option<(&InputArtifact, f64)> = None;
+    for candidate in candidates {
+        let path = candidate.path.join(METRICS_FILE);
+        let metrics: serde_json::Value = serde_json::from_slice(&fs_err::read(&path)?)
+            .with_context(|| format!("`{}` is not JSON", path.display()))?;
+        let map10 = metrics["val"]["map10"]
+            .as_f64()
+            .with_context(|| format!("`{}` has no `val.map10`", path.display()))?;
+        if best.is_none_or(|(_, b)| map10 > b) {
+            best = Some((candidate, map10));
+        }
+    }
+    let (chosen, map10) = best.context("input `init` binds no model")?;
+    let name = chosen.node.as_deref().unwrap_or("?");
+    ctx.reporter.log(&format!("init: `{name}` (best validation mAP@10 of {} candidates: {map10:.4})", candidates.len()));
+    Ok(&chosen.path)
 }
 
 /// `embed`: L2-normalised embeddings of every clip and caption of the features.
