@@ -35,6 +35,9 @@
 //!
 //! - `[settings] artifacts`: the artifacts directory, relative to the config file (default
 //!   `artifacts`).
+//! - `[settings.metrics]`: the default view of `pipeline metrics`: `nodes` (nodes or stages, in
+//!   row order) and `columns` (patterns of dotted `metrics.json` keys, `*` as wildcard, in
+//!   column order).
 //! - `[stages.<name>]`: a stage; names use `[A-Za-z0-9_-]`. Keys: `kind` (required, a
 //!   registered kind), `params` (a table handed to the kind's `plan`), `inputs` (input name →
 //!   reference), `matrix` (key → array of values), `foreach` (a stage name).
@@ -200,6 +203,21 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub artifacts: Option<Spanned<String>>,
+    #[serde(default)]
+    pub metrics: MetricsView,
+}
+
+/// `[settings.metrics]`: what `pipeline metrics` shows when given no nodes or columns.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsView {
+    /// Nodes or stages, in table order (default: every node with metrics).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Column patterns (dotted keys of `metrics.json`, `*` matches any run of characters), in
+    /// column order (default: every column, sorted).
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 /// One `[stages.<name>]` table, as written.
@@ -240,6 +258,8 @@ pub struct Config {
     /// Directory of the config file: relative paths are resolved against it.
     pub dir: PathBuf,
     pub artifacts: PathBuf,
+    /// The default view of `pipeline metrics`.
+    pub metrics: MetricsView,
     pub stages: Vec<StageDecl>,
 }
 
@@ -272,6 +292,11 @@ impl Config {
             Some(a) => dir.join(a.get_ref()),
             None => dir.join("artifacts"),
         };
+        let metrics = raw
+            .settings
+            .as_ref()
+            .map(|s| s.metrics.clone())
+            .unwrap_or_default();
         let mut stages: Vec<StageDecl> = Vec::new();
         for (name, stage) in raw.stages {
             let name_span = name.span();
@@ -307,6 +332,7 @@ impl Config {
             source,
             dir,
             artifacts,
+            metrics,
             stages,
             path,
         })

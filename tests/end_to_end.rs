@@ -90,14 +90,20 @@ fn tiny_pipeline_runs_end_to_end_and_reruns_only_what_an_edit_changes() {
     // The analyst queries of the README, with the Rust polars crate.
     let (clips, captions) = (24, 24 * 3);
     let rows = correspondences(&p).select([len()]).collect().unwrap();
-    assert_eq!(rows.column("len").unwrap().u32().unwrap().get(0), Some(clips * captions));
+    assert_eq!(
+        rows.column("len").unwrap().u32().unwrap().get(0),
+        Some(clips * captions)
+    );
     let desc = || SortMultipleOptions::default().with_order_descending(true);
     let top_foreign = correspondences(&p)
         .filter(col("is_match").not())
         .group_by([col("audio_id")])
         .agg([
             col("estimate").max().alias("top_estimate"),
-            col("caption").sort_by([col("estimate")], desc()).first().alias("top_caption"),
+            col("caption")
+                .sort_by([col("estimate")], desc())
+                .first()
+                .alias("top_caption"),
         ])
         .sort(["top_estimate"], desc())
         .collect()
@@ -109,11 +115,24 @@ fn tiny_pipeline_runs_end_to_end_and_reruns_only_what_an_edit_changes() {
         .sort(["is_match"], SortMultipleOptions::default())
         .collect()
         .unwrap();
-    let pairs: Vec<u32> = dist.column("pairs").unwrap().u32().unwrap().into_no_null_iter().collect();
+    let pairs: Vec<u32> = dist
+        .column("pairs")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
     assert_eq!(pairs, [clips * captions - captions, captions]);
-    let mean = dist.column("mean").unwrap().cast(&DataType::Float64).unwrap();
+    let mean = dist
+        .column("mean")
+        .unwrap()
+        .cast(&DataType::Float64)
+        .unwrap();
     let mean: Vec<f64> = mean.f64().unwrap().into_no_null_iter().collect();
-    assert!(mean.iter().all(|m| m.is_finite() && m.abs() <= 1.0), "{mean:?}");
+    assert!(
+        mean.iter().all(|m| m.is_finite() && m.abs() <= 1.0),
+        "{mean:?}"
+    );
 
     // A distillation parameter edit reruns distill and what depends on it, nothing upstream.
     p.write_config(&TINY.replace(
@@ -121,9 +140,21 @@ fn tiny_pipeline_runs_end_to_end_and_reruns_only_what_an_edit_changes() {
         "params = { epochs = 3, batch_size = 8, threads = 1 }",
     ));
     let status = status_of(&p);
-    assert_eq!(status["distill"], "stale: parameter `epochs` changed from 2 to 3");
-    assert_eq!(status["embed-distill"], "stale: upstream node `distill` is stale");
-    for upstream in ["data", "features", "train.seed-1", "train.seed-2", "correspondences"] {
+    assert_eq!(
+        status["distill"],
+        "stale: parameter `epochs` changed from 2 to 3"
+    );
+    assert_eq!(
+        status["embed-distill"],
+        "stale: upstream node `distill` is stale"
+    );
+    for upstream in [
+        "data",
+        "features",
+        "train.seed-1",
+        "train.seed-2",
+        "correspondences",
+    ] {
         assert_eq!(status[upstream], "up to date", "{upstream}");
     }
     p.run(&["run", "-q"]).ok();
@@ -132,5 +163,9 @@ fn tiny_pipeline_runs_end_to_end_and_reruns_only_what_an_edit_changes() {
     // Reverting finds the earlier artifacts: nothing is stale, nothing runs.
     p.write_config(TINY);
     let run = p.run(&["run"]).ok();
-    assert!(run.stderr.contains("everything is up to date"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("everything is up to date"),
+        "{}",
+        run.stderr
+    );
 }

@@ -576,6 +576,22 @@ params = { run = 'echo "{\"test\": {\"t2a_map10\": 0.3$PARAM_SEED, \"n\": 100}, 
     assert_eq!(json["metrics"]["test"]["n"], 100);
     assert_eq!(json["params"]["seed"], 2);
     assert_eq!(json["manifest"]["files"][0]["path"], "metrics.json");
+    // The view declared in `[settings.metrics]`: rows and columns in the declared order.
+    p.write_config(&format!(
+        "[settings.metrics]\nnodes = [\"eval.seed-2\", \"eval\"]\ncolumns = [\"test.*\", \"loss\"]\n{}",
+        p.read("pipeline.toml")
+    ));
+    assert_eq!(
+        p.run(&["metrics"]).ok().stdout,
+        "node         test.n  test.t2a_map10  loss\neval.seed-2  100     0.3200          1.000e-5\neval.seed-1  100     0.3100          1.000e-5\n"
+    );
+    assert_eq!(
+        p.run(&["metrics", "eval.seed-1", "-c", "*map10"])
+            .ok()
+            .stdout,
+        "node         test.t2a_map10\neval.seed-1  0.3100\n"
+    );
+    assert_eq!(p.run(&["metrics", "--all"]).ok().stdout.lines().count(), 3);
     let r = p.run(&["show", "eval"]);
     assert_eq!(r.code, 2);
     assert_eq!(

@@ -1,5 +1,6 @@
 //! `pipeline metrics`: one table row per node with a `metrics.json`, nested objects flattened
-//! into dotted columns (sorted by name).
+//! into dotted columns. Without arguments it shows the view declared in `[settings.metrics]`
+//! (for the default pipeline: the comparison of every model's test retrieval metrics).
 
 use std::process::ExitCode;
 
@@ -7,8 +8,49 @@ use crate::cli::{Env, UserError, emit, show, table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Nodes (or stages) to include. Default: every node that has metrics.
+    /// Nodes (or stages) to include. Default: `[settings.metrics] nodes`, else every node that
+    /// has metrics.
     pub nodes: Vec<String>,
+    /// Columns to show: dotted keys, `*` matching any run of characters (e.g. `t2a.*`);
+    /// repeatable or comma-separated. Default: `[settings.metrics] columns`, else all.
+    #[arg(short, long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Ignore `[settings.metrics]`: every node with metrics, every column.
+    #[arg(long, conflicts_with_all = ["nodes", "columns"])]
+    pub all: bool,
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters.
+fn matches(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && matches(rest, &tail[i..]))
+        }
+    }
+}
+
+/// `columns` ordered by the first pattern each matches (then by name); all of them, sorted,
+/// when there are no patterns.
+fn select_columns(mut columns: Vec<String>, patterns: &[String]) -> Vec<String> {
+    columns.sort();
+    if patterns.is_empty() {
+        return columns;
+    }
+    let mut chosen: Vec<(usize, String)> = columns
+        .into_iter()
+        .filter_map(|c| {
+            patterns
+                .iter()
+                .position(|p| matches(p, &c))
+                .map(|rank| (rank, c))
+        })
+        .collect();
+    chosen.sort();
+    chosen.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Flattens nested objects into `(dotted key, value)` pairs, in key order.
@@ -61,18 +103,40 @@ pub fn format_value(v: &serde_json::Value) -> String {
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     let (pipeline, store) = env.load()?;
     let n = pipeline.nodes.len();
-    let selected = if args.nodes.is_empty() {
+    let view = &pipeline.config.metrics;
+    let (nodes, patterns) = match (args.all, args.nodes.is_empty(), args.columns.is_empty()) {
+        (true, _, _) => (Vec::new(), Vec::new()),
+        (false, true, true) => (view.nodes.clone(), view.columns.clone()),
+        (false, _, _) => (args.nodes, args.columns),
+    };
+    let selected = if nodes.is_empty() {
         (0..n).collect()
     } else {
-        pipeline.select(&args.nodes).map_err(UserError::new)?
+        pipeline.select(&nodes).map_err(UserError::new)?
+    };
+    // Rows in the order the nodes were named (dependency order within a stage).
+    let row_order: Vec<usize> = if nodes.is_empty() {
+        pipeline.order.clone()
+    } else {
+        let mut order = Vec::new();
+        for name in &nodes {
+            for &i in &pipeline.order {
+                if selected.contains(&i)
+                    && !order.contains(&i)
+                    && pipeline
+                        .select(std::slice::from_ref(name))
+                        .is_ok_and(|s| s.contains(&i))
+                {
+                    order.push(i);
+                }
+            }
+        }
+        order
     };
     let current = show::current(&pipeline, &store, &pipeline.with_ancestors(&selected))?;
     let mut columns: Vec<String> = Vec::new();
     let mut rows: Vec<(String, Vec<(String, serde_json::Value)>)> = Vec::new();
-    for &i in &pipeline.order {
-        if !selected.contains(&i) {
-            continue;
-        }
+    for &i in &row_order {
         let Some((_, Some(m))) = &current[i] else {
             continue;
         };
@@ -88,8 +152,8 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         }
         rows.push((pipeline.nodes[i].name.clone(), flat));
     }
-    // Sorted, so that the table does not depend on serde_json's map order.
-    columns.sort();
+    // Sorted (or in pattern order), so that the table does not depend on serde_json's map order.
+    let columns = select_columns(columns, &patterns);
     if rows.is_empty() {
         eprintln!(
             "no metrics: none of the selected nodes has a built `{}`",
@@ -119,6 +183,22 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_patterns_select_and_order() {
+        assert!(matches("t2a.*", "t2a.map10"));
+        assert!(matches("*.map10", "t2a_ci.map10"));
+        assert!(matches("a*c*e", "abcde"));
+        assert!(!matches("t2a.*", "a2t.map10"));
+        assert!(!matches("t2a.map10", "t2a.map10.low"));
+        let columns = ["t2a.r1", "a2t.r1", "t2a.map10", "loss"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            select_columns(columns, &["t2a.map10".into(), "*r1".into()]),
+            ["t2a.map10", "a2t.r1", "t2a.r1"]
+        );
+    }
 
     #[test]
     fn flattens_and_formats() {

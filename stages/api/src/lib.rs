@@ -72,10 +72,16 @@ pub struct Resources {
 
 impl Resources {
     /// One CPU thread, no GPU.
-    pub const LIGHT: Resources = Resources { threads: 1, gpu: false };
+    pub const LIGHT: Resources = Resources {
+        threads: 1,
+        gpu: false,
+    };
 
     /// As many CPU threads as the run is given (`--jobs`, default: all cores).
-    pub const ALL_CORES: Resources = Resources { threads: usize::MAX, gpu: false };
+    pub const ALL_CORES: Resources = Resources {
+        threads: usize::MAX,
+        gpu: false,
+    };
 }
 
 /// A parameter (or input) that a kind refuses, with the dotted key at fault when known
@@ -88,7 +94,10 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(key: Option<&str>, message: impl Into<String>) -> Self {
-        Self { key: key.map(str::to_owned), message: message.into() }
+        Self {
+            key: key.map(str::to_owned),
+            message: message.into(),
+        }
     }
 
     /// An error about one parameter key.
@@ -116,7 +125,10 @@ pub fn parse_params<T: DeserializeOwned>(params: &toml::Table) -> Result<T, Para
         let message = err.into_inner().to_string();
         // toml's messages add lines (`in `key``) that the key already says; keep the first.
         let first_line = message.lines().next().unwrap_or_default().trim().to_owned();
-        ParamError { key, message: first_line }
+        ParamError {
+            key,
+            message: first_line,
+        }
     })
 }
 
@@ -131,7 +143,10 @@ impl InputCounts {
     pub fn expect(&self, required: &[&str], optional: &[&str]) -> Result<(), ParamError> {
         for name in required {
             if !self.0.contains_key(*name) {
-                return Err(ParamError::at(&format!("inputs.{name}"), "this input is required"));
+                return Err(ParamError::at(
+                    &format!("inputs.{name}"),
+                    "this input is required",
+                ));
             }
         }
         for name in self.0.keys() {
@@ -257,7 +272,11 @@ impl RunContext<'_> {
 
     /// The path of the single artifact bound to `name`, if the input is declared.
     pub fn optional_input(&self, name: &str) -> anyhow::Result<Option<&Path>> {
-        if self.inputs(name).is_empty() { Ok(None) } else { self.input(name).map(Some) }
+        if self.inputs(name).is_empty() {
+            Ok(None)
+        } else {
+            self.input(name).map(Some)
+        }
     }
 
     /// Writes `value` as [`METRICS_FILE`] in the output directory.
@@ -332,9 +351,14 @@ mod tests {
 
     #[test]
     fn parse_params_rejects_unknown_keys() {
-        let table: toml::Table = toml::from_str("epochs = 3\nepoch = 4\n[optimizer]\nlr = 1.0").unwrap();
+        let table: toml::Table =
+            toml::from_str("epochs = 3\nepoch = 4\n[optimizer]\nlr = 1.0").unwrap();
         let err = parse_params::<Params>(&table).unwrap_err();
-        assert!(err.message.contains("unknown field `epoch`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `epoch`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

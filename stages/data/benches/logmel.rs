@@ -74,12 +74,29 @@ fn target_dir() -> PathBuf {
 fn python(venv: &Path) -> PathBuf {
     let py = venv.join("bin/python");
     let ok = py.exists()
-        && Command::new(&py).args(["-c", "import numpy, scipy, librosa"]).status().is_ok_and(|s| s.success());
+        && Command::new(&py)
+            .args(["-c", "import numpy, scipy, librosa"])
+            .status()
+            .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("creating {} and installing numpy + librosa from PyPI ...", venv.display());
-        assert!(Command::new("python3").args(["-m", "venv"]).arg(venv).status().unwrap().success());
+        eprintln!(
+            "creating {} and installing numpy + librosa from PyPI ...",
+            venv.display()
+        );
         assert!(
-            Command::new(venv.join("bin/pip")).args(["install", "-q", "numpy", "librosa"]).status().unwrap().success(),
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(venv)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "numpy", "librosa"])
+                .status()
+                .unwrap()
+                .success(),
             "pip install failed"
         );
     }
@@ -90,11 +107,17 @@ fn python(venv: &Path) -> PathBuf {
 fn read_npy_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn main() {
-    let n_files: usize = std::env::var("BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let n_files: usize = std::env::var("BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
     let dir = target_dir().join("bench-logmel");
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = MelConfig::passt();
@@ -104,11 +127,18 @@ fn main() {
         .map(|k| {
             let path = dir.join(format!("clip-{k:03}.wav"));
             if !path.exists() {
-                let spec = hound::WavSpec { channels: 1, sample_rate: sr, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+                let spec = hound::WavSpec {
+                    channels: 1,
+                    sample_rate: sr,
+                    bits_per_sample: 16,
+                    sample_format: hound::SampleFormat::Int,
+                };
                 let mut w = hound::WavWriter::create(&path, spec).unwrap();
                 let mut state = 1u64 + k as u64;
                 for i in 0..30 * sr as usize {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let noise = ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.1;
                     let t = i as f64 / sr as f64;
                     let x = 0.3 * (std::f64::consts::TAU * (200.0 + 50.0 * k as f64) * t).sin()
@@ -136,7 +166,9 @@ fn main() {
         std::hint::black_box(front_end(f));
     }
     let rust_1 = t.elapsed().as_secs_f64();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let t = Instant::now();
     files.par_iter().for_each(|f| {
         std::hint::black_box(front_end(f));
@@ -166,15 +198,45 @@ fn main() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let py_s = report["seconds"].as_f64().unwrap();
     let reference = read_npy_f32(&npy);
-    assert!(first.iter().chain(&reference).all(|x| x.is_finite()), "non-finite log-mel values");
+    assert!(
+        first.iter().chain(&reference).all(|x| x.is_finite()),
+        "non-finite log-mel values"
+    );
     assert_eq!(first.len(), reference.len(), "output shapes differ");
-    let max_diff = first.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_diff = first
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
 
-    println!("log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s");
-    println!("load average during the run: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
-    println!("rust (1 thread):        {:8.1} s audio / s", audio_seconds / rust_1);
-    println!("rust ({threads} threads):       {:8.1} s audio / s", audio_seconds / rust_all);
-    println!("librosa {} (1 thread): {:8.1} s audio / s", report["librosa"].as_str().unwrap_or("?"), audio_seconds / py_s);
-    println!("ratio rust / librosa (1 thread each): {:.2}x", py_s / rust_1);
-    println!("max |rust - librosa| on file 0: {max_diff:.2e} ({} values)", first.len().min(reference.len()));
+    println!(
+        "log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s"
+    );
+    println!(
+        "load average during the run: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "rust (1 thread):        {:8.1} s audio / s",
+        audio_seconds / rust_1
+    );
+    println!(
+        "rust ({threads} threads):       {:8.1} s audio / s",
+        audio_seconds / rust_all
+    );
+    println!(
+        "librosa {} (1 thread): {:8.1} s audio / s",
+        report["librosa"].as_str().unwrap_or("?"),
+        audio_seconds / py_s
+    );
+    println!(
+        "ratio rust / librosa (1 thread each): {:.2}x",
+        py_s / rust_1
+    );
+    println!(
+        "max |rust - librosa| on file 0: {max_diff:.2e} ({} values)",
+        first.len().min(reference.len())
+    );
 }

@@ -43,11 +43,23 @@ fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
         hint.with_extension(ext);
     }
     let mut format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
         .map_err(|e| anyhow::anyhow!("unsupported or corrupt audio: {e}"))?;
-    let track = format.default_track(TrackType::Audio).context("no audio track")?;
+    let track = format
+        .default_track(TrackType::Audio)
+        .context("no audio track")?;
     let track_id = track.id;
-    let params = track.codec_params.as_ref().and_then(|p| p.audio()).context("no audio codec parameters")?.clone();
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .context("no audio codec parameters")?
+        .clone();
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| anyhow::anyhow!("unsupported codec: {e}"))?;
@@ -78,7 +90,11 @@ fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
             mono.extend_from_slice(&scratch);
         } else {
             let scale = 1.0 / channels as f32;
-            mono.extend(scratch.chunks_exact(channels).map(|f| f.iter().sum::<f32>() * scale));
+            mono.extend(
+                scratch
+                    .chunks_exact(channels)
+                    .map(|f| f.iter().sum::<f32>() * scale),
+            );
         }
     }
     if mono.is_empty() {
@@ -87,7 +103,10 @@ fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
     if sample_rate == 0 {
         bail!("unknown sample rate");
     }
-    Ok(Audio { samples: mono, sample_rate })
+    Ok(Audio {
+        samples: mono,
+        sample_rate,
+    })
 }
 
 /// Resamples mono audio with rubato's synchronous FFT resampler (delay trimmed, length
@@ -98,8 +117,11 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> anyhow::Result<Vec<f32>>
     }
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
         .map_err(|e| anyhow::anyhow!("resampler {from} Hz -> {to} Hz: {e}"))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let out = resampler.process_all(&input, samples.len(), None).map_err(|e| anyhow::anyhow!("resampling: {e}"))?;
+    let input =
+        InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let out = resampler
+        .process_all(&input, samples.len(), None)
+        .map_err(|e| anyhow::anyhow!("resampling: {e}"))?;
     Ok(out.take_data())
 }
 
@@ -108,7 +130,10 @@ pub fn load(path: &Path, sample_rate: u32) -> anyhow::Result<Audio> {
     let audio = decode(path)?;
     let samples = resample(&audio.samples, audio.sample_rate, sample_rate)
         .with_context(|| format!("resampling `{}`", path.display()))?;
-    Ok(Audio { samples, sample_rate })
+    Ok(Audio {
+        samples,
+        sample_rate,
+    })
 }
 
 /// How a clip is cut into windows: crop or zero-pad to `max_samples`, split into windows of
@@ -122,8 +147,12 @@ pub struct WindowLayout {
 impl WindowLayout {
     pub fn new(sample_rate: u32, max_seconds: f64, window_seconds: f64) -> Self {
         let max_samples = (max_seconds * sample_rate as f64).round().max(1.0) as usize;
-        let window_samples = ((window_seconds * sample_rate as f64).round().max(1.0) as usize).min(max_samples);
-        Self { max_samples, window_samples }
+        let window_samples =
+            ((window_seconds * sample_rate as f64).round().max(1.0) as usize).min(max_samples);
+        Self {
+            max_samples,
+            window_samples,
+        }
     }
 
     pub fn n_windows(&self) -> usize {
@@ -152,7 +181,12 @@ mod tests {
     use super::*;
 
     fn write_wav(path: &Path, sr: u32, channels: u16, frames: &[Vec<i16>]) {
-        let spec = hound::WavSpec { channels, sample_rate: sr, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: sr,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(path, spec).unwrap();
         for f in frames {
             for &s in f {
@@ -186,11 +220,15 @@ mod tests {
     #[test]
     fn resampling_keeps_a_tone_and_the_length() {
         let sr = 44100;
-        let x: Vec<f32> = (0..sr).map(|i| (std::f32::consts::TAU * 440.0 * i as f32 / sr as f32).sin()).collect();
+        let x: Vec<f32> = (0..sr)
+            .map(|i| (std::f32::consts::TAU * 440.0 * i as f32 / sr as f32).sin())
+            .collect();
         let y = resample(&x, sr as u32, 32000).unwrap();
         assert!((y.len() as i64 - 32000).abs() <= 2, "{}", y.len());
         // Compare with the ideal tone away from the edges: correlation and level.
-        let ideal: Vec<f32> = (0..32000).map(|i| (std::f32::consts::TAU * 440.0 * i as f32 / 32000.0).sin()).collect();
+        let ideal: Vec<f32> = (0..32000)
+            .map(|i| (std::f32::consts::TAU * 440.0 * i as f32 / 32000.0).sin())
+            .collect();
         let r = 2000..30000;
         let dot: f32 = r.clone().map(|i| y[i] * ideal[i]).sum();
         let ny: f32 = r.clone().map(|i| y[i] * y[i]).sum::<f32>().sqrt();

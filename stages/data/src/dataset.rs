@@ -78,16 +78,35 @@ pub struct DatasetParams {
 }
 
 fn default_clotho_splits() -> BTreeMap<String, Split> {
-    [("development", Split::Train), ("validation", Split::Val), ("evaluation", Split::Test)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+    [
+        ("development", Split::Train),
+        ("validation", Split::Val),
+        ("evaluation", Split::Test),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 fn default_audiocaps_splits() -> BTreeMap<String, Split> {
-    [("train", Split::Train), ("val", Split::Val), ("test", Split::Test)].into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    [
+        ("train", Split::Train),
+        ("val", Split::Val),
+        ("test", Split::Test),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 fn default_wavcaps_sources() -> BTreeMap<String, Split> {
-    ["AudioSet_SL", "BBC_Sound_Effects", "FreeSound", "SoundBible"].into_iter().map(|k| (k.to_owned(), Split::Train)).collect()
+    [
+        "AudioSet_SL",
+        "BBC_Sound_Effects",
+        "FreeSound",
+        "SoundBible",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), Split::Train))
+    .collect()
 }
 fn default_csv_file() -> String {
     "captions.csv".to_owned()
@@ -100,16 +119,25 @@ impl DatasetParams {
     fn validate(&self) -> Result<(), ParamError> {
         for key in self.clotho_splits.keys() {
             if !["development", "validation", "evaluation"].contains(&key.as_str()) {
-                return Err(ParamError::at(&format!("clotho_splits.{key}"), "expected development, validation or evaluation"));
+                return Err(ParamError::at(
+                    &format!("clotho_splits.{key}"),
+                    "expected development, validation or evaluation",
+                ));
             }
         }
         for key in self.audiocaps_splits.keys() {
             if key.is_empty() || key.contains(['/', '\\']) {
-                return Err(ParamError::at(&format!("audiocaps_splits.{key}"), "expected a CSV file stem"));
+                return Err(ParamError::at(
+                    &format!("audiocaps_splits.{key}"),
+                    "expected a CSV file stem",
+                ));
             }
         }
         if self.wavcaps_sources.is_empty() && self.format == Format::Wavcaps {
-            return Err(ParamError::at("wavcaps_sources", "at least one source is needed"));
+            return Err(ParamError::at(
+                "wavcaps_sources",
+                "at least one source is needed",
+            ));
         }
         if self.csv_file.is_empty() {
             return Err(ParamError::at("csv_file", "must not be empty"));
@@ -135,7 +163,10 @@ pub struct LoadNotes {
 }
 
 fn relative_id(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 fn open_csv(path: &Path) -> anyhow::Result<csv::Reader<std::io::Cursor<Vec<u8>>>> {
@@ -143,26 +174,49 @@ fn open_csv(path: &Path) -> anyhow::Result<csv::Reader<std::io::Cursor<Vec<u8>>>
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         bytes.drain(..3);
     }
-    Ok(csv::ReaderBuilder::new().flexible(true).from_reader(std::io::Cursor::new(bytes)))
+    Ok(csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(std::io::Cursor::new(bytes)))
 }
 
 fn column(headers: &csv::StringRecord, name: &str, path: &Path) -> anyhow::Result<usize> {
-    headers.iter().position(|h| h.trim() == name).with_context(|| format!("`{}` has no column `{name}`", path.display()))
+    headers
+        .iter()
+        .position(|h| h.trim() == name)
+        .with_context(|| format!("`{}` has no column `{name}`", path.display()))
 }
 
-pub fn load_clotho(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> anyhow::Result<Vec<Candidate>> {
+pub fn load_clotho(
+    root: &Path,
+    p: &DatasetParams,
+    notes: &mut LoadNotes,
+) -> anyhow::Result<Vec<Candidate>> {
     let mut out = Vec::new();
     for subset in ["development", "validation", "evaluation"] {
-        let Some(&split) = p.clotho_splits.get(subset) else { continue };
+        let Some(&split) = p.clotho_splits.get(subset) else {
+            continue;
+        };
         let path = root.join(format!("clotho_captions_{subset}.csv"));
         let mut reader = open_csv(&path)?;
-        let headers = reader.headers().with_context(|| format!("reading `{}`", path.display()))?.clone();
+        let headers = reader
+            .headers()
+            .with_context(|| format!("reading `{}`", path.display()))?
+            .clone();
         let file_col = column(&headers, "file_name", &path)?;
-        let caption_cols: Vec<usize> =
-            headers.iter().enumerate().filter(|(_, h)| h.trim().starts_with("caption_")).map(|(i, _)| i).collect();
-        anyhow::ensure!(!caption_cols.is_empty(), "`{}` has no caption_N columns", path.display());
+        let caption_cols: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.trim().starts_with("caption_"))
+            .map(|(i, _)| i)
+            .collect();
+        anyhow::ensure!(
+            !caption_cols.is_empty(),
+            "`{}` has no caption_N columns",
+            path.display()
+        );
         for (line, record) in reader.records().enumerate() {
-            let record = record.with_context(|| format!("`{}` row {}", path.display(), line + 2))?;
+            let record =
+                record.with_context(|| format!("`{}` row {}", path.display(), line + 2))?;
             let file_name = record.get(file_col).unwrap_or("").to_owned();
             if file_name.is_empty() {
                 bail!("`{}` row {}: empty file_name", path.display(), line + 2);
@@ -177,14 +231,22 @@ pub fn load_clotho(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> any
                 }
             }
             let audio = root.join(subset).join(&file_name);
-            out.push(Candidate { clip_id: relative_id(root, &audio), path: audio, split, captions });
+            out.push(Candidate {
+                clip_id: relative_id(root, &audio),
+                path: audio,
+                split,
+                captions,
+            });
         }
         // Metadata (ISO-8859-1), when present.
         let meta = root.join(format!("clotho_metadata_{subset}.csv"));
         if meta.exists() {
-            let bytes = std::fs::read(&meta).with_context(|| format!("reading `{}`", meta.display()))?;
+            let bytes =
+                std::fs::read(&meta).with_context(|| format!("reading `{}`", meta.display()))?;
             let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&bytes);
-            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(text.as_bytes());
             for record in reader.records() {
                 record.with_context(|| format!("parsing `{}`", meta.display()))?;
                 notes.metadata_rows += 1;
@@ -206,19 +268,27 @@ fn find_audio(dirs: &[PathBuf], stem: &str) -> Option<PathBuf> {
     None
 }
 
-pub fn load_audiocaps(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> anyhow::Result<Vec<Candidate>> {
+pub fn load_audiocaps(
+    root: &Path,
+    p: &DatasetParams,
+    notes: &mut LoadNotes,
+) -> anyhow::Result<Vec<Candidate>> {
     let mut out = Vec::new();
     let base = root.join(&p.audio_dir);
     for (stem, &split) in &p.audiocaps_splits {
         let path = root.join(format!("{stem}.csv"));
         let mut reader = open_csv(&path)?;
-        let headers = reader.headers().with_context(|| format!("reading `{}`", path.display()))?.clone();
+        let headers = reader
+            .headers()
+            .with_context(|| format!("reading `{}`", path.display()))?
+            .clone();
         let yt = column(&headers, "youtube_id", &path)?;
         let cap = column(&headers, "caption", &path)?;
         let mut order: Vec<String> = Vec::new();
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (line, record) in reader.records().enumerate() {
-            let record = record.with_context(|| format!("`{}` row {}", path.display(), line + 2))?;
+            let record =
+                record.with_context(|| format!("`{}` row {}", path.display(), line + 2))?;
             let id = record.get(yt).unwrap_or("").trim().to_owned();
             if id.is_empty() {
                 bail!("`{}` row {}: empty youtube_id", path.display(), line + 2);
@@ -238,20 +308,32 @@ pub fn load_audiocaps(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> 
         for id in order {
             let name = format!("Y{id}");
             // A missing file keeps its expected path so that it is reported by name.
-            let audio = find_audio(&dirs, &name).unwrap_or_else(|| base.join(stem).join(format!("{name}.wav")));
-            out.push(Candidate { clip_id: relative_id(root, &audio), path: audio, split, captions: groups.remove(&id).unwrap_or_default() });
+            let audio = find_audio(&dirs, &name)
+                .unwrap_or_else(|| base.join(stem).join(format!("{name}.wav")));
+            out.push(Candidate {
+                clip_id: relative_id(root, &audio),
+                path: audio,
+                split,
+                captions: groups.remove(&id).unwrap_or_default(),
+            });
         }
     }
     Ok(out)
 }
 
-pub fn load_wavcaps(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> anyhow::Result<Vec<Candidate>> {
+pub fn load_wavcaps(
+    root: &Path,
+    p: &DatasetParams,
+    notes: &mut LoadNotes,
+) -> anyhow::Result<Vec<Candidate>> {
     let mut out = Vec::new();
     for (source, &split) in &p.wavcaps_sources {
         let mut files: Vec<PathBuf> = Vec::new();
         let dir = root.join("json_files").join(source);
         if dir.is_dir() {
-            for entry in std::fs::read_dir(&dir).with_context(|| format!("listing `{}`", dir.display()))? {
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("listing `{}`", dir.display()))?
+            {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "json") {
                     files.push(path);
@@ -264,14 +346,20 @@ pub fn load_wavcaps(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> an
         }
         files.sort();
         if files.is_empty() {
-            bail!("wavcaps source `{source}`: no JSON in `{}` nor `{source}.json` in `{}`", dir.display(), root.display());
+            bail!(
+                "wavcaps source `{source}`: no JSON in `{}` nor `{source}.json` in `{}`",
+                dir.display(),
+                root.display()
+            );
         }
         for file in files {
             let json: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(&file).with_context(|| format!("reading `{}`", file.display()))?,
             )
             .with_context(|| format!("parsing `{}`", file.display()))?;
-            let data = json["data"].as_array().with_context(|| format!("`{}` has no `data` array", file.display()))?;
+            let data = json["data"]
+                .as_array()
+                .with_context(|| format!("`{}` has no `data` array", file.display()))?;
             let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
             for (k, item) in data.iter().enumerate() {
                 let id = match &item["id"] {
@@ -280,13 +368,23 @@ pub fn load_wavcaps(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> an
                     _ => bail!("`{}`: entry {k} has no `id`", file.display()),
                 };
                 let stem = match id.rsplit_once('.') {
-                    Some((s, ext)) if ["wav", "flac", "mp3", "ogg"].contains(&ext.to_ascii_lowercase().as_str()) => s.to_owned(),
+                    Some((s, ext))
+                        if ["wav", "flac", "mp3", "ogg"]
+                            .contains(&ext.to_ascii_lowercase().as_str()) =>
+                    {
+                        s.to_owned()
+                    }
                     _ => id.clone(),
                 };
                 let text = item["caption"].as_str().unwrap_or("").trim().to_owned();
                 let audio = root.join(source).join(format!("{stem}.flac"));
                 let index = *by_id.entry(stem).or_insert_with(|| {
-                    out.push(Candidate { clip_id: relative_id(root, &audio), path: audio, split, captions: Vec::new() });
+                    out.push(Candidate {
+                        clip_id: relative_id(root, &audio),
+                        path: audio,
+                        split,
+                        captions: Vec::new(),
+                    });
                     out.len() - 1
                 });
                 if text.is_empty() {
@@ -300,10 +398,17 @@ pub fn load_wavcaps(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> an
     Ok(out)
 }
 
-pub fn load_csv(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> anyhow::Result<Vec<Candidate>> {
+pub fn load_csv(
+    root: &Path,
+    p: &DatasetParams,
+    notes: &mut LoadNotes,
+) -> anyhow::Result<Vec<Candidate>> {
     let path = root.join(&p.csv_file);
     let mut reader = open_csv(&path)?;
-    let headers = reader.headers().with_context(|| format!("reading `{}`", path.display()))?.clone();
+    let headers = reader
+        .headers()
+        .with_context(|| format!("reading `{}`", path.display()))?
+        .clone();
     let file_col = column(&headers, "file", &path)?;
     let cap_col = column(&headers, "caption", &path)?;
     let split_col = headers.iter().position(|h| h.trim() == "split");
@@ -316,18 +421,37 @@ pub fn load_csv(root: &Path, p: &DatasetParams, notes: &mut LoadNotes) -> anyhow
         if file.is_empty() {
             bail!("`{}` row {row}: empty file", path.display());
         }
-        let split = match split_col.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => s.parse().with_context(|| format!("`{}` row {row}", path.display()))?,
+        let split = match split_col
+            .and_then(|c| record.get(c))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(s) => s
+                .parse()
+                .with_context(|| format!("`{}` row {row}", path.display()))?,
             None => p.default_split,
         };
-        let audio = if Path::new(file).is_absolute() { PathBuf::from(file) } else { root.join(file) };
+        let audio = if Path::new(file).is_absolute() {
+            PathBuf::from(file)
+        } else {
+            root.join(file)
+        };
         let id = relative_id(root, &audio);
         let k = *index.entry(id.clone()).or_insert_with(|| {
-            out.push(Candidate { clip_id: id.clone(), path: audio.clone(), split, captions: Vec::new() });
+            out.push(Candidate {
+                clip_id: id.clone(),
+                path: audio.clone(),
+                split,
+                captions: Vec::new(),
+            });
             out.len() - 1
         });
         if out[k].split != split {
-            bail!("`{}` row {row}: `{file}` is in split {} and {split}", path.display(), out[k].split);
+            bail!(
+                "`{}` row {row}: `{file}` is in split {} and {split}",
+                path.display(),
+                out[k].split
+            );
         }
         let text = record.get(cap_col).unwrap_or("").trim();
         if text.is_empty() {
@@ -347,12 +471,19 @@ pub struct Skipped {
 }
 
 /// Loads the index, checks every clip's audio; returns the index, the skipped clips and metrics.
-pub fn build(root: &Path, p: &DatasetParams) -> anyhow::Result<(DatasetIndex, Vec<Skipped>, serde_json::Value)> {
-    let root = std::fs::canonicalize(root).with_context(|| format!("data set root `{}`", root.display()))?;
+pub fn build(
+    root: &Path,
+    p: &DatasetParams,
+) -> anyhow::Result<(DatasetIndex, Vec<Skipped>, serde_json::Value)> {
+    let root = std::fs::canonicalize(root)
+        .with_context(|| format!("data set root `{}`", root.display()))?;
     // For the csv format the root may be the CSV file itself.
     let mut p = p.clone();
     let root = if root.is_file() && p.format == Format::Csv {
-        p.csv_file = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        p.csv_file = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         root.parent().map(Path::to_owned).unwrap_or(root)
     } else {
         root
@@ -374,7 +505,9 @@ pub fn build(root: &Path, p: &DatasetParams) -> anyhow::Result<(DatasetIndex, Ve
             if !c.path.exists() {
                 return Err("missing audio file".to_owned());
             }
-            crate::audio::decode(&c.path).map(|a| a.seconds()).map_err(|e| format!("{:#}", e.root_cause()))
+            crate::audio::decode(&c.path)
+                .map(|a| a.seconds())
+                .map_err(|e| format!("{:#}", e.root_cause()))
         })
         .collect();
     let mut index = DatasetIndex::default();
@@ -383,9 +516,18 @@ pub fn build(root: &Path, p: &DatasetParams) -> anyhow::Result<(DatasetIndex, Ve
         match r {
             Ok(duration_s) => {
                 for (k, text) in c.captions.into_iter().enumerate() {
-                    index.captions.push(DatasetCaption { caption_id: format!("{}#{k}", c.clip_id), clip_id: c.clip_id.clone(), text });
+                    index.captions.push(DatasetCaption {
+                        caption_id: format!("{}#{k}", c.clip_id),
+                        clip_id: c.clip_id.clone(),
+                        text,
+                    });
                 }
-                index.clips.push(DatasetClip { clip_id: c.clip_id, file: c.path.to_string_lossy().into_owned(), split: c.split, duration_s });
+                index.clips.push(DatasetClip {
+                    clip_id: c.clip_id,
+                    file: c.path.to_string_lossy().into_owned(),
+                    split: c.split,
+                    duration_s,
+                });
             }
             Err(reason) => {
                 let file = c.path.to_string_lossy().into_owned();
@@ -410,10 +552,19 @@ pub fn build(root: &Path, p: &DatasetParams) -> anyhow::Result<(DatasetIndex, Ve
         metrics["clotho_metadata_rows"] = notes.metadata_rows.into();
     }
     for split in Split::ALL {
-        let ids: std::collections::HashSet<&str> =
-            index.clips.iter().filter(|c| c.split == split).map(|c| c.clip_id.as_str()).collect();
+        let ids: std::collections::HashSet<&str> = index
+            .clips
+            .iter()
+            .filter(|c| c.split == split)
+            .map(|c| c.clip_id.as_str())
+            .collect();
         metrics[format!("{split}_clips")] = ids.len().into();
-        metrics[format!("{split}_captions")] = index.captions.iter().filter(|c| ids.contains(c.clip_id.as_str())).count().into();
+        metrics[format!("{split}_captions")] = index
+            .captions
+            .iter()
+            .filter(|c| ids.contains(c.clip_id.as_str()))
+            .count()
+            .into();
     }
     Ok((index, skipped, metrics))
 }
@@ -446,12 +597,17 @@ impl StageKind for Dataset {
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let params: DatasetParams = ctx.params()?;
         let root = ctx.input("root")?;
-        let (index, skipped, metrics) = crate::synth::pool(ctx.threads)?.install(|| build(root, &params))?;
+        let (index, skipped, metrics) =
+            crate::synth::pool(ctx.threads)?.install(|| build(root, &params))?;
         for s in &skipped {
-            ctx.reporter.log(&format!("skipped `{}`: {}", s.file, s.reason));
+            ctx.reporter
+                .log(&format!("skipped `{}`: {}", s.file, s.reason));
         }
         index.save(ctx.out_dir)?;
-        std::fs::write(ctx.out_dir.join("skipped.json"), serde_json::to_vec_pretty(&skipped)?)?;
+        std::fs::write(
+            ctx.out_dir.join("skipped.json"),
+            serde_json::to_vec_pretty(&skipped)?,
+        )?;
         ctx.write_metrics(&metrics)
     }
 }
@@ -469,7 +625,12 @@ mod tests {
 
     fn wav(path: &Path, seconds: f32, sr: u32) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let spec = hound::WavSpec { channels: 2, sample_rate: sr, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: sr,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(path, spec).unwrap();
         for i in 0..(seconds * sr as f32) as usize {
             let s = ((i as f32 * 0.05).sin() * 8000.0) as i16;
@@ -487,7 +648,11 @@ mod tests {
             for &b in data {
                 crc ^= b;
                 for _ in 0..8 {
-                    crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
+                    crc = if crc & 0x80 != 0 {
+                        (crc << 1) ^ 0x07
+                    } else {
+                        crc << 1
+                    };
                 }
             }
             crc
@@ -497,7 +662,11 @@ mod tests {
             for &b in data {
                 crc ^= (b as u16) << 8;
                 for _ in 0..8 {
-                    crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x8005 } else { crc << 1 };
+                    crc = if crc & 0x8000 != 0 {
+                        (crc << 1) ^ 0x8005
+                    } else {
+                        crc << 1
+                    };
                 }
             }
             crc
@@ -539,28 +708,54 @@ mod tests {
              dog's bark & co.wav,a dog barks,dog,the dog,a hound,woof woof\n",
         )
         .unwrap();
-        std::fs::write(root.join("clotho_captions_validation.csv"), "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\nv 1.wav,a,b,c,d,e\n").unwrap();
-        std::fs::write(root.join("clotho_captions_evaluation.csv"), "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\ne.wav,a,b,c,d,e\n").unwrap();
-        let mut meta = b"file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license\n".to_vec();
+        std::fs::write(
+            root.join("clotho_captions_validation.csv"),
+            "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\nv 1.wav,a,b,c,d,e\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("clotho_captions_evaluation.csv"),
+            "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\ne.wav,a,b,c,d,e\n",
+        )
+        .unwrap();
+        let mut meta =
+            b"file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license\n"
+                .to_vec();
         meta.extend(b"\"Rain, on a roof (2).wav\",rain;caf\xe9,1,http://x,,J\xf6rg,CC\n");
         std::fs::write(root.join("clotho_metadata_development.csv"), meta).unwrap();
-        wav(&root.join("development/Rain, on a roof (2).wav"), 0.5, 44100);
+        wav(
+            &root.join("development/Rain, on a roof (2).wav"),
+            0.5,
+            44100,
+        );
         wav(&root.join("development/dog's bark & co.wav"), 0.3, 44100);
         wav(&root.join("validation/v 1.wav"), 0.3, 44100);
         // evaluation/e.wav is missing.
         let err = build(root, &params("clotho", "")).unwrap_err().to_string();
         assert!(err.contains("e.wav") && err.contains("missing"), "{err}");
 
-        let (index, skipped, metrics) = build(root, &params("clotho", "on_error = \"skip\"")).unwrap();
+        let (index, skipped, metrics) =
+            build(root, &params("clotho", "on_error = \"skip\"")).unwrap();
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].file.ends_with("evaluation/e.wav"));
         assert_eq!(index.clips.len(), 3);
-        assert_eq!(index.clips[0].clip_id, "development/Rain, on a roof (2).wav");
+        assert_eq!(
+            index.clips[0].clip_id,
+            "development/Rain, on a roof (2).wav"
+        );
         assert!(Path::new(&index.clips[0].file).is_absolute());
         assert!((index.clips[0].duration_s - 0.5).abs() < 1e-3);
         assert_eq!(index.clips[2].split, Split::Val);
-        let rain: Vec<&str> = index.captions.iter().filter(|c| c.clip_id == index.clips[0].clip_id).map(|c| c.text.as_str()).collect();
-        assert_eq!(rain, ["Rain falls, steadily.", "rain", "A \"big\" storm", "wet"]);
+        let rain: Vec<&str> = index
+            .captions
+            .iter()
+            .filter(|c| c.clip_id == index.clips[0].clip_id)
+            .map(|c| c.text.as_str())
+            .collect();
+        assert_eq!(
+            rain,
+            ["Rain falls, steadily.", "rain", "A \"big\" storm", "wet"]
+        );
         assert_eq!(metrics["empty_captions_dropped"], 1);
         assert_eq!(metrics["clotho_metadata_rows"], 1);
         assert_eq!(metrics["skipped"], 1);
@@ -582,12 +777,36 @@ mod tests {
         wav(&root.join("audio/val/Yghi.wav"), 0.2, 16000);
         std::fs::create_dir_all(root.join("audio/val")).unwrap();
         std::fs::write(root.join("audio/val/Yjkl.wav"), b"").unwrap(); // empty file
-        let p = params("audiocaps", "audio_dir = \"audio\"\non_error = \"skip\"\naudiocaps_splits = { train = \"train\", val = \"val\" }");
+        let p = params(
+            "audiocaps",
+            "audio_dir = \"audio\"\non_error = \"skip\"\naudiocaps_splits = { train = \"train\", val = \"val\" }",
+        );
         let (index, skipped, _) = build(root, &p).unwrap();
-        assert_eq!(index.clips.iter().map(|c| c.clip_id.as_str()).collect::<Vec<_>>(), ["audio/train/Yabc.wav", "audio/Ydef.wav", "audio/val/Yghi.wav"]);
-        assert_eq!(index.captions.iter().filter(|c| c.clip_id == "audio/val/Yghi.wav").count(), 3);
+        assert_eq!(
+            index
+                .clips
+                .iter()
+                .map(|c| c.clip_id.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "audio/train/Yabc.wav",
+                "audio/Ydef.wav",
+                "audio/val/Yghi.wav"
+            ]
+        );
+        assert_eq!(
+            index
+                .captions
+                .iter()
+                .filter(|c| c.clip_id == "audio/val/Yghi.wav")
+                .count(),
+            3
+        );
         assert_eq!(skipped.len(), 1);
-        assert!(skipped[0].file.ends_with("Yjkl.wav") && skipped[0].reason.contains("empty"), "{skipped:?}");
+        assert!(
+            skipped[0].file.ends_with("Yjkl.wav") && skipped[0].reason.contains("empty"),
+            "{skipped:?}"
+        );
         // The default splits need test.csv.
         assert!(build(root, &params("audiocaps", "audio_dir = \"audio\"")).is_err());
     }
@@ -609,13 +828,20 @@ mod tests {
             r#"{"num_captions_per_audio": 1, "data": [{"id": "Yxyz.wav", "caption": "Birds sing.", "duration": 0.2}]}"#,
         )
         .unwrap();
-        let tone: Vec<i16> = (0..6000).map(|i| ((i as f32 * 0.1).sin() * 10000.0) as i16).collect();
+        let tone: Vec<i16> = (0..6000)
+            .map(|i| ((i as f32 * 0.1).sin() * 10000.0) as i16)
+            .collect();
         flac(&root.join("SoundBible/1234.flac"), &tone, 16000);
         flac(&root.join("FreeSound/Yxyz.flac"), &tone[..3200], 16000);
         std::fs::create_dir_all(root.join("SoundBible")).unwrap();
         std::fs::write(root.join("SoundBible/99.flac"), b"fLaC garbage").unwrap();
-        crate::audio::decode(&root.join("SoundBible/1234.flac")).map_err(|e| format!("{e:#}")).unwrap();
-        let p = params("wavcaps", "on_error = \"skip\"\nwavcaps_sources = { SoundBible = \"train\", FreeSound = \"val\" }");
+        crate::audio::decode(&root.join("SoundBible/1234.flac"))
+            .map_err(|e| format!("{e:#}"))
+            .unwrap();
+        let p = params(
+            "wavcaps",
+            "on_error = \"skip\"\nwavcaps_sources = { SoundBible = \"train\", FreeSound = \"val\" }",
+        );
         let (index, skipped, _) = build(root, &p).unwrap();
         assert_eq!(index.clips.len(), 2, "{skipped:?}");
         assert_eq!(index.clips[0].clip_id, "FreeSound/Yxyz.flac");
@@ -640,14 +866,25 @@ mod tests {
         assert_eq!(index.captions[1].text, "second, too");
         assert_eq!(metrics["train_captions"], 2);
         // The root may be the CSV file itself.
-        let (again, _, _) = build(&root.join("captions.csv"), &params("csv", "default_split = \"test\"")).unwrap();
+        let (again, _, _) = build(
+            &root.join("captions.csv"),
+            &params("csv", "default_split = \"test\""),
+        )
+        .unwrap();
         assert_eq!(again, index);
 
         let inputs = InputCounts([("root".to_owned(), 1)].into());
-        let t: toml::Table = toml::from_str("format = \"clotho\"\nclotho_splits = { dev = \"train\" }").unwrap();
-        assert_eq!(Dataset.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("clotho_splits.dev"));
+        let t: toml::Table =
+            toml::from_str("format = \"clotho\"\nclotho_splits = { dev = \"train\" }").unwrap();
+        assert_eq!(
+            Dataset.plan(&t, &inputs).unwrap_err().key.as_deref(),
+            Some("clotho_splits.dev")
+        );
         let t: toml::Table = toml::from_str("format = \"clotho\"\non_error = \"ignore\"").unwrap();
-        assert_eq!(Dataset.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("on_error"));
+        assert_eq!(
+            Dataset.plan(&t, &inputs).unwrap_err().key.as_deref(),
+            Some("on_error")
+        );
         let t: toml::Table = toml::from_str("format = \"csv\"").unwrap();
         assert!(Dataset.plan(&t, &InputCounts::default()).is_err());
         assert!(Dataset.plan(&t, &inputs).is_ok());

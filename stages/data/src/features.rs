@@ -1,5 +1,9 @@
 //! The `features` kind: log-mel windows of every clip and token ids of every caption of a data
 //! set (`synth-dataset` or `dataset` artifact), written as a [`FeatureSet`].
+//!
+//! Captions are tokenised with a word vocabulary built from the training split, or, when the
+//! optional input `tokenizer` (a `tokenizer.json`) is given, with that pretrained tokenizer
+//! ([`PretrainedTokenizer`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::formats::{CaptionRow, ClipRow, DatasetIndex, FeatureSet, RelevanceRow, Split};
 use crate::mel::{MelConfig, MelExtractor};
-use crate::text::{Vocab, normalize};
+use crate::text::{PretrainedTokenizer, Vocab, normalize};
 
 /// Front-end preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +68,8 @@ pub struct FeaturesParams {
     /// Tokens per caption (truncated or padded).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
-    /// Words seen fewer times in the training captions map to `<unk>`.
+    /// Words seen fewer times in the training captions map to `<unk>` (ignored with a
+    /// pretrained tokenizer).
     #[serde(default = "default_min_word_count")]
     pub min_word_count: usize,
 }
@@ -102,7 +107,9 @@ impl FeaturesParams {
             n_mels: self.n_mels.unwrap_or(base.n_mels),
             f_min: self.f_min.unwrap_or(base.f_min),
             // A lower sample rate without an f_max override caps the preset's f_max at Nyquist.
-            f_max: self.f_max.unwrap_or(base.f_max.min(sample_rate as f64 / 2.0)),
+            f_max: self
+                .f_max
+                .unwrap_or(base.f_max.min(sample_rate as f64 / 2.0)),
             preemphasis: self.preemphasis.unwrap_or(base.preemphasis),
             max_seconds,
             // An overridden max_seconds with no window override keeps one window for the
@@ -135,12 +142,17 @@ impl FeaturesParams {
     }
 
     pub fn validate(&self) -> Result<(), ParamError> {
-        self.mel_config().check().map_err(|(key, msg)| ParamError::at(key, msg))?;
+        self.mel_config()
+            .check()
+            .map_err(|(key, msg)| ParamError::at(key, msg))?;
         if !(1..=512).contains(&self.max_tokens) {
             return Err(ParamError::at("max_tokens", "must be between 1 and 512"));
         }
         if !(1..=1000).contains(&self.min_word_count) {
-            return Err(ParamError::at("min_word_count", "must be between 1 and 1000"));
+            return Err(ParamError::at(
+                "min_word_count",
+                "must be between 1 and 1000",
+            ));
         }
         Ok(())
     }
@@ -149,18 +161,43 @@ impl FeaturesParams {
 /// Resolves a clip's `file` against the data set directory.
 pub fn resolve(dataset_dir: &Path, file: &str) -> PathBuf {
     let p = Path::new(file);
-    if p.is_absolute() { p.to_owned() } else { dataset_dir.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        dataset_dir.join(p)
+    }
 }
 
-/// Computes the feature set of the data set in `dataset_dir` (in the current rayon pool).
+/// Computes the feature set of the data set in `dataset_dir` (in the current rayon pool), with
+/// the word vocabulary of the training split.
 pub fn compute(
     dataset_dir: &Path,
     params: &FeaturesParams,
     reporter: &dyn pipeline_api::Reporter,
 ) -> anyhow::Result<(FeatureSet, serde_json::Value)> {
+    compute_with(dataset_dir, None, params, reporter)
+}
+
+/// Computes the feature set of the data set in `dataset_dir` (in the current rayon pool); the
+/// captions are encoded with the pretrained tokenizer read from `tokenizer` (a `tokenizer.json`)
+/// when given, else with the word vocabulary of the training split.
+pub fn compute_with(
+    dataset_dir: &Path,
+    tokenizer: Option<&Path>,
+    params: &FeaturesParams,
+    reporter: &dyn pipeline_api::Reporter,
+) -> anyhow::Result<(FeatureSet, serde_json::Value)> {
     let started = Instant::now();
+    // Read first: a bad tokenizer fails before the audio is processed.
+    let tokenizer = tokenizer
+        .map(|path| PretrainedTokenizer::load(path, params.max_tokens))
+        .transpose()?;
     let index = DatasetIndex::load(dataset_dir)?;
-    ensure!(!index.clips.is_empty(), "the data set `{}` has no clips", dataset_dir.display());
+    ensure!(
+        !index.clips.is_empty(),
+        "the data set `{}` has no clips",
+        dataset_dir.display()
+    );
     let cfg = params.mel_config();
     let layout = cfg.layout();
     let extractor = MelExtractor::new(cfg.clone());
@@ -183,7 +220,10 @@ pub fn compute(
                     mel.extend(extractor.compute(w));
                 } else {
                     // Padding-only windows: the log-mel of silence, without computing it.
-                    mel.extend(std::iter::repeat_n((((1e-5f64).ln() + 4.5) / 5.0) as f32, n_mels * n_frames));
+                    mel.extend(std::iter::repeat_n(
+                        (((1e-5f64).ln() + 4.5) / 5.0) as f32,
+                        n_mels * n_frames,
+                    ));
                 }
             }
             debug_assert_eq!(mel.len(), per_clip);
@@ -204,11 +244,20 @@ pub fn compute(
     }
 
     // Captions, grouped by clip in data set order.
-    let clip_row: HashMap<&str, usize> = index.clips.iter().enumerate().map(|(i, c)| (c.clip_id.as_str(), i)).collect();
+    let clip_row: HashMap<&str, usize> = index
+        .clips
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.clip_id.as_str(), i))
+        .collect();
     let mut by_clip: Vec<Vec<usize>> = vec![Vec::new(); index.clips.len()];
     for (j, c) in index.captions.iter().enumerate() {
         let Some(&i) = clip_row.get(c.clip_id.as_str()) else {
-            bail!("caption `{}` refers to the unknown clip `{}`", c.caption_id, c.clip_id);
+            bail!(
+                "caption `{}` refers to the unknown clip `{}`",
+                c.caption_id,
+                c.clip_id
+            );
         };
         by_clip[i].push(j);
     }
@@ -230,47 +279,51 @@ pub fn compute(
         }
         clips.push(ClipRow {
             clip_id: clip.clip_id.clone(),
-            file: resolve(dataset_dir, &clip.file).to_string_lossy().into_owned(),
+            file: resolve(dataset_dir, &clip.file)
+                .to_string_lossy()
+                .into_owned(),
             split: clip.split,
             duration_s: clip.duration_s,
             caption_indices,
         });
     }
-    let vocab = Vocab::build(captions.iter().filter(|c| c.split == Split::Train).map(|c| c.normalized.as_str()), params.min_word_count);
-    let tokens: Vec<i64> = captions.iter().flat_map(|c| vocab.encode(&c.normalized, params.max_tokens)).collect();
+    let text = match &tokenizer {
+        None => Tokens::words(&captions, params),
+        Some(t) => Tokens::pretrained(t, &captions)?,
+    };
 
     let relevance = match &index.relevance {
         None => None,
         Some(rows) => {
-            let caption_row: HashMap<&str, usize> =
-                captions.iter().enumerate().map(|(j, c)| (c.caption_id.as_str(), j)).collect();
+            let caption_row: HashMap<&str, usize> = captions
+                .iter()
+                .enumerate()
+                .map(|(j, c)| (c.caption_id.as_str(), j))
+                .collect();
             Some(
                 rows.iter()
                     .map(|r| {
-                        let caption_index = *caption_row
-                            .get(r.caption_id.as_str())
-                            .with_context(|| format!("relevance refers to the unknown caption `{}`", r.caption_id))?;
-                        let clip_index = *clip_row
-                            .get(r.clip_id.as_str())
-                            .with_context(|| format!("relevance refers to the unknown clip `{}`", r.clip_id))?;
-                        Ok(RelevanceRow { caption_index, clip_index, relevance: r.relevance })
+                        let caption_index =
+                            *caption_row.get(r.caption_id.as_str()).with_context(|| {
+                                format!(
+                                    "relevance refers to the unknown caption `{}`",
+                                    r.caption_id
+                                )
+                            })?;
+                        let clip_index = *clip_row.get(r.clip_id.as_str()).with_context(|| {
+                            format!("relevance refers to the unknown clip `{}`", r.clip_id)
+                        })?;
+                        Ok(RelevanceRow {
+                            caption_index,
+                            clip_index,
+                            relevance: r.relevance,
+                        })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?,
             )
         }
     };
 
-    let unk_rate = |split: Split| {
-        let (mut unk, mut all) = (0usize, 0usize);
-        for c in captions.iter().filter(|c| c.split == split) {
-            for w in c.normalized.split_whitespace().take(params.max_tokens) {
-                all += 1;
-                unk += (vocab.id(w) == crate::text::UNK) as usize;
-            }
-        }
-        if all == 0 { 0.0 } else { unk as f64 / all as f64 }
-    };
-    let truncated = captions.iter().filter(|c| c.normalized.split_whitespace().count() > params.max_tokens).count();
     let mut metrics = serde_json::json!({
         "clips": clips.len(),
         "captions": captions.len(),
@@ -278,31 +331,132 @@ pub fn compute(
         "n_mels": n_mels,
         "n_frames": n_frames,
         "sample_rate": cfg.sample_rate,
-        "vocab_size": vocab.len(),
+        "vocab_size": text.vocab.len(),
         "audio_seconds": seconds,
         "valid_windows": window_mask.iter().filter(|&&m| m == 1).count(),
-        "captions_truncated": truncated,
-        "unknown_word_rate_val": unk_rate(Split::Val),
-        "unknown_word_rate_test": unk_rate(Split::Test),
+        "captions_truncated": text.truncated,
+        "unknown_word_rate_val": text.unknown_rate(&captions, Split::Val),
+        "unknown_word_rate_test": text.unknown_rate(&captions, Split::Test),
         "features_seconds": compute_s,
         "audio_seconds_per_second": seconds / compute_s.max(1e-9),
     });
+    if let Some(t) = &tokenizer {
+        metrics["tokenizer"] = serde_json::json!({
+            "file": t.path().to_string_lossy(),
+            "model": t.model_type(),
+            "vocab_size": t.vocab().len(),
+            "pad_id": t.pad_id(),
+            "unk_id": t.unk_id(),
+            "special_tokens": t.special_tokens(),
+        });
+    }
     for split in Split::ALL {
-        metrics[format!("{split}_clips")] = clips.iter().filter(|c| c.split == split).count().into();
-        metrics[format!("{split}_captions")] = captions.iter().filter(|c| c.split == split).count().into();
+        metrics[format!("{split}_clips")] =
+            clips.iter().filter(|c| c.split == split).count().into();
+        metrics[format!("{split}_captions")] =
+            captions.iter().filter(|c| c.split == split).count().into();
     }
     let set = FeatureSet {
         mel_shape: [clips.len(), n_windows, n_mels, n_frames],
         mel,
         window_mask,
         max_tokens: params.max_tokens,
-        tokens,
+        tokens: text.ids,
         clips,
         captions,
-        vocab: vocab.words().to_vec(),
+        vocab: text.vocab,
         relevance,
     };
     Ok((set, metrics))
+}
+
+/// Token ids of every caption, with what the metrics report.
+struct Tokens {
+    /// `[n_captions, max_tokens]`.
+    ids: Vec<i64>,
+    /// Token of each id.
+    vocab: Vec<String>,
+    /// Captions with tokens dropped to fit `max_tokens`.
+    truncated: usize,
+    /// Per caption: (word tokens kept, of which unknown).
+    counts: Vec<(usize, usize)>,
+}
+
+impl Tokens {
+    /// With the word vocabulary of the training split.
+    fn words(captions: &[CaptionRow], params: &FeaturesParams) -> Self {
+        let vocab = Vocab::build(
+            captions
+                .iter()
+                .filter(|c| c.split == Split::Train)
+                .map(|c| c.normalized.as_str()),
+            params.min_word_count,
+        );
+        let ids = captions
+            .iter()
+            .flat_map(|c| vocab.encode(&c.normalized, params.max_tokens))
+            .collect();
+        let truncated = captions
+            .iter()
+            .filter(|c| c.normalized.split_whitespace().count() > params.max_tokens)
+            .count();
+        let counts = captions
+            .iter()
+            .map(|c| {
+                let words: Vec<&str> = c
+                    .normalized
+                    .split_whitespace()
+                    .take(params.max_tokens)
+                    .collect();
+                (
+                    words.len(),
+                    words
+                        .iter()
+                        .filter(|w| vocab.id(w) == crate::text::UNK)
+                        .count(),
+                )
+            })
+            .collect();
+        Self {
+            ids,
+            vocab: vocab.words().to_vec(),
+            truncated,
+            counts,
+        }
+    }
+
+    /// With a pretrained tokenizer.
+    fn pretrained(
+        tokenizer: &PretrainedTokenizer,
+        captions: &[CaptionRow],
+    ) -> anyhow::Result<Self> {
+        let encoded: Vec<_> = captions
+            .par_iter()
+            .map(|c| tokenizer.encode(&c.normalized))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            truncated: encoded.iter().filter(|e| e.truncated).count(),
+            counts: encoded.iter().map(|e| (e.words, e.unknown)).collect(),
+            ids: encoded.into_iter().flat_map(|e| e.ids).collect(),
+            vocab: tokenizer.vocab().to_vec(),
+        })
+    }
+
+    /// Fraction of the (kept, non-special) tokens of the split's captions that are unknown.
+    fn unknown_rate(&self, captions: &[CaptionRow], split: Split) -> f64 {
+        let (mut unk, mut all) = (0usize, 0usize);
+        for (c, &(words, unknown)) in captions.iter().zip(&self.counts) {
+            if c.split == split {
+                all += words;
+                unk += unknown;
+            }
+        }
+        if all == 0 {
+            0.0
+        } else {
+            unk as f64 / all as f64
+        }
+    }
 }
 
 /// The `features` stage kind.
@@ -323,8 +477,9 @@ impl StageKind for Features {
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
-        inputs.expect(&["dataset"], &[])?;
+        inputs.expect(&["dataset"], &["tokenizer"])?;
         inputs.expect_single("dataset")?;
+        inputs.expect_single("tokenizer")?;
         let p: FeaturesParams = parse_params(params)?;
         p.validate()?;
         Plan::new(&p.canonical(), Resources::ALL_CORES)
@@ -333,7 +488,9 @@ impl StageKind for Features {
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let params: FeaturesParams = ctx.params()?;
         let dataset = ctx.input("dataset")?;
-        let (set, metrics) = crate::synth::pool(ctx.threads)?.install(|| compute(dataset, &params, ctx.reporter))?;
+        let tokenizer = ctx.optional_input("tokenizer")?;
+        let (set, metrics) = crate::synth::pool(ctx.threads)?
+            .install(|| compute_with(dataset, tokenizer, &params, ctx.reporter))?;
         set.save(ctx.out_dir)?;
         ctx.write_metrics(&metrics)
     }
@@ -356,20 +513,39 @@ mod tests {
         assert_eq!(plan.params["n_mels"], 128);
         assert_eq!(plan.params["window_seconds"], 10.0);
         let t: toml::Table = toml::from_str("preset = \"passt\"\nf_max = 20000.0").unwrap();
-        assert_eq!(Features.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("f_max"));
+        assert_eq!(
+            Features.plan(&t, &inputs).unwrap_err().key.as_deref(),
+            Some("f_max")
+        );
         let t: toml::Table = toml::from_str("sample_rate = 8000").unwrap();
         assert_eq!(Features.plan(&t, &inputs).unwrap().params["f_max"], 4000.0);
         let t: toml::Table = toml::from_str("preset = \"fast\"").unwrap();
-        assert_eq!(Features.plan(&t, &inputs).unwrap_err().key.as_deref(), Some("preset"));
-        assert!(Features.plan(&toml::Table::new(), &InputCounts::default()).is_err());
+        assert_eq!(
+            Features.plan(&t, &inputs).unwrap_err().key.as_deref(),
+            Some("preset")
+        );
+        assert!(
+            Features
+                .plan(&toml::Table::new(), &InputCounts::default())
+                .is_err()
+        );
     }
 
     #[test]
     fn features_of_a_small_synthetic_set() {
         let dir = tempfile::tempdir().unwrap();
-        let synth = SynthParams { train_clips: 12, val_clips: 4, test_clips: 4, ..Default::default() };
+        let synth = SynthParams {
+            train_clips: 12,
+            val_clips: 4,
+            test_clips: 4,
+            ..Default::default()
+        };
         write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
-        let params = FeaturesParams { max_seconds: Some(6.0), window_seconds: Some(2.5), ..Default::default() };
+        let params = FeaturesParams {
+            max_seconds: Some(6.0),
+            window_seconds: Some(2.5),
+            ..Default::default()
+        };
         let (set, metrics) = compute(dir.path(), &params, &SilentReporter).unwrap();
         let out = tempfile::tempdir().unwrap();
         set.save(out.path()).unwrap();
@@ -383,7 +559,144 @@ mod tests {
         assert_eq!(loaded.vocab[..2], ["<pad>".to_owned(), "<unk>".to_owned()]);
         assert!(loaded.caption_tokens(0)[0] > 1);
         let rel = loaded.relevance.as_ref().unwrap();
-        assert!(rel.iter().any(|r| r.caption_index == 0 && r.clip_index == 0 && r.relevance == 1.0));
+        assert!(
+            rel.iter()
+                .any(|r| r.caption_index == 0 && r.clip_index == 0 && r.relevance == 1.0)
+        );
         assert_eq!(metrics["train_clips"], 12);
+    }
+
+    #[test]
+    fn plan_accepts_an_optional_tokenizer() {
+        let inputs = InputCounts([("dataset".to_owned(), 1), ("tokenizer".to_owned(), 1)].into());
+        let with = Features.plan(&toml::Table::new(), &inputs).unwrap();
+        let without = Features
+            .plan(
+                &toml::Table::new(),
+                &InputCounts([("dataset".to_owned(), 1)].into()),
+            )
+            .unwrap();
+        assert_eq!(with.params, without.params);
+        let inputs = InputCounts([("dataset".to_owned(), 1), ("vocab".to_owned(), 1)].into());
+        assert_eq!(
+            Features
+                .plan(&toml::Table::new(), &inputs)
+                .unwrap_err()
+                .key
+                .as_deref(),
+            Some("inputs.vocab")
+        );
+        let inputs = InputCounts([("dataset".to_owned(), 1), ("tokenizer".to_owned(), 2)].into());
+        assert_eq!(
+            Features
+                .plan(&toml::Table::new(), &inputs)
+                .unwrap_err()
+                .key
+                .as_deref(),
+            Some("inputs.tokenizer")
+        );
+    }
+
+    #[test]
+    fn features_with_a_pretrained_tokenizer() {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = SynthParams {
+            train_clips: 12,
+            val_clips: 4,
+            test_clips: 4,
+            ..Default::default()
+        };
+        write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        let tok_dir = tempfile::tempdir().unwrap();
+        let tok_path = tok_dir.path().join("tokenizer.json");
+        std::fs::write(&tok_path, crate::text::tests::TEST_TOKENIZER).unwrap();
+        let params = FeaturesParams {
+            max_tokens: 12,
+            ..Default::default()
+        };
+        let (set, metrics) =
+            compute_with(dir.path(), Some(&tok_path), &params, &SilentReporter).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        set.save(out.path()).unwrap();
+        let loaded = FeatureSet::load(out.path()).unwrap();
+        let vocab: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("vocab.json")).unwrap()).unwrap();
+        assert_eq!(
+            vocab["words"],
+            serde_json::json!(crate::text::tests::TEST_VOCAB)
+        );
+        assert_eq!(loaded.vocab, crate::text::tests::TEST_VOCAB);
+        assert_eq!(loaded.max_tokens, 12);
+
+        // [CLS] in this clip a high pitch ##ed pluck ##ed string | is pluck ##ed [UNK] | [SEP]:
+        // truncated to 12 ids, keeping [SEP].
+        assert_eq!(
+            loaded.captions[0].normalized,
+            "in this clip a high pitched plucked string is plucked faintly"
+        );
+        assert_eq!(
+            loaded.caption_tokens(0),
+            &[1, 6, 7, 8, 4, 9, 10, 11, 12, 11, 13, 2]
+        );
+        // [CLS] the [UNK] rain pour ##s down in this clip [SEP], padded with [PAD] = 3.
+        assert_eq!(
+            loaded.captions[25].normalized,
+            "the pouring rain pours down in this clip"
+        );
+        assert_eq!(
+            loaded.caption_tokens(25),
+            &[1, 5, 0, 15, 16, 17, 18, 6, 7, 8, 2, 3]
+        );
+        // Every caption starts with [CLS]; the ids index the vocabulary.
+        assert!(
+            loaded
+                .tokens
+                .chunks(12)
+                .all(|t| t[0] == 1 && t.contains(&2))
+        );
+        assert!(loaded.tokens.iter().all(|&id| (0..19).contains(&id)));
+
+        assert_eq!(metrics["vocab_size"], 19);
+        assert_eq!(metrics["tokenizer"]["vocab_size"], 19);
+        assert_eq!(metrics["tokenizer"]["model"], "WordPiece");
+        assert_eq!(metrics["tokenizer"]["pad_id"], 3);
+        assert_eq!(metrics["tokenizer"]["unk_id"], 0);
+        assert_eq!(metrics["tokenizer"]["special_tokens"], 2);
+        assert!(
+            metrics["tokenizer"]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("tokenizer.json")
+        );
+        let truncated = metrics["captions_truncated"].as_u64().unwrap();
+        assert!(truncated > 0 && truncated < 100, "{truncated}");
+        assert!(metrics["unknown_word_rate_val"].as_f64().unwrap() > 0.0);
+
+        // The audio features do not depend on the tokenizer.
+        let (words, _) = compute(dir.path(), &params, &SilentReporter).unwrap();
+        assert_eq!(words.mel, loaded.mel);
+        assert_ne!(words.vocab, loaded.vocab);
+    }
+
+    #[test]
+    fn an_invalid_or_missing_tokenizer_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = SynthParams {
+            train_clips: 2,
+            val_clips: 1,
+            test_clips: 1,
+            captions_per_clip: 1,
+            ..Default::default()
+        };
+        write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        let params = FeaturesParams::default();
+        let bad = dir.path().join("bad-tokenizer.json");
+        std::fs::write(&bad, r#"{"model": {"type": "WordPiece"}}"#).unwrap();
+        let missing = dir.path().join("missing-tokenizer.json");
+        for path in [bad, missing] {
+            let err = compute_with(dir.path(), Some(&path), &params, &SilentReporter).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
     }
 }

@@ -67,7 +67,9 @@ impl FromStr for Split {
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).with_context(|| format!("creating `{}`", tmp.display()))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(batch)?;
     writer.close()?;
@@ -95,7 +97,10 @@ pub struct Table<'a> {
 
 impl<'a> Table<'a> {
     pub fn open(path: &'a Path) -> anyhow::Result<Self> {
-        Ok(Self { path, batch: read_parquet(path)? })
+        Ok(Self {
+            path,
+            batch: read_parquet(path)?,
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -109,39 +114,54 @@ impl<'a> Table<'a> {
     }
 
     fn wrong_type(&self, name: &str, expected: &str) -> anyhow::Error {
-        anyhow::anyhow!("`{}`: column `{name}` is not {expected}", self.path.display())
+        anyhow::anyhow!(
+            "`{}`: column `{name}` is not {expected}",
+            self.path.display()
+        )
     }
 
     pub fn strings(&self, name: &str) -> anyhow::Result<Vec<String>> {
         let col = self.column(name)?;
-        let arr = col.as_string_opt::<i32>().ok_or_else(|| self.wrong_type(name, "utf8"))?;
-        Ok(arr.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+        let arr = col
+            .as_string_opt::<i32>()
+            .ok_or_else(|| self.wrong_type(name, "utf8"))?;
+        Ok(arr
+            .iter()
+            .map(|v| v.unwrap_or_default().to_owned())
+            .collect())
     }
 
     pub fn i64s(&self, name: &str) -> anyhow::Result<Vec<i64>> {
         let col = self.column(name)?;
-        let arr = col.as_primitive_opt::<Int64Type>().ok_or_else(|| self.wrong_type(name, "int64"))?;
+        let arr = col
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| self.wrong_type(name, "int64"))?;
         Ok(arr.values().to_vec())
     }
 
     pub fn f64s(&self, name: &str) -> anyhow::Result<Vec<f64>> {
         let col = self.column(name)?;
-        let arr =
-            col.as_primitive_opt::<Float64Type>().ok_or_else(|| self.wrong_type(name, "float64"))?;
+        let arr = col
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| self.wrong_type(name, "float64"))?;
         Ok(arr.values().to_vec())
     }
 
     pub fn f32s(&self, name: &str) -> anyhow::Result<Vec<f32>> {
         let col = self.column(name)?;
-        let arr =
-            col.as_primitive_opt::<Float32Type>().ok_or_else(|| self.wrong_type(name, "float32"))?;
+        let arr = col
+            .as_primitive_opt::<Float32Type>()
+            .ok_or_else(|| self.wrong_type(name, "float32"))?;
         Ok(arr.values().to_vec())
     }
 
     pub fn splits(&self, name: &str) -> anyhow::Result<Vec<Split>> {
         self.strings(name)?
             .iter()
-            .map(|s| s.parse().with_context(|| format!("`{}`: column `{name}`", self.path.display())))
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("`{}`: column `{name}`", self.path.display()))
+            })
             .collect()
     }
 }
@@ -157,7 +177,9 @@ pub fn batch(columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<RecordBatch> {
 }
 
 pub fn string_column<S: AsRef<str>>(values: &[S]) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(values.iter().map(AsRef::as_ref)))
+    Arc::new(StringArray::from_iter_values(
+        values.iter().map(AsRef::as_ref),
+    ))
 }
 
 pub fn i64_column(values: impl IntoIterator<Item = i64>) -> ArrayRef {
@@ -186,12 +208,21 @@ pub fn string_list_column(values: &[Vec<String>]) -> ArrayRef {
 /// Reads a `list<utf8>` column.
 fn string_lists(table: &Table<'_>, name: &str) -> anyhow::Result<Vec<Vec<String>>> {
     let col = table.column(name)?;
-    let list = col.as_list_opt::<i32>().ok_or_else(|| table.wrong_type(name, "list<utf8>"))?;
-    ensure!(matches!(list.value_type(), DataType::Utf8), table.wrong_type(name, "list<utf8>"));
+    let list = col
+        .as_list_opt::<i32>()
+        .ok_or_else(|| table.wrong_type(name, "list<utf8>"))?;
+    ensure!(
+        matches!(list.value_type(), DataType::Utf8),
+        table.wrong_type(name, "list<utf8>")
+    );
     Ok((0..list.len())
         .map(|i| {
             let values = list.value(i);
-            values.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_owned()).collect()
+            values
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_owned())
+                .collect()
         })
         .collect())
 }
@@ -215,14 +246,29 @@ pub fn write_tensors(path: &Path, tensors: &[TensorOut<'_>]) -> anyhow::Result<(
     let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|t| match t {
-            TensorOut::F32(n, s, v) => (n.to_string(), Dtype::F32, s.clone(), le_bytes(v, f32::to_le_bytes)),
-            TensorOut::I64(n, s, v) => (n.to_string(), Dtype::I64, s.clone(), le_bytes(v, i64::to_le_bytes)),
+            TensorOut::F32(n, s, v) => (
+                n.to_string(),
+                Dtype::F32,
+                s.clone(),
+                le_bytes(v, f32::to_le_bytes),
+            ),
+            TensorOut::I64(n, s, v) => (
+                n.to_string(),
+                Dtype::I64,
+                s.clone(),
+                le_bytes(v, i64::to_le_bytes),
+            ),
             TensorOut::U8(n, s, v) => (n.to_string(), Dtype::U8, s.clone(), v.to_vec()),
         })
         .collect();
     let views = owned
         .iter()
-        .map(|(name, dtype, shape, bytes)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), bytes)?)))
+        .map(|(name, dtype, shape, bytes)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(*dtype, shape.clone(), bytes)?,
+            ))
+        })
         .collect::<anyhow::Result<Vec<_>>>()
         .with_context(|| format!("preparing `{}`", path.display()))?;
     let tmp = path.with_extension("safetensors.tmp");
@@ -241,8 +287,12 @@ pub struct TensorFile {
 impl TensorFile {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
-        SafeTensors::deserialize(&bytes).with_context(|| format!("`{}` is not a safetensors file", path.display()))?;
-        Ok(Self { path: path.to_owned(), bytes })
+        SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("`{}` is not a safetensors file", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            bytes,
+        })
     }
 
     fn view(&self, name: &str, dtype: Dtype) -> anyhow::Result<(Vec<usize>, &[u8])> {
@@ -261,12 +311,24 @@ impl TensorFile {
 
     pub fn f32(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
         let (shape, bytes) = self.view(name, Dtype::F32)?;
-        Ok((shape, bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
+        Ok((
+            shape,
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ))
     }
 
     pub fn i64(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<i64>)> {
         let (shape, bytes) = self.view(name, Dtype::I64)?;
-        Ok((shape, bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()))
+        Ok((
+            shape,
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ))
     }
 
     pub fn u8(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
@@ -323,9 +385,18 @@ impl DatasetIndex {
         write_parquet(
             &dir.join(CLIPS_FILE),
             &batch(vec![
-                ("clip_id", string_column(&c.iter().map(|x| &x.clip_id).collect::<Vec<_>>())),
-                ("file", string_column(&c.iter().map(|x| &x.file).collect::<Vec<_>>())),
-                ("split", string_column(&c.iter().map(|x| x.split.as_str()).collect::<Vec<_>>())),
+                (
+                    "clip_id",
+                    string_column(&c.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
+                ),
+                (
+                    "file",
+                    string_column(&c.iter().map(|x| &x.file).collect::<Vec<_>>()),
+                ),
+                (
+                    "split",
+                    string_column(&c.iter().map(|x| x.split.as_str()).collect::<Vec<_>>()),
+                ),
                 ("duration_s", f64_column(c.iter().map(|x| x.duration_s))),
             ])?,
         )?;
@@ -333,17 +404,32 @@ impl DatasetIndex {
         write_parquet(
             &dir.join(CAPTIONS_FILE),
             &batch(vec![
-                ("caption_id", string_column(&k.iter().map(|x| &x.caption_id).collect::<Vec<_>>())),
-                ("clip_id", string_column(&k.iter().map(|x| &x.clip_id).collect::<Vec<_>>())),
-                ("text", string_column(&k.iter().map(|x| &x.text).collect::<Vec<_>>())),
+                (
+                    "caption_id",
+                    string_column(&k.iter().map(|x| &x.caption_id).collect::<Vec<_>>()),
+                ),
+                (
+                    "clip_id",
+                    string_column(&k.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
+                ),
+                (
+                    "text",
+                    string_column(&k.iter().map(|x| &x.text).collect::<Vec<_>>()),
+                ),
             ])?,
         )?;
         if let Some(r) = &self.relevance {
             write_parquet(
                 &dir.join(RELEVANCE_FILE),
                 &batch(vec![
-                    ("caption_id", string_column(&r.iter().map(|x| &x.caption_id).collect::<Vec<_>>())),
-                    ("clip_id", string_column(&r.iter().map(|x| &x.clip_id).collect::<Vec<_>>())),
+                    (
+                        "caption_id",
+                        string_column(&r.iter().map(|x| &x.caption_id).collect::<Vec<_>>()),
+                    ),
+                    (
+                        "clip_id",
+                        string_column(&r.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
+                    ),
                     ("relevance", f32_column(r.iter().map(|x| x.relevance))),
                 ])?,
             )?;
@@ -354,9 +440,19 @@ impl DatasetIndex {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(CLIPS_FILE);
         let t = Table::open(&path)?;
-        let clips = itertools_zip4(t.strings("clip_id")?, t.strings("file")?, t.splits("split")?, t.f64s("duration_s")?)
-            .map(|(clip_id, file, split, duration_s)| DatasetClip { clip_id, file, split, duration_s })
-            .collect();
+        let clips = itertools_zip4(
+            t.strings("clip_id")?,
+            t.strings("file")?,
+            t.splits("split")?,
+            t.f64s("duration_s")?,
+        )
+        .map(|(clip_id, file, split, duration_s)| DatasetClip {
+            clip_id,
+            file,
+            split,
+            duration_s,
+        })
+        .collect();
         let path = dir.join(CAPTIONS_FILE);
         let t = Table::open(&path)?;
         let captions = t
@@ -364,7 +460,11 @@ impl DatasetIndex {
             .into_iter()
             .zip(t.strings("clip_id")?)
             .zip(t.strings("text")?)
-            .map(|((caption_id, clip_id), text)| DatasetCaption { caption_id, clip_id, text })
+            .map(|((caption_id, clip_id), text)| DatasetCaption {
+                caption_id,
+                clip_id,
+                text,
+            })
             .collect();
         let path = dir.join(RELEVANCE_FILE);
         let relevance = if path.exists() {
@@ -374,13 +474,21 @@ impl DatasetIndex {
                     .into_iter()
                     .zip(t.strings("clip_id")?)
                     .zip(t.f32s("relevance")?)
-                    .map(|((caption_id, clip_id), relevance)| DatasetRelevance { caption_id, clip_id, relevance })
+                    .map(|((caption_id, clip_id), relevance)| DatasetRelevance {
+                        caption_id,
+                        clip_id,
+                        relevance,
+                    })
                     .collect(),
             )
         } else {
             None
         };
-        Ok(Self { clips, captions, relevance })
+        Ok(Self {
+            clips,
+            captions,
+            relevance,
+        })
     }
 }
 
@@ -390,7 +498,11 @@ fn itertools_zip4<A, B, C, D>(
     c: Vec<C>,
     d: Vec<D>,
 ) -> impl Iterator<Item = (A, B, C, D)> {
-    a.into_iter().zip(b).zip(c).zip(d).map(|(((a, b), c), d)| (a, b, c, d))
+    a.into_iter()
+        .zip(b)
+        .zip(c)
+        .zip(d)
+        .map(|(((a, b), c), d)| (a, b, c, d))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -434,7 +546,8 @@ pub struct FeatureSet {
     /// `[n_clips, n_windows]`, 1 where the window holds audio.
     pub window_mask: Vec<u8>,
     pub max_tokens: usize,
-    /// `[n_captions, max_tokens]`, 0 = padding, 1 = unknown.
+    /// `[n_captions, max_tokens]`, ids into `vocab`: with the word vocabulary 0 = padding,
+    /// 1 = unknown; with a pretrained tokenizer, its ids, padded with its padding id.
     pub tokens: Vec<i64>,
     pub clips: Vec<ClipRow>,
     pub captions: Vec<CaptionRow>,
@@ -474,12 +587,16 @@ impl FeatureSet {
 
     /// Rows of the clips in `split`, in order.
     pub fn split_clips(&self, split: Split) -> Vec<usize> {
-        (0..self.clips.len()).filter(|&i| self.clips[i].split == split).collect()
+        (0..self.clips.len())
+            .filter(|&i| self.clips[i].split == split)
+            .collect()
     }
 
     /// Rows of the captions in `split`, in order.
     pub fn split_captions(&self, split: Split) -> Vec<usize> {
-        (0..self.captions.len()).filter(|&i| self.captions[i].split == split).collect()
+        (0..self.captions.len())
+            .filter(|&i| self.captions[i].split == split)
+            .collect()
     }
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
@@ -489,7 +606,11 @@ impl FeatureSet {
             &[
                 TensorOut::F32("mel", self.mel_shape.to_vec(), &self.mel),
                 TensorOut::U8("window_mask", vec![n_clips, n_windows], &self.window_mask),
-                TensorOut::I64("tokens", vec![self.captions.len(), self.max_tokens], &self.tokens),
+                TensorOut::I64(
+                    "tokens",
+                    vec![self.captions.len(), self.max_tokens],
+                    &self.tokens,
+                ),
             ],
         )?;
         let c = &self.clips;
@@ -497,15 +618,29 @@ impl FeatureSet {
             &dir.join(CLIPS_FILE),
             &batch(vec![
                 ("clip_index", i64_column(0..c.len() as i64)),
-                ("clip_id", string_column(&c.iter().map(|x| &x.clip_id).collect::<Vec<_>>())),
-                ("file", string_column(&c.iter().map(|x| &x.file).collect::<Vec<_>>())),
-                ("split", string_column(&c.iter().map(|x| x.split.as_str()).collect::<Vec<_>>())),
+                (
+                    "clip_id",
+                    string_column(&c.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
+                ),
+                (
+                    "file",
+                    string_column(&c.iter().map(|x| &x.file).collect::<Vec<_>>()),
+                ),
+                (
+                    "split",
+                    string_column(&c.iter().map(|x| x.split.as_str()).collect::<Vec<_>>()),
+                ),
                 ("duration_s", f64_column(c.iter().map(|x| x.duration_s))),
                 (
                     "caption_ids",
                     string_list_column(
                         &c.iter()
-                            .map(|x| x.caption_indices.iter().map(|&i| self.captions[i].caption_id.clone()).collect())
+                            .map(|x| {
+                                x.caption_indices
+                                    .iter()
+                                    .map(|&i| self.captions[i].caption_id.clone())
+                                    .collect()
+                            })
                             .collect::<Vec<_>>(),
                     ),
                 ),
@@ -513,7 +648,12 @@ impl FeatureSet {
                     "captions",
                     string_list_column(
                         &c.iter()
-                            .map(|x| x.caption_indices.iter().map(|&i| self.captions[i].text.clone()).collect())
+                            .map(|x| {
+                                x.caption_indices
+                                    .iter()
+                                    .map(|&i| self.captions[i].text.clone())
+                                    .collect()
+                            })
                             .collect::<Vec<_>>(),
                     ),
                 ),
@@ -524,22 +664,48 @@ impl FeatureSet {
             &dir.join(CAPTIONS_FILE),
             &batch(vec![
                 ("caption_index", i64_column(0..k.len() as i64)),
-                ("caption_id", string_column(&k.iter().map(|x| &x.caption_id).collect::<Vec<_>>())),
-                ("clip_id", string_column(&k.iter().map(|x| &x.clip_id).collect::<Vec<_>>())),
-                ("clip_index", i64_column(k.iter().map(|x| x.clip_index as i64))),
-                ("split", string_column(&k.iter().map(|x| x.split.as_str()).collect::<Vec<_>>())),
-                ("text", string_column(&k.iter().map(|x| &x.text).collect::<Vec<_>>())),
-                ("normalized", string_column(&k.iter().map(|x| &x.normalized).collect::<Vec<_>>())),
+                (
+                    "caption_id",
+                    string_column(&k.iter().map(|x| &x.caption_id).collect::<Vec<_>>()),
+                ),
+                (
+                    "clip_id",
+                    string_column(&k.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
+                ),
+                (
+                    "clip_index",
+                    i64_column(k.iter().map(|x| x.clip_index as i64)),
+                ),
+                (
+                    "split",
+                    string_column(&k.iter().map(|x| x.split.as_str()).collect::<Vec<_>>()),
+                ),
+                (
+                    "text",
+                    string_column(&k.iter().map(|x| &x.text).collect::<Vec<_>>()),
+                ),
+                (
+                    "normalized",
+                    string_column(&k.iter().map(|x| &x.normalized).collect::<Vec<_>>()),
+                ),
             ])?,
         )?;
-        let vocab = serde_json::to_vec(&VocabFile { words: self.vocab.clone() })?;
+        let vocab = serde_json::to_vec(&VocabFile {
+            words: self.vocab.clone(),
+        })?;
         std::fs::write(dir.join(VOCAB_FILE), vocab)?;
         if let Some(r) = &self.relevance {
             write_parquet(
                 &dir.join(RELEVANCE_FILE),
                 &batch(vec![
-                    ("caption_index", i64_column(r.iter().map(|x| x.caption_index as i64))),
-                    ("clip_index", i64_column(r.iter().map(|x| x.clip_index as i64))),
+                    (
+                        "caption_index",
+                        i64_column(r.iter().map(|x| x.caption_index as i64)),
+                    ),
+                    (
+                        "clip_index",
+                        i64_column(r.iter().map(|x| x.clip_index as i64)),
+                    ),
                     ("relevance", f32_column(r.iter().map(|x| x.relevance))),
                 ])?,
             )?;
@@ -550,52 +716,97 @@ impl FeatureSet {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let tensors = TensorFile::open(&dir.join(FEATURES_FILE))?;
         let (shape, mel) = tensors.f32("mel")?;
-        let mel_shape: [usize; 4] = shape
-            .try_into()
-            .map_err(|s| anyhow::anyhow!("`{}`: `mel` has shape {s:?}, expected 4 dimensions", dir.display()))?;
+        let mel_shape: [usize; 4] = shape.try_into().map_err(|s| {
+            anyhow::anyhow!(
+                "`{}`: `mel` has shape {s:?}, expected 4 dimensions",
+                dir.display()
+            )
+        })?;
         let (_, window_mask) = tensors.u8("window_mask")?;
         let (token_shape, tokens) = tensors.i64("tokens")?;
-        ensure!(token_shape.len() == 2, "`{}`: `tokens` must have 2 dimensions", dir.display());
+        ensure!(
+            token_shape.len() == 2,
+            "`{}`: `tokens` must have 2 dimensions",
+            dir.display()
+        );
 
         let captions_path = dir.join(CAPTIONS_FILE);
         let t = Table::open(&captions_path)?;
-        let captions: Vec<CaptionRow> = itertools_zip4(t.strings("caption_id")?, t.strings("clip_id")?, t.i64s("clip_index")?, t.splits("split")?)
-            .zip(t.strings("text")?.into_iter().zip(t.strings("normalized")?))
-            .map(|((caption_id, clip_id, clip_index, split), (text, normalized))| CaptionRow {
+        let captions: Vec<CaptionRow> = itertools_zip4(
+            t.strings("caption_id")?,
+            t.strings("clip_id")?,
+            t.i64s("clip_index")?,
+            t.splits("split")?,
+        )
+        .zip(t.strings("text")?.into_iter().zip(t.strings("normalized")?))
+        .map(
+            |((caption_id, clip_id, clip_index, split), (text, normalized))| CaptionRow {
                 caption_id,
                 clip_id,
                 clip_index: clip_index as usize,
                 split,
                 text,
                 normalized,
-            })
-            .collect();
+            },
+        )
+        .collect();
 
         let clips_path = dir.join(CLIPS_FILE);
         let t = Table::open(&clips_path)?;
-        let caption_row: HashMap<&str, usize> =
-            captions.iter().enumerate().map(|(i, c)| (c.caption_id.as_str(), i)).collect();
+        let caption_row: HashMap<&str, usize> = captions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.caption_id.as_str(), i))
+            .collect();
         let caption_ids = string_lists(&t, "caption_ids")?;
-        let clips = itertools_zip4(t.strings("clip_id")?, t.strings("file")?, t.splits("split")?, t.f64s("duration_s")?)
-            .zip(caption_ids)
-            .map(|((clip_id, file, split, duration_s), ids)| {
-                let caption_indices = ids
-                    .iter()
-                    .map(|id| {
-                        caption_row.get(id.as_str()).copied().with_context(|| {
-                            format!("`{}`: caption `{id}` missing from `{}`", clips_path.display(), captions_path.display())
-                        })
+        let clips = itertools_zip4(
+            t.strings("clip_id")?,
+            t.strings("file")?,
+            t.splits("split")?,
+            t.f64s("duration_s")?,
+        )
+        .zip(caption_ids)
+        .map(|((clip_id, file, split, duration_s), ids)| {
+            let caption_indices = ids
+                .iter()
+                .map(|id| {
+                    caption_row.get(id.as_str()).copied().with_context(|| {
+                        format!(
+                            "`{}`: caption `{id}` missing from `{}`",
+                            clips_path.display(),
+                            captions_path.display()
+                        )
                     })
-                    .collect::<anyhow::Result<_>>()?;
-                Ok(ClipRow { clip_id, file, split, duration_s, caption_indices })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Ok(ClipRow {
+                clip_id,
+                file,
+                split,
+                duration_s,
+                caption_indices,
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        ensure!(clips.len() == mel_shape[0], "`{}`: {} clips but `mel` has {} rows", dir.display(), clips.len(), mel_shape[0]);
-        ensure!(captions.len() == token_shape[0], "`{}`: {} captions but `tokens` has {} rows", dir.display(), captions.len(), token_shape[0]);
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+        ensure!(
+            clips.len() == mel_shape[0],
+            "`{}`: {} clips but `mel` has {} rows",
+            dir.display(),
+            clips.len(),
+            mel_shape[0]
+        );
+        ensure!(
+            captions.len() == token_shape[0],
+            "`{}`: {} captions but `tokens` has {} rows",
+            dir.display(),
+            captions.len(),
+            token_shape[0]
+        );
 
         let vocab_path = dir.join(VOCAB_FILE);
         let vocab: VocabFile = serde_json::from_slice(
-            &std::fs::read(&vocab_path).with_context(|| format!("reading `{}`", vocab_path.display()))?,
+            &std::fs::read(&vocab_path)
+                .with_context(|| format!("reading `{}`", vocab_path.display()))?,
         )
         .with_context(|| format!("parsing `{}`", vocab_path.display()))?;
 
@@ -607,14 +818,28 @@ impl FeatureSet {
                     .into_iter()
                     .zip(t.i64s("clip_index")?)
                     .zip(t.f32s("relevance")?)
-                    .map(|((c, a), relevance)| RelevanceRow { caption_index: c as usize, clip_index: a as usize, relevance })
+                    .map(|((c, a), relevance)| RelevanceRow {
+                        caption_index: c as usize,
+                        clip_index: a as usize,
+                        relevance,
+                    })
                     .collect(),
             )
         } else {
             None
         };
 
-        Ok(Self { mel_shape, mel, window_mask, max_tokens: token_shape[1], tokens, clips, captions, vocab: vocab.words, relevance })
+        Ok(Self {
+            mel_shape,
+            mel,
+            window_mask,
+            max_tokens: token_shape[1],
+            tokens,
+            clips,
+            captions,
+            vocab: vocab.words,
+            relevance,
+        })
     }
 }
 
@@ -668,7 +893,11 @@ impl Embeddings {
             "`{}`: `audio` {a_shape:?} and `text` {t_shape:?} must be [n, dim] with one dim",
             path.display()
         );
-        Ok(Self { dim: a_shape[1], audio, text })
+        Ok(Self {
+            dim: a_shape[1],
+            audio,
+            text,
+        })
     }
 }
 
@@ -678,13 +907,46 @@ mod tests {
 
     fn tiny_features() -> FeatureSet {
         let clips = vec![
-            ClipRow { clip_id: "a".into(), file: "a b, c.wav".into(), split: Split::Train, duration_s: 1.5, caption_indices: vec![0, 1] },
-            ClipRow { clip_id: "b".into(), file: "/abs/b.wav".into(), split: Split::Test, duration_s: 2.0, caption_indices: vec![2] },
+            ClipRow {
+                clip_id: "a".into(),
+                file: "a b, c.wav".into(),
+                split: Split::Train,
+                duration_s: 1.5,
+                caption_indices: vec![0, 1],
+            },
+            ClipRow {
+                clip_id: "b".into(),
+                file: "/abs/b.wav".into(),
+                split: Split::Test,
+                duration_s: 2.0,
+                caption_indices: vec![2],
+            },
         ];
         let captions = vec![
-            CaptionRow { caption_id: "a#0".into(), clip_id: "a".into(), clip_index: 0, split: Split::Train, text: "A dog, barking!".into(), normalized: "a dog barking".into() },
-            CaptionRow { caption_id: "a#1".into(), clip_id: "a".into(), clip_index: 0, split: Split::Train, text: "dog".into(), normalized: "dog".into() },
-            CaptionRow { caption_id: "b#0".into(), clip_id: "b".into(), clip_index: 1, split: Split::Test, text: "rain".into(), normalized: "rain".into() },
+            CaptionRow {
+                caption_id: "a#0".into(),
+                clip_id: "a".into(),
+                clip_index: 0,
+                split: Split::Train,
+                text: "A dog, barking!".into(),
+                normalized: "a dog barking".into(),
+            },
+            CaptionRow {
+                caption_id: "a#1".into(),
+                clip_id: "a".into(),
+                clip_index: 0,
+                split: Split::Train,
+                text: "dog".into(),
+                normalized: "dog".into(),
+            },
+            CaptionRow {
+                caption_id: "b#0".into(),
+                clip_id: "b".into(),
+                clip_index: 1,
+                split: Split::Test,
+                text: "rain".into(),
+                normalized: "rain".into(),
+            },
         ];
         FeatureSet {
             mel_shape: [2, 2, 3, 4],
@@ -694,8 +956,18 @@ mod tests {
             tokens: vec![2, 3, 4, 3, 0, 0, 1, 0, 0],
             clips,
             captions,
-            vocab: vec!["<pad>".into(), "<unk>".into(), "a".into(), "dog".into(), "barking".into()],
-            relevance: Some(vec![RelevanceRow { caption_index: 2, clip_index: 0, relevance: 0.25 }]),
+            vocab: vec![
+                "<pad>".into(),
+                "<unk>".into(),
+                "a".into(),
+                "dog".into(),
+                "barking".into(),
+            ],
+            relevance: Some(vec![RelevanceRow {
+                caption_index: 2,
+                clip_index: 0,
+                relevance: 0.25,
+            }]),
         }
     }
 
@@ -715,8 +987,17 @@ mod tests {
     fn dataset_index_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let index = DatasetIndex {
-            clips: vec![DatasetClip { clip_id: "x".into(), file: "audio/x y.wav".into(), split: Split::Val, duration_s: 3.0 }],
-            captions: vec![DatasetCaption { caption_id: "x#0".into(), clip_id: "x".into(), text: "quoted, \"text\"".into() }],
+            clips: vec![DatasetClip {
+                clip_id: "x".into(),
+                file: "audio/x y.wav".into(),
+                split: Split::Val,
+                duration_s: 3.0,
+            }],
+            captions: vec![DatasetCaption {
+                caption_id: "x#0".into(),
+                clip_id: "x".into(),
+                text: "quoted, \"text\"".into(),
+            }],
             relevance: None,
         };
         index.save(dir.path()).unwrap();
@@ -726,14 +1007,21 @@ mod tests {
     #[test]
     fn embeddings_round_trip_and_reject_mismatched_dims() {
         let dir = tempfile::tempdir().unwrap();
-        let emb = Embeddings { dim: 2, audio: vec![1.0, 0.0, 0.0, 1.0], text: vec![0.6, 0.8] };
+        let emb = Embeddings {
+            dim: 2,
+            audio: vec![1.0, 0.0, 0.0, 1.0],
+            text: vec![0.6, 0.8],
+        };
         emb.save(dir.path()).unwrap();
         let loaded = Embeddings::load(dir.path()).unwrap();
         assert_eq!(loaded, emb);
         assert_eq!(loaded.n_captions(), 1);
         write_tensors(
             &dir.path().join(EMBEDDINGS_FILE),
-            &[TensorOut::F32("audio", vec![1, 2], &[1.0, 0.0]), TensorOut::F32("text", vec![1, 3], &[1.0, 0.0, 0.0])],
+            &[
+                TensorOut::F32("audio", vec![1, 2], &[1.0, 0.0]),
+                TensorOut::F32("text", vec![1, 3], &[1.0, 0.0, 0.0]),
+            ],
         )
         .unwrap();
         assert!(Embeddings::load(dir.path()).is_err());
@@ -775,7 +1063,13 @@ impl TeacherEmbeddings {
     /// The ensemble's mean cosine for split-local rows `clip` and `caption`.
     pub fn estimate(&self, clip: usize, caption: usize) -> f32 {
         let sum: f32 = (0..self.teachers)
-            .map(|m| self.audio_row(m, clip).iter().zip(self.text_row(m, caption)).map(|(a, b)| a * b).sum::<f32>())
+            .map(|m| {
+                self.audio_row(m, clip)
+                    .iter()
+                    .zip(self.text_row(m, caption))
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+            })
             .sum();
         sum / self.teachers as f32
     }
@@ -786,8 +1080,16 @@ impl TeacherEmbeddings {
         write_tensors(
             &dir.join(TEACHERS_FILE),
             &[
-                TensorOut::F32("audio", vec![self.teachers, clip_index.len(), self.dim], &self.audio),
-                TensorOut::F32("text", vec![self.teachers, caption_index.len(), self.dim], &self.text),
+                TensorOut::F32(
+                    "audio",
+                    vec![self.teachers, clip_index.len(), self.dim],
+                    &self.audio,
+                ),
+                TensorOut::F32(
+                    "text",
+                    vec![self.teachers, caption_index.len(), self.dim],
+                    &self.text,
+                ),
                 TensorOut::I64("clip_index", vec![clip_index.len()], &clip_index),
                 TensorOut::I64("caption_index", vec![caption_index.len()], &caption_index),
             ],
@@ -802,8 +1104,12 @@ impl TeacherEmbeddings {
         let (_, clip_index) = file.i64("clip_index")?;
         let (_, caption_index) = file.i64("caption_index")?;
         ensure!(
-            a_shape.len() == 3 && t_shape.len() == 3 && a_shape[0] == t_shape[0] && a_shape[2] == t_shape[2]
-                && a_shape[1] == clip_index.len() && t_shape[1] == caption_index.len(),
+            a_shape.len() == 3
+                && t_shape.len() == 3
+                && a_shape[0] == t_shape[0]
+                && a_shape[2] == t_shape[2]
+                && a_shape[1] == clip_index.len()
+                && t_shape[1] == caption_index.len(),
             "`{}`: inconsistent shapes audio {a_shape:?}, text {t_shape:?}",
             path.display()
         );

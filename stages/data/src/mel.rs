@@ -80,17 +80,26 @@ impl MelConfig {
             return Err(("n_fft", "must be even, between 16 and 16384".into()));
         }
         if self.win_length < 2 || self.win_length > self.n_fft {
-            return Err(("win_length", format!("must be between 2 and n_fft ({})", self.n_fft)));
+            return Err((
+                "win_length",
+                format!("must be between 2 and n_fft ({})", self.n_fft),
+            ));
         }
         if self.hop_length == 0 || self.hop_length > self.n_fft {
-            return Err(("hop_length", format!("must be between 1 and n_fft ({})", self.n_fft)));
+            return Err((
+                "hop_length",
+                format!("must be between 1 and n_fft ({})", self.n_fft),
+            ));
         }
         if !(1..=512).contains(&self.n_mels) {
             return Err(("n_mels", "must be between 1 and 512".into()));
         }
         let nyquist = self.sample_rate as f64 / 2.0;
         if !(self.f_max > 0.0 && self.f_max <= nyquist) {
-            return Err(("f_max", format!("must be in (0, {nyquist}] (the Nyquist frequency)")));
+            return Err((
+                "f_max",
+                format!("must be in (0, {nyquist}] (the Nyquist frequency)"),
+            ));
         }
         if !(self.f_min >= 0.0 && self.f_min < self.f_max) {
             return Err(("f_min", "must be >= 0 and below f_max".into()));
@@ -105,7 +114,10 @@ impl MelConfig {
             return Err(("window_seconds", "must be in (0, max_seconds]".into()));
         }
         if ((self.window_seconds * self.sample_rate as f64).round() as usize) <= self.n_fft / 2 {
-            return Err(("window_seconds", "a window must be longer than n_fft / 2 samples".into()));
+            return Err((
+                "window_seconds",
+                "a window must be longer than n_fft / 2 samples".into(),
+            ));
         }
         Ok(())
     }
@@ -117,7 +129,13 @@ fn mel_scale(f: f64) -> f64 {
 
 /// Kaldi mel banks (`torchaudio.compliance.kaldi.get_mel_banks`, no VTLN), padded with a zero
 /// weight for the Nyquist bin: `n_mels` rows of `n_fft / 2 + 1` weights.
-pub fn kaldi_mel_banks(n_mels: usize, n_fft: usize, sample_rate: f64, f_min: f64, f_max: f64) -> Vec<Vec<f64>> {
+pub fn kaldi_mel_banks(
+    n_mels: usize,
+    n_fft: usize,
+    sample_rate: f64,
+    f_min: f64,
+    f_max: f64,
+) -> Vec<Vec<f64>> {
     let n_bins = n_fft / 2;
     let bin_width = sample_rate / n_fft as f64;
     let mel_low = mel_scale(f_min);
@@ -177,7 +195,9 @@ pub struct MelExtractor {
 
 impl std::fmt::Debug for MelExtractor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MelExtractor").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("MelExtractor")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,7 +205,13 @@ impl MelExtractor {
     pub fn new(cfg: MelConfig) -> Self {
         let fft = FftPlanner::new().plan_fft_forward(cfg.n_fft);
         let window = padded_hann(cfg.win_length, cfg.n_fft);
-        let banks = kaldi_mel_banks(cfg.n_mels, cfg.n_fft, cfg.sample_rate as f64, cfg.f_min, cfg.f_max);
+        let banks = kaldi_mel_banks(
+            cfg.n_mels,
+            cfg.n_fft,
+            cfg.sample_rate as f64,
+            cfg.f_min,
+            cfg.f_max,
+        );
         let filters = banks
             .into_iter()
             .map(|row| {
@@ -194,7 +220,12 @@ impl MelExtractor {
                 (first, row[first..last].to_vec())
             })
             .collect();
-        Self { cfg, fft, window, filters }
+        Self {
+            cfg,
+            fft,
+            window,
+            filters,
+        }
     }
 
     pub fn config(&self) -> &MelConfig {
@@ -203,7 +234,11 @@ impl MelExtractor {
 
     /// Frames produced for a window of `n_samples` samples.
     pub fn n_frames(&self, n_samples: usize) -> usize {
-        let n = if self.cfg.preemphasis > 0.0 { n_samples.saturating_sub(1) } else { n_samples };
+        let n = if self.cfg.preemphasis > 0.0 {
+            n_samples.saturating_sub(1)
+        } else {
+            n_samples
+        };
         1 + n / self.cfg.hop_length
     }
 
@@ -211,7 +246,10 @@ impl MelExtractor {
     pub fn compute(&self, samples: &[f32]) -> Vec<f32> {
         let signal: Vec<f64> = if self.cfg.preemphasis > 0.0 {
             let c = self.cfg.preemphasis;
-            samples.windows(2).map(|w| w[1] as f64 - c * w[0] as f64).collect()
+            samples
+                .windows(2)
+                .map(|w| w[1] as f64 - c * w[0] as f64)
+                .collect()
         } else {
             samples.iter().map(|&x| x as f64).collect()
         };
@@ -243,7 +281,11 @@ impl MelExtractor {
             for (i, b) in buf.iter_mut().enumerate() {
                 let w = self.window[i];
                 let re = if w == 0.0 { 0.0 } else { w * sample(f, i) };
-                let im = if pair && w != 0.0 { w * sample(f + 1, i) } else { 0.0 };
+                let im = if pair && w != 0.0 {
+                    w * sample(f + 1, i)
+                } else {
+                    0.0
+                };
                 *b = Complex::new(re, im);
             }
             self.fft.process_with_scratch(&mut buf, &mut scratch);
@@ -268,7 +310,11 @@ impl MelExtractor {
 
     fn write_frame(&self, power: &[f64], frame: usize, n_frames: usize, out: &mut [f32]) {
         for (m, (first, weights)) in self.filters.iter().enumerate() {
-            let e: f64 = weights.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
+            let e: f64 = weights
+                .iter()
+                .zip(&power[*first..])
+                .map(|(w, p)| w * p)
+                .sum();
             out[m * n_frames + frame] = (((e + 1e-5).ln() + 4.5) / 5.0) as f32;
         }
     }
@@ -296,22 +342,41 @@ mod tests {
 
     #[test]
     fn paired_fft_matches_a_direct_dft() {
-        let cfg = MelConfig { n_fft: 64, win_length: 50, hop_length: 16, n_mels: 8, sample_rate: 8000, f_max: 4000.0, ..MelConfig::light() };
+        let cfg = MelConfig {
+            n_fft: 64,
+            win_length: 50,
+            hop_length: 16,
+            n_mels: 8,
+            sample_rate: 8000,
+            f_max: 4000.0,
+            ..MelConfig::light()
+        };
         let ex = MelExtractor::new(cfg.clone());
-        let x: Vec<f32> = (0..200).map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.05).cos()) * 0.3).collect();
+        let x: Vec<f32> = (0..200)
+            .map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.05).cos()) * 0.3)
+            .collect();
         let mel = ex.compute(&x);
         let n_frames = ex.n_frames(x.len());
         assert_eq!(mel.len(), 8 * n_frames);
-        let sig: Vec<f64> = x.windows(2).map(|w| w[1] as f64 - 0.97 * w[0] as f64).collect();
+        let sig: Vec<f64> = x
+            .windows(2)
+            .map(|w| w[1] as f64 - 0.97 * w[0] as f64)
+            .collect();
         let banks = kaldi_mel_banks(8, 64, 8000.0, 0.0, 4000.0);
         for f in [0, 1, 5, n_frames - 1] {
-            let frame: Vec<f64> =
-                (0..64).map(|i| ex.window[i] * sig[reflect((f * 16) as isize + i as isize - 32, sig.len())]).collect();
+            let frame: Vec<f64> = (0..64)
+                .map(|i| {
+                    ex.window[i] * sig[reflect((f * 16) as isize + i as isize - 32, sig.len())]
+                })
+                .collect();
             let p = naive_power(&frame);
             for m in 0..8 {
                 let e: f64 = banks[m].iter().zip(&p).map(|(w, p)| w * p).sum();
                 let want = ((e + 1e-5).ln() + 4.5) / 5.0;
-                assert!((mel[m * n_frames + f] as f64 - want).abs() < 1e-5, "frame {f} mel {m}");
+                assert!(
+                    (mel[m * n_frames + f] as f64 - want).abs() < 1e-5,
+                    "frame {f} mel {m}"
+                );
             }
         }
     }
@@ -352,11 +417,22 @@ mod tests {
             })
             .collect();
         let checksum: f64 = x.iter().map(|v| v.abs() as f64).sum();
-        assert!((checksum - golden["signal_checksum"].as_f64().unwrap()).abs() < 1e-6, "signal differs");
+        assert!(
+            (checksum - golden["signal_checksum"].as_f64().unwrap()).abs() < 1e-6,
+            "signal differs"
+        );
         let ex = MelExtractor::new(MelConfig::passt());
         let got = ex.compute(&x);
-        let want: Vec<f64> = golden["logmel"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(ex.n_frames(n), golden["n_frames"].as_u64().unwrap() as usize);
+        let want: Vec<f64> = golden["logmel"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(
+            ex.n_frames(n),
+            golden["n_frames"].as_u64().unwrap() as usize
+        );
         assert_eq!(got.len(), want.len());
         let mut worst = 0.0f64;
         for (g, w) in got.iter().zip(&want) {

@@ -12,15 +12,17 @@ use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
+use pipeline_data::formats::Split;
 use pipeline_learn::batches::{Row, audio_tensors, epoch_batches, rows, text_tensor};
 use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::losses::{positives, similarity, sup_loss};
 use pipeline_learn::params::{ModelParams, OptimParams};
-use pipeline_data::formats::Split;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,15 +38,30 @@ fn main() -> anyhow::Result<()> {
         Some(json) => serde_json::from_str(&json)?,
         None => ModelParams::default(),
     };
-    let model_params = model_params.canonical().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let config = model_params.resolve(&optim, data.n_mels, data.n_frames, f.vocab.len(), f.max_tokens)?;
+    let model_params = model_params
+        .canonical()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = model_params.resolve(
+        &optim,
+        data.n_mels,
+        data.n_frames,
+        f.vocab.len(),
+        f.max_tokens,
+    )?;
 
     let burn_sps = pipeline_learn::device::with_threads(threads, || -> anyhow::Result<f64> {
         let ad = Device::flex().autodiff();
         let mut model = config.init(&ad, 0);
-        let mut opt = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(0.0).init();
+        let mut opt = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.0)
+            .init();
         let train: Vec<Row> = rows(&f, Split::Train);
-        let batches: Vec<Vec<Row>> = (0..).flat_map(|e| epoch_batches(&train, batch, 0, e)).filter(|b| b.len() == batch).take(steps + 5).collect();
+        let batches: Vec<Vec<Row>> = (0..)
+            .flat_map(|e| epoch_batches(&train, batch, 0, e))
+            .filter(|b| b.len() == batch)
+            .take(steps + 5)
+            .collect();
         let mut run = |b: &[Row], model: pipeline_learn::models::DualEncoder| {
             let clips: Vec<usize> = b.iter().map(|r| r.clip).collect();
             let caps: Vec<usize> = b.iter().map(|r| r.caption).collect();
@@ -52,7 +69,10 @@ fn main() -> anyhow::Result<()> {
             let tokens = text_tensor(&f, &caps, &ad);
             let mut rng = pipeline_learn::batches::epoch_rng(0, 0, 2);
             let mut noise = Some(&mut rng);
-            let sim = similarity(model.embed_audio(mel, mask, &mut noise), model.embed_text(tokens, &mut noise));
+            let sim = similarity(
+                model.embed_audio(mel, mask, &mut noise),
+                model.embed_text(tokens, &mut noise),
+            );
             let loss = sup_loss(sim, model.logit_scale(&ad), positives(&clips, &ad));
             let _ = pipeline_learn::train::scalar(loss.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -83,28 +103,73 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn torch(threads: usize, steps: usize, batch: usize, data: &Synthetic, vocab: usize) -> anyhow::Result<f64> {
+fn torch(
+    threads: usize,
+    steps: usize,
+    batch: usize,
+    data: &Synthetic,
+    vocab: usize,
+) -> anyhow::Result<f64> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| manifest.join("../../target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../../target"));
     let venv = target.join("bench-venv");
     let python = venv.join("bin/python");
     if !python.exists() {
-        eprintln!("creating {} and installing torch from PyPI (once)", venv.display());
-        anyhow::ensure!(Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success(), "python3 -m venv failed");
+        eprintln!(
+            "creating {} and installing torch from PyPI (once)",
+            venv.display()
+        );
         anyhow::ensure!(
-            Command::new(venv.join("bin/pip")).args(["install", "--quiet", "torch", "numpy"]).status()?.success(),
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()?
+                .success(),
+            "python3 -m venv failed"
+        );
+        anyhow::ensure!(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "torch", "numpy"])
+                .status()?
+                .success(),
             "pip install torch failed"
         );
     }
     let out = Command::new(&python)
         .arg(manifest.join("benches/train_step.py"))
-        .args(["--threads", &threads.to_string(), "--steps", &steps.to_string(), "--batch", &batch.to_string()])
-        .args(["--mels", &data.n_mels.to_string(), "--frames", &data.n_frames.to_string()])
-        .args(["--tokens", &data.max_tokens.to_string(), "--vocab", &vocab.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--batch",
+            &batch.to_string(),
+        ])
+        .args([
+            "--mels",
+            &data.n_mels.to_string(),
+            "--frames",
+            &data.n_frames.to_string(),
+        ])
+        .args([
+            "--tokens",
+            &data.max_tokens.to_string(),
+            "--vocab",
+            &vocab.to_string(),
+        ])
         .output()?;
-    anyhow::ensure!(out.status.success(), "train_step.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "train_step.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout)?;
-    let sps = text.lines().find_map(|l| l.strip_prefix("steps_per_second ")).ok_or_else(|| anyhow::anyhow!("no result from train_step.py: {text}"))?;
+    let sps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("steps_per_second "))
+        .ok_or_else(|| anyhow::anyhow!("no result from train_step.py: {text}"))?;
     Ok(sps.trim().parse()?)
 }
 
@@ -135,11 +200,19 @@ fn learn(
     let s = pipeline_learn::device::with_threads(threads, || train(&job))??;
     for c in &s.curves {
         let v = c.val.unwrap();
-        println!("epoch {:2}: loss {:.4} val mAP@10 {:.4} R@1 {:.4} R@10 {:.4}", c.epoch, c.train_loss, v.map10, v.r1, v.r10);
+        println!(
+            "epoch {:2}: loss {:.4} val mAP@10 {:.4} R@1 {:.4} R@10 {:.4}",
+            c.epoch, c.train_loss, v.map10, v.r1, v.r10
+        );
     }
     let png = std::env::temp_dir().join("pipeline-learn-bench-curves.png");
     pipeline_learn::outputs::plot_curves(&png, &s.curves)?;
     println!("curves: {}", png.display());
-    println!("training: {:.1} s total, {:.2} steps/s, best epoch {}", t.elapsed().as_secs_f64(), s.steps_per_second, s.best_epoch);
+    println!(
+        "training: {:.1} s total, {:.2} steps/s, best epoch {}",
+        t.elapsed().as_secs_f64(),
+        s.steps_per_second,
+        s.best_epoch
+    );
     Ok(())
 }

@@ -15,7 +15,14 @@ pub struct Row {
 
 /// The (clip, caption) rows of `split`, in caption order.
 pub fn rows(features: &FeatureSet, split: Split) -> Vec<Row> {
-    features.split_captions(split).into_iter().map(|j| Row { clip: features.captions[j].clip_index, caption: j }).collect()
+    features
+        .split_captions(split)
+        .into_iter()
+        .map(|j| Row {
+            clip: features.captions[j].clip_index,
+            caption: j,
+        })
+        .collect()
 }
 
 /// A ChaCha generator for `(seed, epoch, stream)`: epochs never share randomness, and a resumed
@@ -39,7 +46,10 @@ pub fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
 pub fn epoch_batches(rows: &[Row], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<Row>> {
     let mut rows = rows.to_vec();
     shuffle(&mut rows, &mut epoch_rng(seed, epoch, 1));
-    rows.chunks(batch_size).filter(|c| c.len() >= 2).map(<[Row]>::to_vec).collect()
+    rows.chunks(batch_size)
+        .filter(|c| c.len() >= 2)
+        .map(<[Row]>::to_vec)
+        .collect()
 }
 
 /// Number of batches per epoch of [`epoch_batches`].
@@ -49,14 +59,23 @@ pub fn batches_per_epoch(n_rows: usize, batch_size: usize) -> usize {
 }
 
 /// `mel [b, windows, n_mels, n_frames]` and `window_mask [b, windows]` of clips.
-pub fn audio_tensors(features: &FeatureSet, clips: &[usize], device: &Device) -> (Tensor<4>, Tensor<2>) {
+pub fn audio_tensors(
+    features: &FeatureSet,
+    clips: &[usize],
+    device: &Device,
+) -> (Tensor<4>, Tensor<2>) {
     let [_, w, m, t] = features.mel_shape;
     let b = clips.len();
     let mut mel = Vec::with_capacity(b * features.clip_len());
     let mut mask = Vec::with_capacity(b * w);
     for &c in clips {
         mel.extend_from_slice(features.clip_mel(c));
-        mask.extend(features.clip_window_mask(c).iter().map(|&v| f32::from(u8::from(v != 0))));
+        mask.extend(
+            features
+                .clip_window_mask(c)
+                .iter()
+                .map(|&v| f32::from(u8::from(v != 0))),
+        );
     }
     (
         Tensor::from_data(TensorData::new(mel, [b, w, m, t]), device),
@@ -67,6 +86,9 @@ pub fn audio_tensors(features: &FeatureSet, clips: &[usize], device: &Device) ->
 /// `tokens [b, max_tokens]` of captions.
 pub fn text_tensor(features: &FeatureSet, captions: &[usize], device: &Device) -> Tensor<2, Int> {
     let l = features.max_tokens;
-    let tokens: Vec<i64> = captions.iter().flat_map(|&j| features.caption_tokens(j).iter().copied()).collect();
+    let tokens: Vec<i64> = captions
+        .iter()
+        .flat_map(|&j| features.caption_tokens(j).iter().copied())
+        .collect();
     Tensor::from_data(TensorData::new(tokens, [captions.len(), l]), device)
 }

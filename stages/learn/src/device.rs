@@ -34,7 +34,10 @@ pub fn cuda_available() -> bool {
 
 /// Resolves `auto` / `cpu` / `cuda`.
 pub fn resolve(choice: DeviceChoice) -> anyhow::Result<Compute> {
-    let cpu = Compute { device: Device::flex(), name: "cpu" };
+    let cpu = Compute {
+        device: Device::flex(),
+        name: "cpu",
+    };
     match choice {
         DeviceChoice::Cpu => Ok(cpu),
         DeviceChoice::Auto => Ok(if cuda_available() { cuda() } else { cpu }),
@@ -46,7 +49,9 @@ pub fn resolve(choice: DeviceChoice) -> anyhow::Result<Compute> {
                 );
             }
             if !cuda_available() {
-                bail!("`device = \"cuda\"` was requested, but no CUDA device was found\nhint: set `device = \"auto\"` to fall back to the CPU");
+                bail!(
+                    "`device = \"cuda\"` was requested, but no CUDA device was found\nhint: set `device = \"auto\"` to fall back to the CPU"
+                );
             }
             Ok(cuda())
         }
@@ -64,7 +69,10 @@ pub fn wants_gpu(choice: DeviceChoice) -> bool {
 
 #[cfg(feature = "cuda")]
 fn cuda() -> Compute {
-    Compute { device: Device::cuda(0), name: "cuda" }
+    Compute {
+        device: Device::cuda(0),
+        name: "cuda",
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -74,6 +82,8 @@ fn cuda() -> Compute {
 
 /// Runs `f` on a rayon pool of `threads` threads (the flex backend parallelises with rayon).
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
     Ok(pool.install(f))
 }

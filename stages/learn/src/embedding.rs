@@ -15,11 +15,20 @@ pub const MODEL_FILE: &str = "model.mpk";
 pub const MODEL_CONFIG_FILE: &str = "model.json";
 
 fn rows(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 embeddings")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 embeddings")
 }
 
 /// Embeddings `[clips.len(), dim]` (row-major) of `clips`, `batch` at a time.
-pub fn embed_clips(model: &DualEncoder, features: &FeatureSet, clips: &[usize], batch: usize, device: &Device) -> Vec<f32> {
+pub fn embed_clips(
+    model: &DualEncoder,
+    features: &FeatureSet,
+    clips: &[usize],
+    batch: usize,
+    device: &Device,
+) -> Vec<f32> {
     let mut out = Vec::new();
     for chunk in clips.chunks(batch.max(1)) {
         let (mel, mask) = audio_tensors(features, chunk, device);
@@ -29,10 +38,18 @@ pub fn embed_clips(model: &DualEncoder, features: &FeatureSet, clips: &[usize], 
 }
 
 /// Embeddings `[captions.len(), dim]` (row-major) of `captions`, `batch` at a time.
-pub fn embed_captions(model: &DualEncoder, features: &FeatureSet, captions: &[usize], batch: usize, device: &Device) -> Vec<f32> {
+pub fn embed_captions(
+    model: &DualEncoder,
+    features: &FeatureSet,
+    captions: &[usize],
+    batch: usize,
+    device: &Device,
+) -> Vec<f32> {
     let mut out = Vec::new();
     for chunk in captions.chunks(batch.max(1)) {
-        out.extend(rows(model.embed_text(text_tensor(features, chunk, device), &mut None)));
+        out.extend(rows(
+            model.embed_text(text_tensor(features, chunk, device), &mut None),
+        ));
     }
     out
 }
@@ -41,7 +58,8 @@ pub fn embed_captions(model: &DualEncoder, features: &FeatureSet, captions: &[us
 pub fn load_config(dir: &Path) -> anyhow::Result<DualEncoderConfig> {
     let path = dir.join(MODEL_CONFIG_FILE);
     let bytes = fs_err::read(&path)?;
-    serde_json::from_slice(&bytes).with_context(|| format!("`{}` is not a model configuration", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("`{}` is not a model configuration", path.display()))
 }
 
 /// Rebuilds the model of a `train`/`distill` output directory on `device`.
@@ -53,17 +71,26 @@ pub fn load_model(dir: &Path, device: &Device) -> anyhow::Result<(DualEncoder, D
 
 /// Applies a saved record to `model`.
 pub fn load_record(model: DualEncoder, path: &Path) -> anyhow::Result<DualEncoder> {
-    let record = ModuleRecord::load(path).map_err(|e| anyhow::anyhow!("reading `{}`: {e}", path.display()))?;
-    model.try_load_record(record).map_err(|e| anyhow::anyhow!("`{}` does not fit the model: {e}", path.display()))
+    let record = ModuleRecord::load(path)
+        .map_err(|e| anyhow::anyhow!("reading `{}`: {e}", path.display()))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| anyhow::anyhow!("`{}` does not fit the model: {e}", path.display()))
 }
 
 /// Saves `model`'s parameters.
 pub fn save_record(model: &DualEncoder, path: &Path) -> anyhow::Result<()> {
-    model.clone().save_file(path).map_err(|e| anyhow::anyhow!("writing `{}`: {e}", path.display()))
+    model
+        .clone()
+        .save_file(path)
+        .map_err(|e| anyhow::anyhow!("writing `{}`: {e}", path.display()))
 }
 
 /// Writes `model.json`.
 pub fn save_config(config: &DualEncoderConfig, dir: &Path) -> anyhow::Result<()> {
-    fs_err::write(dir.join(MODEL_CONFIG_FILE), serde_json::to_vec_pretty(config)?)?;
+    fs_err::write(
+        dir.join(MODEL_CONFIG_FILE),
+        serde_json::to_vec_pretty(config)?,
+    )?;
     Ok(())
 }

@@ -25,12 +25,32 @@ pub struct Synthetic {
 impl Synthetic {
     /// 24 train + 8 val clips, 2 captions each, 4 classes, 1 window of 16 × 32.
     pub fn tiny() -> Self {
-        Self { train_clips: 24, val_clips: 8, captions_per_clip: 2, classes: 4, windows: 1, n_mels: 16, n_frames: 32, max_tokens: 8, seed: 7 }
+        Self {
+            train_clips: 24,
+            val_clips: 8,
+            captions_per_clip: 2,
+            classes: 4,
+            windows: 1,
+            n_mels: 16,
+            n_frames: 32,
+            max_tokens: 8,
+            seed: 7,
+        }
     }
 
     /// The default pipeline's scale: 500 train + 100 val clips, 5 captions, 64 mels × 200 frames.
     pub fn pipeline_scale() -> Self {
-        Self { train_clips: 500, val_clips: 100, captions_per_clip: 5, classes: 20, windows: 1, n_mels: 64, n_frames: 200, max_tokens: 16, seed: 1 }
+        Self {
+            train_clips: 500,
+            val_clips: 100,
+            captions_per_clip: 5,
+            classes: 20,
+            windows: 1,
+            n_mels: 64,
+            n_frames: 200,
+            max_tokens: 16,
+            seed: 1,
+        }
     }
 
     pub fn build(&self) -> FeatureSet {
@@ -49,14 +69,24 @@ impl Synthetic {
         let mut tokens = Vec::new();
         for i in 0..n_clips {
             let class = i % self.classes;
-            let split = if i < self.train_clips { Split::Train } else { Split::Val };
+            let split = if i < self.train_clips {
+                Split::Train
+            } else {
+                Split::Val
+            };
             let band = (class * m) / self.classes;
             let valid_windows = 1 + (i % w);
             for win in 0..w {
                 window_mask.push(u8::from(win < valid_windows));
                 for f in 0..m {
                     for _ in 0..t {
-                        let signal = if win < valid_windows && f.abs_diff(band) <= m / (2 * self.classes).max(1) { 1.5 } else { 0.0 };
+                        let signal = if win < valid_windows
+                            && f.abs_diff(band) <= m / (2 * self.classes).max(1)
+                        {
+                            1.5
+                        } else {
+                            0.0
+                        };
                         mel.push(signal + rng.random::<f32>() - 0.5);
                     }
                 }
@@ -92,7 +122,13 @@ impl Synthetic {
                     normalized: text,
                 });
             }
-            clips.push(ClipRow { clip_id, file: format!("clip{i}.wav"), split, duration_s: 10.0, caption_indices });
+            clips.push(ClipRow {
+                clip_id,
+                file: format!("clip{i}.wav"),
+                split,
+                duration_s: 10.0,
+                caption_indices,
+            });
         }
         FeatureSet {
             mel_shape: [n_clips, w, m, t],

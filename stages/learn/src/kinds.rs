@@ -4,20 +4,26 @@ use std::path::Path;
 
 use anyhow::{Context, ensure};
 use pipeline_api::{
-    InputArtifact, InputCounts, METRICS_FILE, ParamError, Plan, Resources, RunContext, StageKind, parse_params,
+    InputArtifact, InputCounts, METRICS_FILE, ParamError, Plan, Resources, RunContext, StageKind,
+    parse_params,
 };
 use pipeline_data::formats::{Embeddings, FeatureSet, TeacherEmbeddings};
 use serde_json::json;
 
 use crate::device::{resolve, wants_gpu, with_threads};
-use crate::embedding::{MODEL_FILE, embed_captions, embed_clips, load_config, load_model, save_config};
+use crate::embedding::{
+    MODEL_FILE, embed_captions, embed_clips, load_config, load_model, save_config,
+};
 use crate::models::DualEncoderConfig;
 use crate::outputs::{metrics_json, plot_curves, write_curves};
 use crate::params::{DeviceChoice, DistillParams, EmbedParams, OptimParams, TrainParams};
 use crate::train::{Objective, TrainJob, best_model_path, train};
 
 fn resources(threads: Option<usize>, device: DeviceChoice) -> Resources {
-    Resources { threads: threads.unwrap_or(Resources::ALL_CORES.threads), gpu: wants_gpu(device) }
+    Resources {
+        threads: threads.unwrap_or(Resources::ALL_CORES.threads),
+        gpu: wants_gpu(device),
+    }
 }
 
 fn load_features(ctx: &RunContext<'_>) -> anyhow::Result<FeatureSet> {
@@ -36,7 +42,11 @@ fn run_training(
     objective: Objective<'_>,
 ) -> anyhow::Result<()> {
     let compute = resolve(optim.device)?;
-    let threads = optim.threads.unwrap_or(ctx.threads).min(ctx.threads.max(1)).max(1);
+    let threads = optim
+        .threads
+        .unwrap_or(ctx.threads)
+        .min(ctx.threads.max(1))
+        .max(1);
     let fingerprint = json!({ "kind": kind, "params": ctx.params, "model": &model, "mel_shape": features.mel_shape });
     let job = TrainJob {
         node: ctx.node,
@@ -67,7 +77,10 @@ fn run_training(
         "steps_per_epoch": summary.steps_per_epoch,
         "resumed_epochs": summary.resumed_epochs,
     });
-    fs_err::write(out.join("train_config.json"), serde_json::to_vec_pretty(&train_config)?)?;
+    fs_err::write(
+        out.join("train_config.json"),
+        serde_json::to_vec_pretty(&train_config)?,
+    )?;
     ctx.write_metrics(&metrics_json(&summary, compute.name))?;
     Ok(())
 }
@@ -101,8 +114,22 @@ impl StageKind for TrainKind {
         let features = load_features(ctx)?;
         let [_, _, n_mels, n_frames] = features.mel_shape;
         let optim = p.optim();
-        let model = p.model.resolve(&optim, n_mels, n_frames, features.vocab.len(), features.max_tokens)?;
-        run_training(ctx, self.name(), optim, &features, model, None, Objective::Supervised)
+        let model = p.model.resolve(
+            &optim,
+            n_mels,
+            n_frames,
+            features.vocab.len(),
+            features.max_tokens,
+        )?;
+        run_training(
+            ctx,
+            self.name(),
+            optim,
+            &features,
+            model,
+            None,
+            Objective::Supervised,
+        )
     }
 }
 
@@ -137,7 +164,8 @@ impl StageKind for DistillKind {
         let p: DistillParams = ctx.params()?;
         let features = load_features(ctx)?;
         let init = select_init(ctx)?;
-        let mut model = load_config(init).with_context(|| format!("node `{}`: reading the `init` model", ctx.node))?;
+        let mut model = load_config(init)
+            .with_context(|| format!("node `{}`: reading the `init` model", ctx.node))?;
         ensure!(
             model.learnable_tau == p.learnable_tau,
             "node `{}`: `learnable_tau = {}` but the `init` model was trained with `learnable_tau = {}`\n\
@@ -150,9 +178,21 @@ impl StageKind for DistillKind {
         model.tau = p.tau;
         let teachers = TeacherEmbeddings::load(ctx.input("correspondences")?)
             .with_context(|| format!("node `{}`: loading the teachers' embeddings", ctx.node))?;
-        let objective = Objective::Distill { teachers: &teachers, lambda_sup: p.lambda_sup, lambda_dist: p.lambda_dist };
+        let objective = Objective::Distill {
+            teachers: &teachers,
+            lambda_sup: p.lambda_sup,
+            lambda_dist: p.lambda_dist,
+        };
         let init_record = init.join(MODEL_FILE);
-        run_training(ctx, self.name(), p.optim(), &features, model, Some(&init_record), objective)
+        run_training(
+            ctx,
+            self.name(),
+            p.optim(),
+            &features,
+            model,
+            Some(&init_record),
+            objective,
+        )
     }
 }
 
@@ -178,7 +218,10 @@ fn select_init<'a>(ctx: &'a RunContext<'_>) -> anyhow::Result<&'a Path> {
     }
     let (chosen, map10) = best.context("input `init` binds no model")?;
     let name = chosen.node.as_deref().unwrap_or("?");
-    ctx.reporter.log(&format!("init: `{name}` (best validation mAP@10 of {} candidates: {map10:.4})", candidates.len()));
+    ctx.reporter.log(&format!(
+        "init: `{name}` (best validation mAP@10 of {} candidates: {map10:.4})",
+        candidates.len()
+    ));
     Ok(&chosen.path)
 }
 
@@ -212,10 +255,19 @@ impl StageKind for EmbedKind {
         let features = load_features(ctx)?;
         let compute = resolve(p.device)?;
         let model_dir = ctx.input("model")?;
-        let threads = p.threads.unwrap_or(ctx.threads).min(ctx.threads.max(1)).max(1);
+        let threads = p
+            .threads
+            .unwrap_or(ctx.threads)
+            .min(ctx.threads.max(1))
+            .max(1);
         let embeddings = with_threads(threads, || -> anyhow::Result<Embeddings> {
-            let (model, config) = load_model(model_dir, &compute.device)
-                .with_context(|| format!("node `{}`: loading the model from `{}`", ctx.node, model_dir.display()))?;
+            let (model, config) = load_model(model_dir, &compute.device).with_context(|| {
+                format!(
+                    "node `{}`: loading the model from `{}`",
+                    ctx.node,
+                    model_dir.display()
+                )
+            })?;
             let clips: Vec<usize> = (0..features.clips.len()).collect();
             let captions: Vec<usize> = (0..features.captions.len()).collect();
             let step = ctx.reporter.step("embedding", 2);
@@ -223,7 +275,11 @@ impl StageKind for EmbedKind {
             step.inc(1);
             let text = embed_captions(&model, &features, &captions, p.batch_size, &compute.device);
             step.inc(1);
-            Ok(Embeddings { dim: config.embed_dim, audio, text })
+            Ok(Embeddings {
+                dim: config.embed_dim,
+                audio,
+                text,
+            })
         })??;
         embeddings.save(ctx.out_dir)?;
         ctx.write_metrics(&json!({

@@ -19,8 +19,10 @@ pub fn similarity(audio: Tensor<2>, text: Tensor<2>) -> Tensor<2> {
 /// `P[i, j] = 1` where rows i and j come from the same recording.
 pub fn positives(clips: &[usize], device: &Device) -> Tensor<2> {
     let b = clips.len();
-    let values: Vec<f32> =
-        (0..b).flat_map(|i| (0..b).map(move |j| (i, j))).map(|(i, j)| f32::from(clips[i] == clips[j])).collect();
+    let values: Vec<f32> = (0..b)
+        .flat_map(|i| (0..b).map(move |j| (i, j)))
+        .map(|(i, j)| f32::from(clips[i] == clips[j]))
+        .collect();
     Tensor::from_data(TensorData::new(values, [b, b]), device)
 }
 
@@ -41,7 +43,12 @@ pub fn sup_loss(sim: Tensor<2>, scale: Tensor<1>, positives: Tensor<2>) -> Tenso
 
 /// `L_dist` (a one-element tensor): `c_hat [b, b]` are the estimated correspondences of the
 /// batch's (audio i, caption j); targets use the temperature `1/target_scale`.
-pub fn dist_loss(sim: Tensor<2>, scale: Tensor<1>, c_hat: Tensor<2>, target_scale: f64) -> Tensor<1> {
+pub fn dist_loss(
+    sim: Tensor<2>,
+    scale: Tensor<1>,
+    c_hat: Tensor<2>,
+    target_scale: f64,
+) -> Tensor<1> {
     let b = sim.dims()[0] as f64;
     let (log_q_c_a, log_q_a_c) = log_q(sim, scale);
     let target_logits = c_hat.mul_scalar(target_scale);
@@ -78,7 +85,11 @@ mod tests {
     #[test]
     fn sup_loss_2x2_identity_by_hand() {
         // C = I, τ = 1: every positive has log q = log(e / (e + 1)) in both directions.
-        let l = value(sup_loss(t2(&[&[1.0, 0.0], &[0.0, 1.0]]), scale(1.0), positives(&[0, 1], &dev())));
+        let l = value(sup_loss(
+            t2(&[&[1.0, 0.0], &[0.0, 1.0]]),
+            scale(1.0),
+            positives(&[0, 1], &dev()),
+        ));
         let expected = (1.0 + (-1.0f64).exp()).ln(); // 0.313262
         assert!((l - expected).abs() < 1e-5, "{expected}");
     }
@@ -88,7 +99,11 @@ mod tests {
         // C = [[0.5, 0.1], [0.3, 0.2]], τ = 0.5 → logits [[1, .2], [.6, .4]].
         // rows:    q(c0|a0) = e^1/(e^1+e^.2), q(c1|a1) = e^.4/(e^.6+e^.4)
         // columns: q(a0|c0) = e^1/(e^1+e^.6), q(a1|c1) = e^.4/(e^.2+e^.4)
-        let l = value(sup_loss(t2(&[&[0.5, 0.1], &[0.3, 0.2]]), scale(2.0), positives(&[7, 9], &dev())));
+        let l = value(sup_loss(
+            t2(&[&[0.5, 0.1], &[0.3, 0.2]]),
+            scale(2.0),
+            positives(&[7, 9], &dev()),
+        ));
         let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
         let rows = (1.0 - lse(1.0, 0.2)) + (0.4 - lse(0.6, 0.4));
         let cols = (1.0 - lse(1.0, 0.6)) + (0.4 - lse(0.2, 0.4));

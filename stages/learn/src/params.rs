@@ -23,49 +23,9 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// Optimisation settings shared by `train` and `distill` (their common parameters).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OptimParams {
-    /// Seed of the initial weights, the per-epoch shuffles and the dropout/patch-out masks.
-    #[serde(default)]
-    pub seed: u64,
-    /// Training epochs (≥ 1).
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    /// Rows (clip, caption pairs) per batch (≥ 2).
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Peak learning rate of AdamW (β 0.9/0.999), reached after the warm-up.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Epochs of linear warm-up from 0 (may be fractional; ≤ `epochs`).
-    #[serde(default = "default_warmup")]
-    pub warmup_epochs: f64,
-    /// Learning rate at the end of the cosine decay (≤ `lr`).
-    #[serde(default = "default_final_lr")]
-    pub final_lr: f64,
-    /// Decoupled (AdamW) weight decay (≥ 0).
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Clip each parameter's gradient to this L2 norm (Burn's per-parameter norm clipping).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grad_clip: Option<f64>,
-    /// Temperature τ of the logits `C / τ` (and of the distillation targets).
-    #[serde(default = "default_tau")]
-    pub tau: f64,
-    /// Learn τ (as `log(1/τ)`, starting from `tau`).
-    #[serde(default)]
-    pub learnable_tau: bool,
-    /// `auto`, `cpu` or `cuda`.
-    #[serde(default)]
-    pub device: DeviceChoice,
-    /// CPU threads (default: all the executor gives the node).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
-}
-
-/// Declares a kind's parameter struct holding the [`OptimParams`] fields plus its own (serde's
-/// `flatten` cannot be combined with `deny_unknown_fields`).
+/// Declares a parameter struct holding the optimisation fields shared by `train` and `distill`
+/// plus its own (serde's `flatten` cannot be combined with `deny_unknown_fields`), and its
+/// `optim()` accessor.
 macro_rules! with_optim_params {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
         $(#[$meta])*
@@ -131,6 +91,11 @@ macro_rules! with_optim_params {
             }
         }
     };
+}
+
+with_optim_params! {
+    /// Optimisation settings shared by `train` and `distill` (their common parameters).
+    pub struct OptimParams {}
 }
 
 fn default_epochs() -> usize {
@@ -200,7 +165,11 @@ fn default_channels() -> Vec<usize> {
 
 impl Default for CnnParams {
     fn default() -> Self {
-        Self { channels: default_channels(), dropout: 0.0, input_pool: default_input_pool() }
+        Self {
+            channels: default_channels(),
+            dropout: 0.0,
+            input_pool: default_input_pool(),
+        }
     }
 }
 
@@ -239,7 +208,17 @@ pub struct PasstParams {
 
 impl Default for PasstParams {
     fn default() -> Self {
-        Self { patch: 16, stride: 10, d_model: 192, n_layers: 4, n_heads: 3, d_ff: 768, dropout: 0.1, freq_patchout: 1, time_patchout: 3 }
+        Self {
+            patch: 16,
+            stride: 10,
+            d_model: 192,
+            n_layers: 4,
+            n_heads: 3,
+            d_ff: 768,
+            dropout: 0.1,
+            freq_patchout: 1,
+            time_patchout: 3,
+        }
     }
 }
 
@@ -273,7 +252,14 @@ fn default_pooling() -> Pooling {
 
 impl Default for TransformerParams {
     fn default() -> Self {
-        Self { d_model: 128, n_layers: 1, n_heads: 4, d_ff: 256, dropout: 0.1, pooling: Pooling::Mean }
+        Self {
+            d_model: 128,
+            n_layers: 1,
+            n_heads: 4,
+            d_ff: 256,
+            dropout: 0.1,
+            pooling: Pooling::Mean,
+        }
     }
 }
 
@@ -303,7 +289,14 @@ pub struct BertParams {
 
 impl Default for BertParams {
     fn default() -> Self {
-        Self { hidden_size: 768, n_layers: 12, n_heads: 12, intermediate_size: 3072, max_positions: 512, dropout: 0.1 }
+        Self {
+            hidden_size: 768,
+            n_layers: 12,
+            n_heads: 12,
+            intermediate_size: 3072,
+            max_positions: 512,
+            dropout: 0.1,
+        }
     }
 }
 
@@ -377,7 +370,15 @@ pub struct ModelParams {
 
 impl Default for ModelParams {
     fn default() -> Self {
-        Self { audio: AudioKind::Cnn, text: TextKind::Transformer, embed_dim: 128, cnn: None, passt: None, transformer: None, bert: None }
+        Self {
+            audio: AudioKind::Cnn,
+            text: TextKind::Transformer,
+            embed_dim: 128,
+            cnn: None,
+            passt: None,
+            transformer: None,
+            bert: None,
+        }
     }
 }
 
@@ -426,7 +427,11 @@ fn default_embed_batch() -> usize {
 }
 
 fn check(ok: bool, key: &str, message: &str) -> Result<(), ParamError> {
-    if ok { Ok(()) } else { Err(ParamError::at(key, message)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamError::at(key, message))
+    }
 }
 
 fn positive(v: f64) -> bool {
@@ -437,10 +442,16 @@ impl OptimParams {
     /// Range checks.
     pub fn validate(&self) -> Result<(), ParamError> {
         check(self.epochs >= 1, "epochs", "must be at least 1")?;
-        check(self.batch_size >= 2, "batch_size", "must be at least 2 (a contrastive batch needs negatives)")?;
+        check(
+            self.batch_size >= 2,
+            "batch_size",
+            "must be at least 2 (a contrastive batch needs negatives)",
+        )?;
         check(positive(self.lr), "lr", "must be a positive number")?;
         check(
-            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64,
+            self.warmup_epochs.is_finite()
+                && self.warmup_epochs >= 0.0
+                && self.warmup_epochs <= self.epochs as f64,
             "warmup_epochs",
             "must be between 0 and `epochs`",
         )?;
@@ -449,11 +460,19 @@ impl OptimParams {
             "final_lr",
             "must be between 0 and `lr`",
         )?;
-        check(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight_decay", "must be ≥ 0")?;
+        check(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "weight_decay",
+            "must be ≥ 0",
+        )?;
         if let Some(c) = self.grad_clip {
             check(positive(c), "grad_clip", "must be a positive number")?;
         }
-        check(positive(self.tau) && self.tau <= 10.0, "tau", "must be in (0, 10]")?;
+        check(
+            positive(self.tau) && self.tau <= 10.0,
+            "tau",
+            "must be in (0, 10]",
+        )?;
         if let Some(t) = self.threads {
             check(t >= 1, "threads", "must be at least 1")?;
         }
@@ -466,35 +485,99 @@ impl ModelParams {
     pub fn canonical(mut self) -> Result<Self, ParamError> {
         match self.audio {
             AudioKind::Cnn => {
-                check(self.passt.is_none(), "model.passt", "given, but `model.audio` is `cnn`")?;
+                check(
+                    self.passt.is_none(),
+                    "model.passt",
+                    "given, but `model.audio` is `cnn`",
+                )?;
                 let c = self.cnn.get_or_insert_with(Default::default);
-                check(!c.channels.is_empty() && c.channels.iter().all(|&x| x > 0), "model.cnn.channels", "must list positive channel counts")?;
-                check((0.0..1.0).contains(&c.dropout), "model.cnn.dropout", "must be in [0, 1)")?;
-                check(c.input_pool >= 1, "model.cnn.input_pool", "must be at least 1")?;
+                check(
+                    !c.channels.is_empty() && c.channels.iter().all(|&x| x > 0),
+                    "model.cnn.channels",
+                    "must list positive channel counts",
+                )?;
+                check(
+                    (0.0..1.0).contains(&c.dropout),
+                    "model.cnn.dropout",
+                    "must be in [0, 1)",
+                )?;
+                check(
+                    c.input_pool >= 1,
+                    "model.cnn.input_pool",
+                    "must be at least 1",
+                )?;
             }
             AudioKind::Passt => {
-                check(self.cnn.is_none(), "model.cnn", "given, but `model.audio` is `passt`")?;
+                check(
+                    self.cnn.is_none(),
+                    "model.cnn",
+                    "given, but `model.audio` is `passt`",
+                )?;
                 let p = self.passt.get_or_insert_with(Default::default);
-                check(p.patch > 0 && p.stride > 0 && p.stride <= p.patch, "model.passt.stride", "need 0 < stride ≤ patch")?;
-                check(p.d_model > 0 && p.n_heads > 0 && p.d_model.is_multiple_of(p.n_heads), "model.passt.n_heads", "must divide `d_model`")?;
-                check(p.n_layers > 0 && p.d_ff > 0, "model.passt.n_layers", "layers and `d_ff` must be positive")?;
-                check((0.0..1.0).contains(&p.dropout), "model.passt.dropout", "must be in [0, 1)")?;
+                check(
+                    p.patch > 0 && p.stride > 0 && p.stride <= p.patch,
+                    "model.passt.stride",
+                    "need 0 < stride ≤ patch",
+                )?;
+                check(
+                    p.d_model > 0 && p.n_heads > 0 && p.d_model.is_multiple_of(p.n_heads),
+                    "model.passt.n_heads",
+                    "must divide `d_model`",
+                )?;
+                check(
+                    p.n_layers > 0 && p.d_ff > 0,
+                    "model.passt.n_layers",
+                    "layers and `d_ff` must be positive",
+                )?;
+                check(
+                    (0.0..1.0).contains(&p.dropout),
+                    "model.passt.dropout",
+                    "must be in [0, 1)",
+                )?;
             }
         }
         match self.text {
             TextKind::Transformer => {
-                check(self.bert.is_none(), "model.bert", "given, but `model.text` is `transformer`")?;
+                check(
+                    self.bert.is_none(),
+                    "model.bert",
+                    "given, but `model.text` is `transformer`",
+                )?;
                 let t = self.transformer.get_or_insert_with(Default::default);
-                check(t.d_model > 0 && t.n_heads > 0 && t.d_model.is_multiple_of(t.n_heads), "model.transformer.n_heads", "must divide `d_model`")?;
+                check(
+                    t.d_model > 0 && t.n_heads > 0 && t.d_model.is_multiple_of(t.n_heads),
+                    "model.transformer.n_heads",
+                    "must divide `d_model`",
+                )?;
                 check(t.d_ff > 0, "model.transformer.d_ff", "must be positive")?;
-                check((0.0..1.0).contains(&t.dropout), "model.transformer.dropout", "must be in [0, 1)")?;
+                check(
+                    (0.0..1.0).contains(&t.dropout),
+                    "model.transformer.dropout",
+                    "must be in [0, 1)",
+                )?;
             }
             TextKind::Bert => {
-                check(self.transformer.is_none(), "model.transformer", "given, but `model.text` is `bert`")?;
+                check(
+                    self.transformer.is_none(),
+                    "model.transformer",
+                    "given, but `model.text` is `bert`",
+                )?;
                 let b = self.bert.get_or_insert_with(Default::default);
-                check(b.hidden_size > 0 && b.n_heads > 0 && b.hidden_size.is_multiple_of(b.n_heads), "model.bert.n_heads", "must divide `hidden_size`")?;
-                check(b.n_layers > 0 && b.intermediate_size > 0 && b.max_positions > 0, "model.bert.n_layers", "sizes must be positive")?;
-                check((0.0..1.0).contains(&b.dropout), "model.bert.dropout", "must be in [0, 1)")?;
+                check(
+                    b.hidden_size > 0 && b.n_heads > 0 && b.hidden_size.is_multiple_of(b.n_heads),
+                    "model.bert.n_heads",
+                    "must divide `hidden_size`",
+                )?;
+                check(
+                    b.n_layers > 0 && b.intermediate_size > 0 && b.max_positions > 0,
+                    "model.bert.n_layers",
+                    "sizes must be positive",
+                )?;
+                check(
+                    (0.0..1.0).contains(&b.dropout),
+                    "model.bert.dropout",
+                    "must be in [0, 1)",
+                )?;
             }
         }
         check(self.embed_dim > 0, "model.embed_dim", "must be positive")?;
@@ -503,11 +586,22 @@ impl ModelParams {
 
     /// The model for a feature set of `n_mels × n_frames` windows, `vocab_size` words and
     /// `max_tokens` tokens per caption. Call on the canonical form.
-    pub fn resolve(&self, optim: &OptimParams, n_mels: usize, n_frames: usize, vocab_size: usize, max_tokens: usize) -> anyhow::Result<DualEncoderConfig> {
+    pub fn resolve(
+        &self,
+        optim: &OptimParams,
+        n_mels: usize,
+        n_frames: usize,
+        vocab_size: usize,
+        max_tokens: usize,
+    ) -> anyhow::Result<DualEncoderConfig> {
         let audio = match self.audio {
             AudioKind::Cnn => {
                 let c = self.cnn.clone().unwrap_or_default();
-                AudioEncoderConfig::Cnn(CnnEncoderConfig::new(c.channels).with_dropout(c.dropout).with_input_pool(c.input_pool))
+                AudioEncoderConfig::Cnn(
+                    CnnEncoderConfig::new(c.channels)
+                        .with_dropout(c.dropout)
+                        .with_input_pool(c.input_pool),
+                )
             }
             AudioKind::Passt => {
                 let p = self.passt.clone().unwrap_or_default();
@@ -555,23 +649,44 @@ impl ModelParams {
                 )
             }
         };
-        Ok(DualEncoderConfig::new(audio, text, self.embed_dim, optim.tau, optim.learnable_tau))
+        Ok(DualEncoderConfig::new(
+            audio,
+            text,
+            self.embed_dim,
+            optim.tau,
+            optim.learnable_tau,
+        ))
     }
 }
 
 impl TrainParams {
     pub fn canonical(self) -> Result<Self, ParamError> {
         self.optim().validate()?;
-        Ok(Self { model: self.model.canonical()?, ..self })
+        Ok(Self {
+            model: self.model.canonical()?,
+            ..self
+        })
     }
 }
 
 impl DistillParams {
     pub fn canonical(self) -> Result<Self, ParamError> {
         self.optim().validate()?;
-        check(self.lambda_sup.is_finite() && self.lambda_sup >= 0.0, "lambda_sup", "must be ≥ 0")?;
-        check(self.lambda_dist.is_finite() && self.lambda_dist >= 0.0, "lambda_dist", "must be ≥ 0")?;
-        check(self.lambda_sup + self.lambda_dist > 0.0, "lambda_dist", "`lambda_sup` and `lambda_dist` cannot both be 0")?;
+        check(
+            self.lambda_sup.is_finite() && self.lambda_sup >= 0.0,
+            "lambda_sup",
+            "must be ≥ 0",
+        )?;
+        check(
+            self.lambda_dist.is_finite() && self.lambda_dist >= 0.0,
+            "lambda_dist",
+            "must be ≥ 0",
+        )?;
+        check(
+            self.lambda_sup + self.lambda_dist > 0.0,
+            "lambda_dist",
+            "`lambda_sup` and `lambda_dist` cannot both be 0",
+        )?;
         Ok(self)
     }
 }

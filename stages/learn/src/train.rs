@@ -20,7 +20,9 @@ use pipeline_api::Reporter;
 use pipeline_data::formats::{FeatureSet, Split, TeacherEmbeddings};
 use serde::{Deserialize, Serialize};
 
-use crate::batches::{Row, audio_tensors, batches_per_epoch, epoch_batches, epoch_rng, rows, text_tensor};
+use crate::batches::{
+    Row, audio_tensors, batches_per_epoch, epoch_batches, epoch_rng, rows, text_tensor,
+};
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
 use crate::losses::{dist_loss, positives, similarity, sup_loss};
@@ -32,7 +34,11 @@ pub enum Objective<'a> {
     /// Stage 1: `L_sup`.
     Supervised,
     /// Stage 2: `λ_sup L_sup + λ_dist L_dist` with targets from the teachers' embeddings.
-    Distill { teachers: &'a TeacherEmbeddings, lambda_sup: f64, lambda_dist: f64 },
+    Distill {
+        teachers: &'a TeacherEmbeddings,
+        lambda_sup: f64,
+        lambda_dist: f64,
+    },
 }
 
 /// One training run.
@@ -127,7 +133,11 @@ pub fn lr_at(step: usize, total: usize, warmup: usize, lr: f64, final_lr: f64) -
 }
 
 /// Text → audio retrieval on the `val` split, or `None` without one.
-pub fn validate(model: &DualEncoder, features: &FeatureSet, device: &Device) -> anyhow::Result<Option<ValScores>> {
+pub fn validate(
+    model: &DualEncoder,
+    features: &FeatureSet,
+    device: &Device,
+) -> anyhow::Result<Option<ValScores>> {
     let clips = features.split_clips(Split::Val);
     let captions = features.split_captions(Split::Val);
     if clips.is_empty() || captions.is_empty() {
@@ -150,7 +160,12 @@ pub fn validate(model: &DualEncoder, features: &FeatureSet, device: &Device) -> 
         }
     }
     let s = pipeline_eval::metrics::text_to_audio(&sim, n, &relevant);
-    Ok(Some(ValScores { map10: s.map10, r1: s.r1, r5: s.r5, r10: s.r10 }))
+    Ok(Some(ValScores {
+        map10: s.map10,
+        r1: s.r1,
+        r5: s.r5,
+        r10: s.r10,
+    }))
 }
 
 /// Maps feature rows to the teachers' split-local rows.
@@ -162,9 +177,22 @@ struct TeacherIndex<'a> {
 
 impl<'a> TeacherIndex<'a> {
     fn new(teachers: &'a TeacherEmbeddings, train_rows: &[Row]) -> anyhow::Result<Self> {
-        let clip: HashMap<usize, usize> = teachers.clip_index.iter().enumerate().map(|(k, &c)| (c, k)).collect();
-        let caption: HashMap<usize, usize> = teachers.caption_index.iter().enumerate().map(|(k, &c)| (c, k)).collect();
-        let missing = train_rows.iter().filter(|r| !clip.contains_key(&r.clip) || !caption.contains_key(&r.caption)).count();
+        let clip: HashMap<usize, usize> = teachers
+            .clip_index
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| (c, k))
+            .collect();
+        let caption: HashMap<usize, usize> = teachers
+            .caption_index
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| (c, k))
+            .collect();
+        let missing = train_rows
+            .iter()
+            .filter(|r| !clip.contains_key(&r.clip) || !caption.contains_key(&r.caption))
+            .count();
         if missing > 0 {
             bail!(
                 "the correspondences cover {} clips and {} captions, but {missing} training pairs are not among them\n\
@@ -173,7 +201,11 @@ impl<'a> TeacherIndex<'a> {
                 caption.len()
             );
         }
-        Ok(Self { teachers, clip, caption })
+        Ok(Self {
+            teachers,
+            clip,
+            caption,
+        })
     }
 
     /// `C_hat [b, b]` for the batch (audio of row i, caption of row j).
@@ -182,7 +214,10 @@ impl<'a> TeacherIndex<'a> {
         let mut out = Vec::with_capacity(b * b);
         for ri in batch {
             for rj in batch {
-                out.push(self.teachers.estimate(self.clip[&ri.clip], self.caption[&rj.caption]));
+                out.push(
+                    self.teachers
+                        .estimate(self.clip[&ri.clip], self.caption[&rj.caption]),
+                );
             }
         }
         out
@@ -196,7 +231,9 @@ fn optimizer(optim: &OptimParams) -> ModuleOptimizer {
         .with_epsilon(1e-8)
         .with_weight_decay(optim.weight_decay as f32);
     if let Some(c) = optim.grad_clip {
-        config = config.with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(c as f32)));
+        config = config.with_grad_clipping(Some(
+            burn::grad_clipping::GradientClippingConfig::Norm(c as f32),
+        ));
     }
     config.init()
 }
@@ -207,14 +244,22 @@ fn read_state(dir: &Path) -> Option<State> {
 }
 
 /// Writes a checkpoint directory next to the current one, then swaps it in.
-fn write_checkpoint(scratch: &Path, state: &State, model: &DualEncoder, optim: &ModuleOptimizer, best: Option<&DualEncoder>) -> anyhow::Result<()> {
+fn write_checkpoint(
+    scratch: &Path,
+    state: &State,
+    model: &DualEncoder,
+    optim: &ModuleOptimizer,
+    best: Option<&DualEncoder>,
+) -> anyhow::Result<()> {
     let dir = scratch.join(CHECKPOINT_DIR);
     let tmp = scratch.join("checkpoint.tmp");
     let old = scratch.join("checkpoint.old");
     let _ = std::fs::remove_dir_all(&tmp);
     fs_err::create_dir_all(&tmp)?;
     save_record(model, &tmp.join(LAST_MODEL_FILE))?;
-    optim.save(tmp.join(OPTIMIZER_FILE)).map_err(|e| anyhow::anyhow!("saving the optimizer state: {e}"))?;
+    optim
+        .save(tmp.join(OPTIMIZER_FILE))
+        .map_err(|e| anyhow::anyhow!("saving the optimizer state: {e}"))?;
     match best {
         Some(best) => save_record(best, &tmp.join(BEST_MODEL_FILE))?,
         None => {
@@ -239,7 +284,10 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
     let ad = device.clone().autodiff();
     let train_rows = rows(features, Split::Train);
     if train_rows.len() < 2 {
-        bail!("the features' train split has {} captions; training needs at least 2", train_rows.len());
+        bail!(
+            "the features' train split has {} captions; training needs at least 2",
+            train_rows.len()
+        );
     }
     let teacher_index = match &job.objective {
         Objective::Supervised => None,
@@ -259,30 +307,37 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         }
     };
     let checkpoint = job.scratch_dir.join(CHECKPOINT_DIR);
-    let (mut model, mut optim, mut state) = match read_state(&checkpoint).filter(|s| s.fingerprint == job.fingerprint) {
-        Some(state) => {
-            let model = load_record(job.model.init(&ad, o.seed), &checkpoint.join(LAST_MODEL_FILE))?;
-            let optim = optimizer(o)
-                .load(checkpoint.join(OPTIMIZER_FILE))
-                .map_err(|e| anyhow::anyhow!("reading the optimizer checkpoint: {e}"))?;
-            job.reporter.log(&format!("resuming after epoch {} of {} from the checkpoint", state.epochs_done, o.epochs));
-            (model, optim, state)
-        }
-        None => {
-            let _ = std::fs::remove_dir_all(&checkpoint);
-            let state = State {
-                fingerprint: job.fingerprint.clone(),
-                epochs_done: 0,
-                step: 0,
-                best_epoch: 0,
-                best_val: None,
-                curves: Vec::new(),
-                train_seconds: 0.0,
-                wall_seconds: 0.0,
-            };
-            (fresh()?, optimizer(o), state)
-        }
-    };
+    let (mut model, mut optim, mut state) =
+        match read_state(&checkpoint).filter(|s| s.fingerprint == job.fingerprint) {
+            Some(state) => {
+                let model = load_record(
+                    job.model.init(&ad, o.seed),
+                    &checkpoint.join(LAST_MODEL_FILE),
+                )?;
+                let optim = optimizer(o)
+                    .load(checkpoint.join(OPTIMIZER_FILE))
+                    .map_err(|e| anyhow::anyhow!("reading the optimizer checkpoint: {e}"))?;
+                job.reporter.log(&format!(
+                    "resuming after epoch {} of {} from the checkpoint",
+                    state.epochs_done, o.epochs
+                ));
+                (model, optim, state)
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&checkpoint);
+                let state = State {
+                    fingerprint: job.fingerprint.clone(),
+                    epochs_done: 0,
+                    step: 0,
+                    best_epoch: 0,
+                    best_val: None,
+                    curves: Vec::new(),
+                    train_seconds: 0.0,
+                    wall_seconds: 0.0,
+                };
+                (fresh()?, optimizer(o), state)
+            }
+        };
     let resumed_epochs = state.epochs_done;
     job.reporter.log(&format!(
         "{} training pairs, batch {batch_size}, {steps_per_epoch} steps per epoch, {} epochs, device {}",
@@ -293,7 +348,10 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
 
     for epoch in state.epochs_done..o.epochs {
         let started = Instant::now();
-        let progress = job.reporter.step(&format!("epoch {}/{}", epoch + 1, o.epochs), steps_per_epoch as u64);
+        let progress = job.reporter.step(
+            &format!("epoch {}/{}", epoch + 1, o.epochs),
+            steps_per_epoch as u64,
+        );
         let mut noise_rng = epoch_rng(o.seed, epoch, 2);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
@@ -310,11 +368,20 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             let sim = similarity(audio, text);
             let scale = model.logit_scale(&ad);
             let loss = match (&job.objective, &teacher_index) {
-                (Objective::Distill { lambda_sup, lambda_dist, .. }, Some(index)) => {
+                (
+                    Objective::Distill {
+                        lambda_sup,
+                        lambda_dist,
+                        ..
+                    },
+                    Some(index),
+                ) => {
                     let b = batch.len();
-                    let c_hat = Tensor::<2>::from_data(TensorData::new(index.c_hat(batch), [b, b]), &ad);
+                    let c_hat =
+                        Tensor::<2>::from_data(TensorData::new(index.c_hat(batch), [b, b]), &ad);
                     let target_scale = scalar(scale.clone().detach());
-                    let dist = dist_loss(sim.clone(), scale.clone(), c_hat, target_scale).mul_scalar(*lambda_dist);
+                    let dist = dist_loss(sim.clone(), scale.clone(), c_hat, target_scale)
+                        .mul_scalar(*lambda_dist);
                     if *lambda_sup > 0.0 {
                         dist + sup_loss(sim, scale, positives(&clips, &ad)).mul_scalar(*lambda_sup)
                     } else {
@@ -357,14 +424,27 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             state.best_val = val;
         }
         state.epochs_done = epoch + 1;
-        state.curves.push(CurveRow { epoch: epoch + 1, step: state.step, train_loss, lr, val, seconds: state.wall_seconds });
+        state.curves.push(CurveRow {
+            epoch: epoch + 1,
+            step: state.step,
+            train_loss,
+            lr,
+            val,
+            seconds: state.wall_seconds,
+        });
         job.reporter.log(&format!(
             "epoch {}: loss {train_loss:.4}, val mAP@10 {}, {:.1} steps/s",
             epoch + 1,
             val.map_or("n/a".to_owned(), |v| format!("{:.4}", v.map10)),
             batches.len() as f64 / train_secs.max(1e-9)
         ));
-        write_checkpoint(job.scratch_dir, &state, &model, &optim, improved.then_some(&model))?;
+        write_checkpoint(
+            job.scratch_dir,
+            &state,
+            &model,
+            &optim,
+            improved.then_some(&model),
+        )?;
         if job.stop_after == Some(state.epochs_done) && state.epochs_done < o.epochs {
             bail!(STOPPED);
         }
@@ -387,5 +467,9 @@ pub fn best_model_path(scratch_dir: &Path) -> PathBuf {
 
 /// The value of a one-element tensor.
 pub fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().map(|v| v[0] as f64).unwrap_or(f64::NAN)
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map(|v| v[0] as f64)
+        .unwrap_or(f64::NAN)
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipeline_api::{InputArtifact, InputCounts, Registry, RunContext, SilentReporter, StageKind};
-use pipeline_data::formats::{Embeddings, FeatureSet, TeacherEmbeddings, Table};
+use pipeline_data::formats::{Embeddings, FeatureSet, Table, TeacherEmbeddings};
 use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::kinds::{DistillKind, EmbedKind, TrainKind};
 
@@ -37,16 +37,34 @@ struct Node {
 
 fn run_kind(kind: &dyn StageKind, params: &str, inputs: &[(&str, &Path)]) -> anyhow::Result<Node> {
     let counts = InputCounts(inputs.iter().map(|(n, _)| (n.to_string(), 1)).collect());
-    let plan = kind.plan(&table(params), &counts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node = Node { out: tempfile::tempdir()?, scratch: tempfile::tempdir()? };
+    let plan = kind
+        .plan(&table(params), &counts)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = Node {
+        out: tempfile::tempdir()?,
+        scratch: tempfile::tempdir()?,
+    };
     run_in(kind, &plan.params, inputs, &node)?;
     Ok(node)
 }
 
-fn run_in(kind: &dyn StageKind, params: &serde_json::Value, inputs: &[(&str, &Path)], node: &Node) -> anyhow::Result<()> {
+fn run_in(
+    kind: &dyn StageKind,
+    params: &serde_json::Value,
+    inputs: &[(&str, &Path)],
+    node: &Node,
+) -> anyhow::Result<()> {
     let inputs: BTreeMap<String, Vec<InputArtifact>> = inputs
         .iter()
-        .map(|(n, p)| (n.to_string(), vec![InputArtifact { node: Some(format!("{n}-node")), path: p.to_path_buf() }]))
+        .map(|(n, p)| {
+            (
+                n.to_string(),
+                vec![InputArtifact {
+                    node: Some(format!("{n}-node")),
+                    path: p.to_path_buf(),
+                }],
+            )
+        })
         .collect();
     let ctx = RunContext {
         node: "test-node",
@@ -74,19 +92,27 @@ fn metrics(dir: &Path) -> serde_json::Value {
 fn registry_holds_three_documented_kinds() {
     let mut registry = Registry::default();
     pipeline_learn::register(&mut registry);
-    assert_eq!(registry.names().collect::<Vec<_>>(), vec!["distill", "embed", "train"]);
+    assert_eq!(
+        registry.names().collect::<Vec<_>>(),
+        vec!["distill", "embed", "train"]
+    );
     assert!(registry.iter().all(|k| !k.summary().is_empty()));
 }
 
 #[test]
 fn train_plan_fills_defaults_and_refuses_bad_params() {
-    let plan = TrainKind.plan(&table(""), &InputCounts([("features".into(), 1)].into())).unwrap();
+    let plan = TrainKind
+        .plan(&table(""), &InputCounts([("features".into(), 1)].into()))
+        .unwrap();
     let p = &plan.params;
     assert_eq!(p["epochs"], 10);
     assert_eq!(p["batch_size"], 32);
     assert_eq!(p["tau"], 0.05);
     assert_eq!(p["model"]["audio"], "cnn");
-    assert_eq!(p["model"]["cnn"]["channels"], serde_json::json!([16, 32, 64]));
+    assert_eq!(
+        p["model"]["cnn"]["channels"],
+        serde_json::json!([16, 32, 64])
+    );
     assert!(p["model"].get("passt").is_none());
     assert_eq!(plan.resources.threads, usize::MAX);
     assert!(!plan.resources.gpu);
@@ -96,13 +122,27 @@ fn train_plan_fills_defaults_and_refuses_bad_params() {
     assert!(err.message.contains("unknown field `epoch`"), "{err}");
     let err = TrainKind.plan(&table("lr = -1.0"), &counts).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("lr"));
-    let err = TrainKind.plan(&table("[model]\naudio = \"cnn\"\n[model.passt]\nd_model = 64"), &counts).unwrap_err();
+    let err = TrainKind
+        .plan(
+            &table("[model]\naudio = \"cnn\"\n[model.passt]\nd_model = 64"),
+            &counts,
+        )
+        .unwrap_err();
     assert_eq!(err.key.as_deref(), Some("model.passt"));
-    let err = TrainKind.plan(&table("[model.transformer]\nd_model = 30\nn_heads = 4"), &counts).unwrap_err();
+    let err = TrainKind
+        .plan(
+            &table("[model.transformer]\nd_model = 30\nn_heads = 4"),
+            &counts,
+        )
+        .unwrap_err();
     assert_eq!(err.key.as_deref(), Some("model.transformer.n_heads"));
-    let err = TrainKind.plan(&table(""), &InputCounts::default()).unwrap_err();
+    let err = TrainKind
+        .plan(&table(""), &InputCounts::default())
+        .unwrap_err();
     assert_eq!(err.key.as_deref(), Some("inputs.features"));
-    let plan = TrainKind.plan(&table("threads = 2\ndevice = \"cpu\""), &counts).unwrap();
+    let plan = TrainKind
+        .plan(&table("threads = 2\ndevice = \"cpu\""), &counts)
+        .unwrap();
     assert_eq!(plan.resources.threads, 2);
 }
 
@@ -112,8 +152,13 @@ fn cuda_requested_without_the_feature_is_a_clear_error() {
     let f = Synthetic::tiny().build();
     let dir = features_dir(&f);
     let params = format!("device = \"cuda\"\n{TINY}");
-    let err = run_kind(&TrainKind, &params, &[("features", dir.path())]).err().unwrap();
-    assert!(format!("{err:#}").contains("built without CUDA support"), "{err:#}");
+    let err = run_kind(&TrainKind, &params, &[("features", dir.path())])
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("built without CUDA support"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -122,7 +167,14 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
     let dir = features_dir(&f);
     let node = run_kind(&TrainKind, TINY, &[("features", dir.path())]).unwrap();
     let out = node.out.path();
-    for file in ["model.mpk", "model.json", "curves.parquet", "curves.png", "metrics.json", "train_config.json"] {
+    for file in [
+        "model.mpk",
+        "model.json",
+        "curves.parquet",
+        "curves.png",
+        "metrics.json",
+        "train_config.json",
+    ] {
         assert!(out.join(file).exists(), "{file} missing");
     }
     let curves_path = out.join("curves.parquet");
@@ -137,9 +189,17 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
     assert!(m["steps_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(m["device"], "cpu");
 
-    let emb = run_kind(&EmbedKind, "threads = 1\nbatch_size = 5", &[("model", out), ("features", dir.path())]).unwrap();
+    let emb = run_kind(
+        &EmbedKind,
+        "threads = 1\nbatch_size = 5",
+        &[("model", out), ("features", dir.path())],
+    )
+    .unwrap();
     let e = Embeddings::load(emb.out.path()).unwrap();
-    assert_eq!((e.n_clips(), e.n_captions(), e.dim), (f.clips.len(), f.captions.len(), 16));
+    assert_eq!(
+        (e.n_clips(), e.n_captions(), e.dim),
+        (f.clips.len(), f.captions.len(), 16)
+    );
     for i in 0..e.n_clips() {
         let n: f32 = e.audio_row(i).iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-4);
@@ -149,7 +209,12 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
         assert!((n - 1.0).abs() < 1e-4);
     }
     // Evaluation mode is deterministic: embedding twice gives the same numbers.
-    let again = run_kind(&EmbedKind, "threads = 1\nbatch_size = 64", &[("model", out), ("features", dir.path())]).unwrap();
+    let again = run_kind(
+        &EmbedKind,
+        "threads = 1\nbatch_size = 64",
+        &[("model", out), ("features", dir.path())],
+    )
+    .unwrap();
     let e2 = Embeddings::load(again.out.path()).unwrap();
     for (a, b) in e.audio.iter().zip(&e2.audio) {
         assert!((a - b).abs() < 1e-5);
@@ -163,36 +228,75 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
         dim: e.dim,
         clip_index: train_clips.clone(),
         caption_index: train_caps.clone(),
-        audio: train_clips.iter().flat_map(|&i| e.audio_row(i).to_vec()).collect(),
-        text: train_caps.iter().flat_map(|&j| e.text_row(j).to_vec()).collect(),
+        audio: train_clips
+            .iter()
+            .flat_map(|&i| e.audio_row(i).to_vec())
+            .collect(),
+        text: train_caps
+            .iter()
+            .flat_map(|&j| e.text_row(j).to_vec())
+            .collect(),
     };
     let corr = tempfile::tempdir().unwrap();
     teachers.save(corr.path()).unwrap();
     let distilled = run_kind(
         &DistillKind,
         "epochs = 2\nbatch_size = 8\nlr = 1e-3\nthreads = 1\nlambda_sup = 0.5",
-        &[("features", dir.path()), ("init", out), ("correspondences", corr.path())],
+        &[
+            ("features", dir.path()),
+            ("init", out),
+            ("correspondences", corr.path()),
+        ],
     )
     .unwrap();
     let m = metrics(distilled.out.path());
     assert!(m["val"]["map10"].as_f64().unwrap() > 0.3, "{m}");
     let curves_path = distilled.out.path().join("curves.parquet");
     let curves = Table::open(&curves_path).unwrap();
-    assert!(curves.f64s("train_loss").unwrap().iter().all(|l| l.is_finite()));
+    assert!(
+        curves
+            .f64s("train_loss")
+            .unwrap()
+            .iter()
+            .all(|l| l.is_finite())
+    );
 }
 
 #[test]
 fn distill_refuses_correspondences_that_miss_training_pairs() {
     let f = Synthetic::tiny().build();
     let dir = features_dir(&f);
-    let model = run_kind(&TrainKind, &TINY.replace("epochs = 3", "epochs = 1"), &[("features", dir.path())]).unwrap();
-    let teachers = TeacherEmbeddings { teachers: 1, dim: 2, clip_index: vec![0], caption_index: vec![0], audio: vec![1.0, 0.0], text: vec![1.0, 0.0] };
+    let model = run_kind(
+        &TrainKind,
+        &TINY.replace("epochs = 3", "epochs = 1"),
+        &[("features", dir.path())],
+    )
+    .unwrap();
+    let teachers = TeacherEmbeddings {
+        teachers: 1,
+        dim: 2,
+        clip_index: vec![0],
+        caption_index: vec![0],
+        audio: vec![1.0, 0.0],
+        text: vec![1.0, 0.0],
+    };
     let corr = tempfile::tempdir().unwrap();
     teachers.save(corr.path()).unwrap();
-    let err = run_kind(&DistillKind, "epochs = 1\nthreads = 1", &[("features", dir.path()), ("init", model.out.path()), ("correspondences", corr.path())])
-        .err()
-        .unwrap();
-    assert!(format!("{err:#}").contains("training pairs are not among them"), "{err:#}");
+    let err = run_kind(
+        &DistillKind,
+        "epochs = 1\nthreads = 1",
+        &[
+            ("features", dir.path()),
+            ("init", model.out.path()),
+            ("correspondences", corr.path()),
+        ],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        format!("{err:#}").contains("training pairs are not among them"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -200,18 +304,30 @@ fn nan_in_the_features_stops_training_naming_epoch_and_step() {
     let mut f = Synthetic::tiny().build();
     f.mel.iter_mut().for_each(|v| *v = f32::NAN);
     let dir = features_dir(&f);
-    let err = run_kind(&TrainKind, TINY, &[("features", dir.path())]).err().unwrap();
+    let err = run_kind(&TrainKind, TINY, &[("features", dir.path())])
+        .err()
+        .unwrap();
     let msg = format!("{err:#}");
-    assert!(msg.contains("training loss is NaN at epoch 1 step 1"), "{msg}");
+    assert!(
+        msg.contains("training loss is NaN at epoch 1 step 1"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn absurd_learning_rate_is_reported_not_silently_trained() {
     let f = Synthetic::tiny().build();
     let dir = features_dir(&f);
-    let params = TINY.replace("lr = 3e-3", "lr = 1e30\nfinal_lr = 0.0").replace("warmup_epochs = 0.5", "warmup_epochs = 0.0");
-    let err = run_kind(&TrainKind, &params, &[("features", dir.path())]).err().unwrap();
-    assert!(format!("{err:#}").contains("the training loss is"), "{err:#}");
+    let params = TINY
+        .replace("lr = 3e-3", "lr = 1e30\nfinal_lr = 0.0")
+        .replace("warmup_epochs = 0.5", "warmup_epochs = 0.0");
+    let err = run_kind(&TrainKind, &params, &[("features", dir.path())])
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("the training loss is"),
+        "{err:#}"
+    );
 }
 
 /// Audio and text embeddings of every clip/caption by a saved model (parameter ids inside
@@ -240,12 +356,29 @@ fn same_seed_same_numbers() {
     let params = TINY.replace("epochs = 3", "epochs = 2");
     let a = run_kind(&TrainKind, &params, &[("features", dir.path())]).unwrap();
     let b = run_kind(&TrainKind, &params, &[("features", dir.path())]).unwrap();
-    let la = Table::open(&a.out.path().join("curves.parquet")).unwrap().f64s("train_loss").unwrap();
-    let lb = Table::open(&b.out.path().join("curves.parquet")).unwrap().f64s("train_loss").unwrap();
+    let la = Table::open(&a.out.path().join("curves.parquet"))
+        .unwrap()
+        .f64s("train_loss")
+        .unwrap();
+    let lb = Table::open(&b.out.path().join("curves.parquet"))
+        .unwrap()
+        .f64s("train_loss")
+        .unwrap();
     assert_eq!(la, lb);
-    assert_eq!(model_outputs(a.out.path(), &f), model_outputs(b.out.path(), &f));
-    let c = run_kind(&TrainKind, &format!("seed = 5\n{params}"), &[("features", dir.path())]).unwrap();
-    let lc = Table::open(&c.out.path().join("curves.parquet")).unwrap().f64s("train_loss").unwrap();
+    assert_eq!(
+        model_outputs(a.out.path(), &f),
+        model_outputs(b.out.path(), &f)
+    );
+    let c = run_kind(
+        &TrainKind,
+        &format!("seed = 5\n{params}"),
+        &[("features", dir.path())],
+    )
+    .unwrap();
+    let lc = Table::open(&c.out.path().join("curves.parquet"))
+        .unwrap()
+        .f64s("train_loss")
+        .unwrap();
     assert_ne!(la, lc);
 }
 
@@ -256,9 +389,15 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
 
     let f = Synthetic::tiny().build();
     let params = TINY.replace("epochs = 3", "epochs = 2");
-    let p: TrainParams = pipeline_api::parse_params::<TrainParams>(&table(&params)).unwrap().canonical().unwrap();
+    let p: TrainParams = pipeline_api::parse_params::<TrainParams>(&table(&params))
+        .unwrap()
+        .canonical()
+        .unwrap();
     let optim = p.optim();
-    let model = p.model.resolve(&optim, 16, 32, f.vocab.len(), f.max_tokens).unwrap();
+    let model = p
+        .model
+        .resolve(&optim, 16, 32, f.vocab.len(), f.max_tokens)
+        .unwrap();
     let compute = pipeline_learn::device::resolve(optim.device).unwrap();
     fn job<'a>(
         f: &'a FeatureSet,
@@ -291,7 +430,12 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
     assert_eq!(err.to_string(), STOPPED);
     let resumed = train(&job(killed.path(), None)).unwrap();
     assert_eq!(resumed.resumed_epochs, 1);
-    let losses = |s: &pipeline_learn::train::TrainSummary| s.curves.iter().map(|c| (c.train_loss, c.val)).collect::<Vec<_>>();
+    let losses = |s: &pipeline_learn::train::TrainSummary| {
+        s.curves
+            .iter()
+            .map(|c| (c.train_loss, c.val))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(losses(&uninterrupted), losses(&resumed));
     let config_dir = tempfile::tempdir().unwrap();
     pipeline_learn::embedding::save_config(&model, config_dir.path()).unwrap();

@@ -26,74 +26,147 @@ struct Lexicon {
 fn lexicon(source: Source) -> Lexicon {
     use Number::*;
     const NONE: &[&str] = &[];
-    let (nouns, verbs, verbs_plural): (&'static [(&'static str, Number)], &'static [&'static str], &'static [&'static str]) = match source {
+    let (nouns, verbs, verbs_plural): (
+        &'static [(&'static str, Number)],
+        &'static [&'static str],
+        &'static [&'static str],
+    ) = match source {
         Source::RisingTone => (
-            &[("rising tone", Count), ("rising beep", Count), ("upward sweep", Count), ("ascending tone", Count)],
+            &[
+                ("rising tone", Count),
+                ("rising beep", Count),
+                ("upward sweep", Count),
+                ("ascending tone", Count),
+            ],
             &["sounds", "rises", "sweeps upward", "beeps"],
             NONE,
         ),
         Source::FallingTone => (
-            &[("falling tone", Count), ("falling beep", Count), ("downward sweep", Count), ("descending tone", Count)],
+            &[
+                ("falling tone", Count),
+                ("falling beep", Count),
+                ("downward sweep", Count),
+                ("descending tone", Count),
+            ],
             &["sounds", "drops", "sweeps downward", "beeps"],
             NONE,
         ),
         Source::Bell => (
-            &[("bell", Count), ("chime", Count), ("small bell", Count), ("metal bell", Count)],
+            &[
+                ("bell", Count),
+                ("chime", Count),
+                ("small bell", Count),
+                ("metal bell", Count),
+            ],
             &["rings", "chimes", "is struck", "dings"],
             NONE,
         ),
         Source::Flute => (
-            &[("flute", Count), ("recorder", Count), ("wooden flute", Count), ("pipe", Count)],
+            &[
+                ("flute", Count),
+                ("recorder", Count),
+                ("wooden flute", Count),
+                ("pipe", Count),
+            ],
             &["plays", "toots", "sounds", "plays a note"],
             NONE,
         ),
         Source::Pluck => (
-            &[("guitar", Count), ("plucked string", Count), ("harp", Count), ("string instrument", Count)],
+            &[
+                ("guitar", Count),
+                ("plucked string", Count),
+                ("harp", Count),
+                ("string instrument", Count),
+            ],
             &["is plucked", "twangs", "plays", "rings out"],
             NONE,
         ),
         Source::Horn => (
-            &[("horn", Count), ("trumpet", Count), ("brass horn", Count), ("bugle", Count)],
+            &[
+                ("horn", Count),
+                ("trumpet", Count),
+                ("brass horn", Count),
+                ("bugle", Count),
+            ],
             &["blares", "honks", "plays", "blows"],
             NONE,
         ),
         Source::Rain => (
-            &[("rain", Mass), ("rainfall", Mass), ("pouring rain", Mass), ("drizzle", Mass)],
+            &[
+                ("rain", Mass),
+                ("rainfall", Mass),
+                ("pouring rain", Mass),
+                ("drizzle", Mass),
+            ],
             &["falls", "patters", "pours down", "drips"],
             NONE,
         ),
         Source::Wind => (
-            &[("wind", Mass), ("gusty wind", Mass), ("breeze", Count), ("howling wind", Mass)],
+            &[
+                ("wind", Mass),
+                ("gusty wind", Mass),
+                ("breeze", Count),
+                ("howling wind", Mass),
+            ],
             &["blows", "howls", "whooshes", "gusts"],
             NONE,
         ),
         Source::Knock => (
-            &[("knocking", Mass), ("knock", Count), ("tapping", Mass), ("rapping on wood", Mass)],
+            &[
+                ("knocking", Mass),
+                ("knock", Count),
+                ("tapping", Mass),
+                ("rapping on wood", Mass),
+            ],
             &["is heard", "sounds", "comes from a door", "repeats"],
             NONE,
         ),
         Source::Footsteps => (
-            &[("footsteps", Plural), ("steps", Plural), ("footfalls", Plural), ("shuffling feet", Plural)],
+            &[
+                ("footsteps", Plural),
+                ("steps", Plural),
+                ("footfalls", Plural),
+                ("shuffling feet", Plural),
+            ],
             NONE,
             &["are heard", "echo", "approach", "clack", "pass by"],
         ),
         Source::Engine => (
-            &[("engine", Count), ("motor", Count), ("car engine", Count), ("generator", Count)],
+            &[
+                ("engine", Count),
+                ("motor", Count),
+                ("car engine", Count),
+                ("generator", Count),
+            ],
             &["hums", "rumbles", "idles", "runs"],
             NONE,
         ),
         Source::Birds => (
-            &[("bird", Count), ("songbird", Count), ("small bird", Count), ("sparrow", Count)],
+            &[
+                ("bird", Count),
+                ("songbird", Count),
+                ("small bird", Count),
+                ("sparrow", Count),
+            ],
             &["chirps", "tweets", "sings", "calls out"],
             NONE,
         ),
         Source::Siren => (
-            &[("siren", Count), ("alarm", Count), ("police siren", Count), ("warning siren", Count)],
+            &[
+                ("siren", Count),
+                ("alarm", Count),
+                ("police siren", Count),
+                ("warning siren", Count),
+            ],
             &["wails", "sounds", "blares", "howls"],
             NONE,
         ),
     };
-    Lexicon { nouns, verbs, verbs_plural }
+    Lexicon {
+        nouns,
+        verbs,
+        verbs_plural,
+    }
 }
 
 const LOUD: &[&str] = &["loud", "strong", "powerful", "noisy"];
@@ -106,7 +179,12 @@ const FAST: &[&str] = &["fast", "rapid", "quick"];
 const SLOW: &[&str] = &["slow", "unhurried", "leisurely"];
 const FASTLY: &[&str] = &["quickly", "rapidly", "fast"];
 const SLOWLY: &[&str] = &["slowly", "at a slow pace"];
-const COUNTS: [&[&str]; 4] = [&["once", "a single time"], &["twice", "two times"], &["three times", "thrice"], &["four times", "several times"]];
+const COUNTS: [&[&str]; 4] = [
+    &["once", "a single time"],
+    &["twice", "two times"],
+    &["three times", "thrice"],
+    &["four times", "several times"],
+];
 
 fn pick<'a>(rng: &mut impl RngExt, items: &[&'a str]) -> &'a str {
     items[rng.random_range(0..items.len())]
@@ -180,7 +258,11 @@ fn mention(rng: &mut impl RngExt, e: &Event, facts: &mut Vec<Fact>, background: 
             if rng.random_bool(0.25) {
                 format!("the {body}")
             } else {
-                let article = if body.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                let article = if body.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 format!("{article} {body}")
             }
         }
@@ -190,15 +272,34 @@ fn mention(rng: &mut impl RngExt, e: &Event, facts: &mut Vec<Fact>, background: 
             _ => body,
         },
     };
-    let verbs = if number == Number::Plural { lex.verbs_plural } else { lex.verbs };
-    let generic: &[&str] = if number == Number::Plural { &["can be heard", "are heard"] } else { &["can be heard", "is heard"] };
-    let verb = if rng.random_bool(0.2) { pick(rng, generic) } else { pick(rng, verbs) };
+    let verbs = if number == Number::Plural {
+        lex.verbs_plural
+    } else {
+        lex.verbs
+    };
+    let generic: &[&str] = if number == Number::Plural {
+        &["can be heard", "are heard"]
+    } else {
+        &["can be heard", "is heard"]
+    };
+    let verb = if rng.random_bool(0.2) {
+        pick(rng, generic)
+    } else {
+        pick(rng, verbs)
+    };
     let bare = adverbs.is_empty();
     let mut vp = verb.to_owned();
     // Manner adverbs (all but a trailing count) joined with "and".
-    let n_manner = adverbs.iter().filter(|a| !COUNTS.iter().any(|c| c.contains(a))).count();
+    let n_manner = adverbs
+        .iter()
+        .filter(|a| !COUNTS.iter().any(|c| c.contains(a)))
+        .count();
     for (i, a) in adverbs.iter().enumerate() {
-        vp.push_str(if i == 1 && n_manner == 2 { " and " } else { " " });
+        vp.push_str(if i == 1 && n_manner == 2 {
+            " and "
+        } else {
+            " "
+        });
         vp.push_str(a);
     }
     Mention { np, vp, bare }
@@ -245,7 +346,13 @@ fn finish(rng: &mut impl RngExt, text: String) -> String {
     out
 }
 
-const PREFIXES: &[&str] = &["in this recording,", "in this clip,", "here", "outside,", "you can hear that"];
+const PREFIXES: &[&str] = &[
+    "in this recording,",
+    "in this clip,",
+    "here",
+    "outside,",
+    "you can hear that",
+];
 const SUFFIXES: &[&str] = &["in the recording", "in this clip", "nearby", "for a while"];
 
 fn caption_once(rng: &mut impl RngExt, scene: &Scene) -> (String, Vec<Fact>) {
@@ -280,7 +387,10 @@ fn caption_once(rng: &mut impl RngExt, scene: &Scene) -> (String, Vec<Fact>) {
         idx.sort_unstable();
         idx.into_iter().map(|i| fg[i]).collect()
     };
-    let mentions: Vec<Mention> = chosen.iter().map(|e| mention(rng, e, &mut facts, false)).collect();
+    let mentions: Vec<Mention> = chosen
+        .iter()
+        .map(|e| mention(rng, e, &mut facts, false))
+        .collect();
 
     let mut text = String::new();
     for (k, m) in mentions.iter().enumerate() {
@@ -380,6 +490,9 @@ mod tests {
                 }
             }
         }
-        assert!(in_range as f64 > 0.95 * n as f64, "{in_range} of {n} captions have 8..=20 words");
+        assert!(
+            in_range as f64 > 0.95 * n as f64,
+            "{in_range} of {n} captions have 8..=20 words"
+        );
     }
 }

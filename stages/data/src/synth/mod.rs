@@ -75,22 +75,41 @@ impl Default for SynthParams {
 
 impl SynthParams {
     pub fn validate(&self) -> Result<(), ParamError> {
-        for (key, n) in [("train_clips", self.train_clips), ("val_clips", self.val_clips), ("test_clips", self.test_clips)] {
+        for (key, n) in [
+            ("train_clips", self.train_clips),
+            ("val_clips", self.val_clips),
+            ("test_clips", self.test_clips),
+        ] {
             if !(1..=1_000_000).contains(&n) {
-                return Err(ParamError::at(key, format!("must be between 1 and 1000000, got {n}")));
+                return Err(ParamError::at(
+                    key,
+                    format!("must be between 1 and 1000000, got {n}"),
+                ));
             }
         }
         if !(2.5..=30.0).contains(&self.clip_seconds) {
-            return Err(ParamError::at("clip_seconds", format!("must be between 2.5 and 30, got {}", self.clip_seconds)));
+            return Err(ParamError::at(
+                "clip_seconds",
+                format!("must be between 2.5 and 30, got {}", self.clip_seconds),
+            ));
         }
         if !(8000..=48000).contains(&self.sample_rate) {
-            return Err(ParamError::at("sample_rate", format!("must be between 8000 and 48000, got {}", self.sample_rate)));
+            return Err(ParamError::at(
+                "sample_rate",
+                format!("must be between 8000 and 48000, got {}", self.sample_rate),
+            ));
         }
         if !(1..=10).contains(&self.captions_per_clip) {
-            return Err(ParamError::at("captions_per_clip", format!("must be between 1 and 10, got {}", self.captions_per_clip)));
+            return Err(ParamError::at(
+                "captions_per_clip",
+                format!("must be between 1 and 10, got {}", self.captions_per_clip),
+            ));
         }
         if !(0.0..=1.0).contains(&self.held_out_fraction) {
-            return Err(ParamError::at("held_out_fraction", format!("must be between 0 and 1, got {}", self.held_out_fraction)));
+            return Err(ParamError::at(
+                "held_out_fraction",
+                format!("must be between 0 and 1, got {}", self.held_out_fraction),
+            ));
         }
         Ok(())
     }
@@ -98,7 +117,10 @@ impl SynthParams {
 
 /// Mixes a seed with a stream number (SplitMix64 finaliser).
 fn mix(seed: u64, stream: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x632B_E59B_D9B4_E019);
+    let mut z = seed
+        ^ stream
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x632B_E59B_D9B4_E019);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -118,19 +140,28 @@ pub struct GeneratedClip {
 
 /// Draws every clip's scene and captions (no audio), in split order train, val, test.
 pub fn generate(params: &SynthParams) -> Vec<GeneratedClip> {
-    let counts = [(Split::Train, params.train_clips), (Split::Val, params.val_clips), (Split::Test, params.test_clips)];
-    let jobs: Vec<(Split, usize)> = counts.iter().flat_map(|&(s, n)| (0..n).map(move |i| (s, i))).collect();
+    let counts = [
+        (Split::Train, params.train_clips),
+        (Split::Val, params.val_clips),
+        (Split::Test, params.test_clips),
+    ];
+    let jobs: Vec<(Split, usize)> = counts
+        .iter()
+        .flat_map(|&(s, n)| (0..n).map(move |i| (s, i)))
+        .collect();
     jobs.par_iter()
         .map(|&(split, i)| {
             let stream = (split as u64) << 40 | i as u64;
             let mut rng = ChaCha8Rng::seed_from_u64(mix(params.seed, stream));
-            let held_out = (split == Split::Test && rng.random_bool(params.held_out_fraction)).then(|| {
-                let (a, b) = HELD_OUT_PAIRS[rng.random_range(0..HELD_OUT_PAIRS.len())];
-                if rng.random_bool(0.5) { (a, b) } else { (b, a) }
-            });
+            let held_out = (split == Split::Test && rng.random_bool(params.held_out_fraction))
+                .then(|| {
+                    let (a, b) = HELD_OUT_PAIRS[rng.random_range(0..HELD_OUT_PAIRS.len())];
+                    if rng.random_bool(0.5) { (a, b) } else { (b, a) }
+                });
             let forbid = split != Split::Test;
             let scene = scene::sample_scene(&mut rng, params.clip_seconds as f32, forbid, held_out);
-            let mut captions: Vec<(String, Vec<Fact>)> = Vec::with_capacity(params.captions_per_clip);
+            let mut captions: Vec<(String, Vec<Fact>)> =
+                Vec::with_capacity(params.captions_per_clip);
             let mut tries = 0;
             while captions.len() < params.captions_per_clip {
                 let c = caption::caption(&mut rng, &scene);
@@ -173,8 +204,11 @@ fn expected_ap10(m: u64) -> f64 {
 }
 
 pub fn relevance(clips: &[GeneratedClip]) -> RelevanceResult {
-    let captions: Vec<(usize, usize)> =
-        clips.iter().enumerate().flat_map(|(c, clip)| (0..clip.captions.len()).map(move |k| (c, k))).collect();
+    let captions: Vec<(usize, usize)> = clips
+        .iter()
+        .enumerate()
+        .flat_map(|(c, clip)| (0..clip.captions.len()).map(move |k| (c, k)))
+        .collect();
     let per_caption: Vec<(Vec<DatasetRelevance>, u64, u64, u64, Split)> = captions
         .par_iter()
         .map(|&(c, k)| {
@@ -183,7 +217,11 @@ pub fn relevance(clips: &[GeneratedClip]) -> RelevanceResult {
             let caption_id = format!("{}#{k}", own.clip_id);
             let mut rows = Vec::new();
             let (mut other, mut partial, mut full) = (0, 0, 0);
-            for (j, clip) in clips.iter().enumerate().filter(|(_, x)| x.split == own.split) {
+            for (j, clip) in clips
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.split == own.split)
+            {
                 let r = clip.scene.relevance(facts);
                 if j != c {
                     other += 1;
@@ -191,13 +229,23 @@ pub fn relevance(clips: &[GeneratedClip]) -> RelevanceResult {
                     full += (r >= 1.0) as u64;
                 }
                 if r > 0.0 {
-                    rows.push(DatasetRelevance { caption_id: caption_id.clone(), clip_id: clip.clip_id.clone(), relevance: r });
+                    rows.push(DatasetRelevance {
+                        caption_id: caption_id.clone(),
+                        clip_id: clip.clip_id.clone(),
+                        relevance: r,
+                    });
                 }
             }
             (rows, other, partial, full, own.split)
         })
         .collect();
-    let mut result = RelevanceResult { rows: Vec::new(), other_pairs: 0, partial_pairs: 0, full_pairs: 0, oracle_map10: Vec::new() };
+    let mut result = RelevanceResult {
+        rows: Vec::new(),
+        other_pairs: 0,
+        partial_pairs: 0,
+        full_pairs: 0,
+        oracle_map10: Vec::new(),
+    };
     let mut oracle = [(0.0f64, 0u64); 3];
     for (rows, o, p, f, split) in per_caption {
         result.rows.extend(rows);
@@ -207,8 +255,11 @@ pub fn relevance(clips: &[GeneratedClip]) -> RelevanceResult {
         oracle[split as usize].0 += expected_ap10(f);
         oracle[split as usize].1 += 1;
     }
-    result.oracle_map10 =
-        Split::ALL.iter().filter(|s| oracle[**s as usize].1 > 0).map(|&s| (s, oracle[s as usize].0 / oracle[s as usize].1 as f64)).collect();
+    result.oracle_map10 = Split::ALL
+        .iter()
+        .filter(|s| oracle[**s as usize].1 > 0)
+        .map(|&s| (s, oracle[s as usize].0 / oracle[s as usize].1 as f64))
+        .collect();
     result
 }
 
@@ -226,8 +277,14 @@ fn fact_string(f: &Fact) -> String {
 }
 
 fn write_wav(path: &std::path::Path, samples: &[f32], sr: u32) -> anyhow::Result<()> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: sr, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).with_context(|| format!("creating `{}`", path.display()))?;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: sr,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("creating `{}`", path.display()))?;
     {
         let mut w16 = w.get_i16_writer(samples.len() as u32);
         for &x in samples {
@@ -241,8 +298,12 @@ fn write_wav(path: &std::path::Path, samples: &[f32], sr: u32) -> anyhow::Result
 
 /// A rayon pool of `threads` threads (at least one, at most the machine's parallelism).
 pub(crate) fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
-    let max = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads.clamp(1, max.max(1))).build()?)
+    let max = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.clamp(1, max.max(1)))
+        .build()?)
 }
 
 /// Generates the whole data set into `out_dir`; returns the metrics.
@@ -256,12 +317,23 @@ pub fn write_dataset(
     let audio_dir = out_dir.join("audio");
     std::fs::create_dir_all(&audio_dir)?;
     let step = reporter.step("synthesising clips", clips.len() as u64);
-    clips.par_iter().try_for_each(|clip| -> anyhow::Result<()> {
-        let audio = render::render(&clip.scene, params.clip_seconds as f32, params.sample_rate, clip.audio_seed);
-        write_wav(&audio_dir.join(format!("{}.wav", clip.clip_id)), &audio, params.sample_rate)?;
-        step.inc(1);
-        Ok(())
-    })?;
+    clips
+        .par_iter()
+        .try_for_each(|clip| -> anyhow::Result<()> {
+            let audio = render::render(
+                &clip.scene,
+                params.clip_seconds as f32,
+                params.sample_rate,
+                clip.audio_seed,
+            );
+            write_wav(
+                &audio_dir.join(format!("{}.wav", clip.clip_id)),
+                &audio,
+                params.sample_rate,
+            )?;
+            step.inc(1);
+            Ok(())
+        })?;
     drop(step);
     let rel = relevance(&clips);
     let n_samples = (params.clip_seconds * params.sample_rate as f64).round() as usize;
@@ -270,16 +342,24 @@ pub fn write_dataset(
     let index = DatasetIndex {
         clips: clips
             .iter()
-            .map(|c| DatasetClip { clip_id: c.clip_id.clone(), file: format!("audio/{}.wav", c.clip_id), split: c.split, duration_s })
+            .map(|c| DatasetClip {
+                clip_id: c.clip_id.clone(),
+                file: format!("audio/{}.wav", c.clip_id),
+                split: c.split,
+                duration_s,
+            })
             .collect(),
         captions: clips
             .iter()
             .flat_map(|c| {
-                c.captions.iter().enumerate().map(move |(k, (text, _))| DatasetCaption {
-                    caption_id: format!("{}#{k}", c.clip_id),
-                    clip_id: c.clip_id.clone(),
-                    text: text.clone(),
-                })
+                c.captions
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, (text, _))| DatasetCaption {
+                        caption_id: format!("{}#{k}", c.clip_id),
+                        clip_id: c.clip_id.clone(),
+                        text: text.clone(),
+                    })
             })
             .collect(),
         relevance: Some(rel.rows),
@@ -302,7 +382,11 @@ pub fn write_dataset(
         })
         .collect();
     std::fs::write(out_dir.join("scenes.json"), serde_json::to_vec(&scenes)?)?;
-    let held: Vec<&str> = clips.iter().filter(|c| c.held_out.is_some()).map(|c| c.clip_id.as_str()).collect();
+    let held: Vec<&str> = clips
+        .iter()
+        .filter(|c| c.held_out.is_some())
+        .map(|c| c.clip_id.as_str())
+        .collect();
     std::fs::write(
         out_dir.join("heldout.json"),
         serde_json::to_vec_pretty(&serde_json::json!({
@@ -313,13 +397,29 @@ pub fn write_dataset(
     )?;
 
     // Statistics.
-    let lengths: Vec<usize> = index.captions.iter().map(|c| c.text.split_whitespace().count()).collect();
-    let words: BTreeSet<String> =
-        index.captions.iter().flat_map(|c| crate::text::normalize(&c.text).split(' ').map(str::to_owned).collect::<Vec<_>>()).collect();
+    let lengths: Vec<usize> = index
+        .captions
+        .iter()
+        .map(|c| c.text.split_whitespace().count())
+        .collect();
+    let words: BTreeSet<String> = index
+        .captions
+        .iter()
+        .flat_map(|c| {
+            crate::text::normalize(&c.text)
+                .split(' ')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mean_len = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
-    let in_range = lengths.iter().filter(|&&n| (8..=20).contains(&n)).count() as f64 / lengths.len().max(1) as f64;
+    let in_range = lengths.iter().filter(|&&n| (8..=20).contains(&n)).count() as f64
+        / lengths.len().max(1) as f64;
     let events: usize = clips.iter().map(|c| c.scene.events.len()).sum();
-    let with_bg = clips.iter().filter(|c| c.scene.background().is_some()).count();
+    let with_bg = clips
+        .iter()
+        .filter(|c| c.scene.background().is_some())
+        .count();
     let count_split = |s: Split| clips.iter().filter(|c| c.split == s).count();
     let other = rel.other_pairs.max(1) as f64;
     let oracle = rel.oracle_map10.clone();
@@ -376,7 +476,8 @@ impl StageKind for SynthDataset {
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let params: SynthParams = ctx.params()?;
-        let metrics = pool(ctx.threads)?.install(|| write_dataset(&params, ctx.out_dir, ctx.reporter))?;
+        let metrics =
+            pool(ctx.threads)?.install(|| write_dataset(&params, ctx.out_dir, ctx.reporter))?;
         ctx.write_metrics(&metrics)
     }
 }
@@ -388,17 +489,32 @@ mod tests {
 
     #[test]
     fn plan_fills_defaults_and_rejects_bad_values() {
-        let plan = SynthDataset.plan(&toml::Table::new(), &InputCounts::default()).unwrap();
+        let plan = SynthDataset
+            .plan(&toml::Table::new(), &InputCounts::default())
+            .unwrap();
         assert_eq!(plan.params["train_clips"], 500);
         let t: toml::Table = toml::from_str("clip_seconds = 1.0").unwrap();
-        assert_eq!(SynthDataset.plan(&t, &InputCounts::default()).unwrap_err().key.as_deref(), Some("clip_seconds"));
+        assert_eq!(
+            SynthDataset
+                .plan(&t, &InputCounts::default())
+                .unwrap_err()
+                .key
+                .as_deref(),
+            Some("clip_seconds")
+        );
         let t: toml::Table = toml::from_str("clips = 3").unwrap();
         assert!(SynthDataset.plan(&t, &InputCounts::default()).is_err());
     }
 
     #[test]
     fn small_dataset_is_deterministic_and_consistent() {
-        let params = SynthParams { train_clips: 30, val_clips: 8, test_clips: 20, held_out_fraction: 0.5, ..Default::default() };
+        let params = SynthParams {
+            train_clips: 30,
+            val_clips: 8,
+            test_clips: 20,
+            held_out_fraction: 0.5,
+            ..Default::default()
+        };
         let dir = tempfile::tempdir().unwrap();
         let metrics = write_dataset(&params, dir.path(), &SilentReporter).unwrap();
         let index = DatasetIndex::load(dir.path()).unwrap();
@@ -407,7 +523,10 @@ mod tests {
         let rel = index.relevance.as_ref().unwrap();
         // Every caption is fully relevant to its own clip.
         for c in &index.captions {
-            let own = rel.iter().find(|r| r.caption_id == c.caption_id && r.clip_id == c.clip_id).unwrap();
+            let own = rel
+                .iter()
+                .find(|r| r.caption_id == c.caption_id && r.clip_id == c.clip_id)
+                .unwrap();
             assert_eq!(own.relevance, 1.0);
         }
         assert!(rel.iter().all(|r| r.relevance > 0.0 && r.relevance <= 1.0));
@@ -428,7 +547,12 @@ mod tests {
         // Same seed, same data.
         let again = generate(&params);
         assert_eq!(clips.len(), again.len());
-        assert!(clips.iter().zip(&again).all(|(a, b)| a.captions == b.captions && a.audio_seed == b.audio_seed));
+        assert!(
+            clips
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.captions == b.captions && a.audio_seed == b.audio_seed)
+        );
     }
 }
 
@@ -441,15 +565,32 @@ mod timing {
     #[test]
     #[ignore]
     fn default_dataset_timing_and_samples() {
-        let dir = std::env::var("SYNTH_OUT").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir().join("synth-default"));
+        let dir = std::env::var("SYNTH_OUT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir().join("synth-default"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let t = Instant::now();
-        let metrics = pool(2).unwrap().install(|| write_dataset(&SynthParams::default(), &dir, &SilentReporter)).unwrap();
-        eprintln!("generation {:.2} s\n{}", t.elapsed().as_secs_f64(), serde_json::to_string_pretty(&metrics).unwrap());
+        let metrics = pool(2)
+            .unwrap()
+            .install(|| write_dataset(&SynthParams::default(), &dir, &SilentReporter))
+            .unwrap();
+        eprintln!(
+            "generation {:.2} s\n{}",
+            t.elapsed().as_secs_f64(),
+            serde_json::to_string_pretty(&metrics).unwrap()
+        );
         let t = Instant::now();
-        let (set, m) = pool(2).unwrap().install(|| crate::features::compute(&dir, &Default::default(), &SilentReporter)).unwrap();
-        eprintln!("features {:.2} s {:?}\n{}", t.elapsed().as_secs_f64(), set.mel_shape, serde_json::to_string_pretty(&m).unwrap());
+        let (set, m) = pool(2)
+            .unwrap()
+            .install(|| crate::features::compute(&dir, &Default::default(), &SilentReporter))
+            .unwrap();
+        eprintln!(
+            "features {:.2} s {:?}\n{}",
+            t.elapsed().as_secs_f64(),
+            set.mel_shape,
+            serde_json::to_string_pretty(&m).unwrap()
+        );
         let index = DatasetIndex::load(&dir).unwrap();
         for c in index.captions.iter().step_by(97).take(25) {
             eprintln!("{}: {}", c.caption_id, c.text);

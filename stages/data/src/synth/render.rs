@@ -24,7 +24,11 @@ pub fn render(scene: &Scene, clip_seconds: f32, sr: u32, seed: u64) -> Vec<f32> 
         // Short fades at the borders, peak normalisation, then the event's gain.
         fade(&mut buf, (0.005 * sr as f32) as usize);
         let peak = buf.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-9);
-        let db: f32 = if e.loud { ev_rng.random_range(-3.0..0.0) } else { ev_rng.random_range(-20.0..-15.0) };
+        let db: f32 = if e.loud {
+            ev_rng.random_range(-3.0..0.0)
+        } else {
+            ev_rng.random_range(-20.0..-15.0)
+        };
         let mut gain = 10f32.powf(db / 20.0) * 0.6 / peak;
         if e.background {
             gain *= 0.5;
@@ -43,7 +47,11 @@ pub fn render(scene: &Scene, clip_seconds: f32, sr: u32, seed: u64) -> Vec<f32> 
     }
     let gain = 10f32.powf(rng.random_range(-6.0..0.0) / 20.0);
     let peak = out.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let gain = if peak * gain > 0.98 { 0.98 / peak } else { gain };
+    let gain = if peak * gain > 0.98 {
+        0.98 / peak
+    } else {
+        gain
+    };
     for o in out.iter_mut() {
         *o *= gain;
     }
@@ -87,7 +95,16 @@ struct BandPass {
 
 impl BandPass {
     fn new(sr: f32, f0: f32, q: f32) -> Self {
-        let mut bp = Self { b0: 0.0, b2: 0.0, a1: 0.0, a2: 0.0, x1: 0.0, x2: 0.0, y1: 0.0, y2: 0.0 };
+        let mut bp = Self {
+            b0: 0.0,
+            b2: 0.0,
+            a1: 0.0,
+            a2: 0.0,
+            x1: 0.0,
+            x2: 0.0,
+            y1: 0.0,
+            y2: 0.0,
+        };
         bp.set(sr, f0, q);
         bp
     }
@@ -210,9 +227,15 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
             let len = 0.85 * interval;
             for k in 0..count {
                 let s = at(k as f32 * interval);
-                additive(buf, sr, s, at(len), &[1.0, 0.3, 0.1], |t| f0 * (1.0 + 0.006 * (TAU * vib * t).sin()), |t| {
-                    note_env(t, len, 0.04, 0.05)
-                });
+                additive(
+                    buf,
+                    sr,
+                    s,
+                    at(len),
+                    &[1.0, 0.3, 0.1],
+                    |t| f0 * (1.0 + 0.006 * (TAU * vib * t).sin()),
+                    |t| note_env(t, len, 0.04, 0.05),
+                );
                 // Breath noise.
                 for (j, b) in buf[s..(s + at(len)).min(n)].iter_mut().enumerate() {
                     *b += 0.03 * note_env(j as f32 / sr, len, 0.04, 0.05) * noise(rng);
@@ -238,11 +261,21 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
         }
         Source::Horn => {
             let f0 = base_freq(rng, e.high, (90.0, 150.0), (300.0, 450.0));
-            let amps: Vec<f32> = (1..=12).map(|k| 1.0 / k as f32 * if k <= 4 { 1.0 } else { 0.6 }).collect();
+            let amps: Vec<f32> = (1..=12)
+                .map(|k| 1.0 / k as f32 * if k <= 4 { 1.0 } else { 0.6 })
+                .collect();
             let len = 0.85 * interval;
             for k in 0..count {
                 let s = at(k as f32 * interval);
-                additive(buf, sr, s, at(len), &amps, |t| f0 * (1.0 + 0.01 * (-t * 30.0).exp()), |t| note_env(t, len, 0.03, 0.04));
+                additive(
+                    buf,
+                    sr,
+                    s,
+                    at(len),
+                    &amps,
+                    |t| f0 * (1.0 + 0.01 * (-t * 30.0).exp()),
+                    |t| note_env(t, len, 0.03, 0.04),
+                );
             }
         }
         Source::Rain => {
@@ -266,7 +299,11 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
         }
         Source::Wind => {
             let fc = base_freq(rng, e.high, (250.0, 450.0), (900.0, 1500.0));
-            let rate = if fast { rng.random_range(1.5..2.5f32) } else { rng.random_range(0.3..0.5f32) };
+            let rate = if fast {
+                rng.random_range(1.5..2.5f32)
+            } else {
+                rng.random_range(0.3..0.5f32)
+            };
             let phase = rng.random_range(0.0..TAU);
             let mut bp = BandPass::new(sr, fc, 2.0);
             for (i, x) in buf.iter_mut().enumerate() {
@@ -285,7 +322,8 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
                 let s = at(k as f32 * interval);
                 for (j, b) in buf[s..(s + at(0.15)).min(n)].iter_mut().enumerate() {
                     let t = j as f32 / sr;
-                    *b += (w * j as f32).sin() * (-t / 0.03).exp() + 0.5 * noise(rng) * (-t / 0.003).exp();
+                    *b += (w * j as f32).sin() * (-t / 0.03).exp()
+                        + 0.5 * noise(rng) * (-t / 0.003).exp();
                 }
             }
         }
@@ -307,9 +345,21 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
         }
         Source::Engine => {
             let f0 = base_freq(rng, e.high, (35.0, 55.0), (90.0, 140.0));
-            let rate = if fast { rng.random_range(12.0..18.0f32) } else { rng.random_range(3.0..5.0f32) };
+            let rate = if fast {
+                rng.random_range(12.0..18.0f32)
+            } else {
+                rng.random_range(3.0..5.0f32)
+            };
             let amps: Vec<f32> = (1..=10).map(|k| 1.0 / k as f32).collect();
-            additive(buf, sr, 0, n, &amps, |_| f0, |t| 0.55 + 0.45 * (TAU * rate * t).sin());
+            additive(
+                buf,
+                sr,
+                0,
+                n,
+                &amps,
+                |_| f0,
+                |t| 0.55 + 0.45 * (TAU * rate * t).sin(),
+            );
             let mut bp = BandPass::new(sr, 4.0 * f0, 1.0);
             for (i, x) in buf.iter_mut().enumerate() {
                 let t = i as f32 / sr;
@@ -322,15 +372,33 @@ fn synth_event(e: &Event, sr: f32, rng: &mut ChaCha8Rng, buf: &mut [f32]) {
             for k in 0..count {
                 let s = at(k as f32 * interval);
                 let jitter = rng.random_range(0.9..1.1f32);
-                additive(buf, sr, s, at(len), &[1.0, 0.1], |t| f1 * jitter * (1.0 + 0.6 * t / len), |t| {
-                    (std::f32::consts::PI * t / len).sin().max(0.0)
-                });
+                additive(
+                    buf,
+                    sr,
+                    s,
+                    at(len),
+                    &[1.0, 0.1],
+                    |t| f1 * jitter * (1.0 + 0.6 * t / len),
+                    |t| (std::f32::consts::PI * t / len).sin().max(0.0),
+                );
             }
         }
         Source::Siren => {
             let fc = base_freq(rng, e.high, (400.0, 600.0), (900.0, 1300.0));
-            let rate = if fast { rng.random_range(2.5..3.5f32) } else { rng.random_range(0.4..0.7f32) };
-            additive(buf, sr, 0, n, &[1.0, 0.4, 0.2], |t| fc * (1.0 + 0.25 * (TAU * rate * t).sin()), |_| 1.0);
+            let rate = if fast {
+                rng.random_range(2.5..3.5f32)
+            } else {
+                rng.random_range(0.4..0.7f32)
+            };
+            additive(
+                buf,
+                sr,
+                0,
+                n,
+                &[1.0, 0.4, 0.2],
+                |t| fc * (1.0 + 0.25 * (TAU * rate * t).sin()),
+                |_| 1.0,
+            );
         }
     }
 }

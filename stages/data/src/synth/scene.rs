@@ -82,12 +82,19 @@ impl Source {
     pub fn traits(self) -> SourceTraits {
         use Source::*;
         let (pitch, speed, count, texture) = match self {
-            RisingTone | FallingTone | Bell | Flute | Pluck | Horn | Birds | Knock => (true, true, true, false),
+            RisingTone | FallingTone | Bell | Flute | Pluck | Horn | Birds | Knock => {
+                (true, true, true, false)
+            }
             Rain => (false, false, false, true),
             Wind | Engine => (true, true, false, true),
             Footsteps | Siren => (true, true, false, false),
         };
-        SourceTraits { pitch, speed, count, texture }
+        SourceTraits {
+            pitch,
+            speed,
+            count,
+            texture,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -121,7 +128,9 @@ pub const HELD_OUT_PAIRS: [(Source, Source); 5] = [
 ];
 
 pub fn is_held_out_pair(a: Source, b: Source) -> bool {
-    HELD_OUT_PAIRS.iter().any(|&(x, y)| (x == a && y == b) || (x == b && y == a))
+    HELD_OUT_PAIRS
+        .iter()
+        .any(|&(x, y)| (x == a && y == b) || (x == b && y == a))
 }
 
 /// One sound event of a scene.
@@ -228,7 +237,11 @@ impl Scene {
         if total == 0.0 {
             return 0.0;
         }
-        let held: f32 = facts.iter().filter(|f| self.holds(**f)).map(|f| f.weight()).sum();
+        let held: f32 = facts
+            .iter()
+            .filter(|f| self.holds(**f))
+            .map(|f| f.weight())
+            .sum();
         held / total
     }
 
@@ -286,7 +299,10 @@ pub fn sample_scene(
         if let Some(scene) = try_sample_scene(rng, clip_seconds, force) {
             let sources: Vec<Source> = scene.sources().collect();
             let bad = forbid_held_out
-                && sources.iter().enumerate().any(|(i, &a)| sources[i + 1..].iter().any(|&b| is_held_out_pair(a, b)));
+                && sources
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &a)| sources[i + 1..].iter().any(|&b| is_held_out_pair(a, b)));
             if !bad {
                 return scene;
             }
@@ -294,7 +310,11 @@ pub fn sample_scene(
     }
 }
 
-fn try_sample_scene(rng: &mut impl RngExt, clip_seconds: f32, force: Option<(Source, Source)>) -> Option<Scene> {
+fn try_sample_scene(
+    rng: &mut impl RngExt,
+    clip_seconds: f32,
+    force: Option<(Source, Source)>,
+) -> Option<Scene> {
     let mut n = sample_event_count(rng);
     if force.is_some() {
         n = n.max(2);
@@ -342,7 +362,14 @@ fn try_sample_scene(rng: &mut impl RngExt, clip_seconds: f32, force: Option<(Sou
             let count = t.count.then(|| rng.random_range(1..=4u8));
             let interval = sample_interval(rng, source, fast.unwrap_or(false));
             let duration = match count {
-                Some(c) => c as f32 * interval + if source == Source::Bell || source == Source::Pluck { 0.25 } else { 0.05 },
+                Some(c) => {
+                    c as f32 * interval
+                        + if source == Source::Bell || source == Source::Pluck {
+                            0.25
+                        } else {
+                            0.05
+                        }
+                }
                 None => rng.random_range(1.0..2.0),
             };
             Event {
@@ -391,7 +418,9 @@ fn try_sample_scene(rng: &mut impl RngExt, clip_seconds: f32, force: Option<(Sou
         }
         group_len.push(len);
     }
-    let gaps: Vec<f32> = (0..groups.len().saturating_sub(1)).map(|_| rng.random_range(0.1..0.4)).collect();
+    let gaps: Vec<f32> = (0..groups.len().saturating_sub(1))
+        .map(|_| rng.random_range(0.1..0.4))
+        .collect();
     let total: f32 = group_len.iter().sum::<f32>() + gaps.iter().sum::<f32>();
     let margin = 0.1;
     if total > clip_seconds - 2.0 * margin {
@@ -454,13 +483,25 @@ mod tests {
             interval: 0.4,
             seed: 0,
         };
-        let scene = Scene { events: vec![ev(Source::Bell, 0.5, 1.5, false), ev(Source::Horn, 2.0, 3.0, false)] };
+        let scene = Scene {
+            events: vec![
+                ev(Source::Bell, 0.5, 1.5, false),
+                ev(Source::Horn, 2.0, 3.0, false),
+            ],
+        };
         assert!(scene.holds(Fact::Then(Source::Bell, Source::Horn)));
         assert!(!scene.holds(Fact::Then(Source::Horn, Source::Bell)));
         assert!(!scene.holds(Fact::Together(Source::Horn, Source::Bell)));
-        let facts = [Fact::Source(Source::Bell), Fact::High(Source::Bell, false), Fact::Source(Source::Siren)];
+        let facts = [
+            Fact::Source(Source::Bell),
+            Fact::High(Source::Bell, false),
+            Fact::Source(Source::Siren),
+        ];
         // 3 of 3 + 1 + 3 hold.
         assert!((scene.relevance(&facts) - 3.0 / 7.0).abs() < 1e-6);
-        assert_eq!(scene.relevance(&[Fact::Source(Source::Horn), Fact::Count(Source::Horn, 2)]), 1.0);
+        assert_eq!(
+            scene.relevance(&[Fact::Source(Source::Horn), Fact::Count(Source::Horn, 2)]),
+            1.0
+        );
     }
 }

@@ -67,7 +67,11 @@ impl CnnEncoder {
         let p = self.input_pool;
         let (windows, m, t) = if p > 1 && m >= p && t >= p {
             let (m, t) = (m / p, t / p);
-            let pooled = windows.slice([0..n, 0..m * p, 0..t * p]).reshape([n, m, p, t, p]).mean_dim(4).mean_dim(2);
+            let pooled = windows
+                .slice([0..n, 0..m * p, 0..t * p])
+                .reshape([n, m, p, t, p])
+                .mean_dim(4)
+                .mean_dim(2);
             (pooled.reshape([n, m, t]), m, t)
         } else {
             (windows, m, t)

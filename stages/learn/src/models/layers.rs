@@ -20,14 +20,18 @@ pub type Noise<'a> = Option<&'a mut ChaCha8Rng>;
 
 /// Inverted dropout with a mask drawn from `noise`; the identity in evaluation mode or at `p = 0`.
 pub fn dropout<const D: usize>(x: Tensor<D>, p: f64, noise: &mut Noise<'_>) -> Tensor<D> {
-    let Some(rng) = noise.as_deref_mut() else { return x };
+    let Some(rng) = noise.as_deref_mut() else {
+        return x;
+    };
     if p <= 0.0 {
         return x;
     }
     let dims = x.dims();
     let n: usize = dims.iter().product();
     let keep = 1.0 / (1.0 - p) as f32;
-    let mask: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+    let mask: Vec<f32> = (0..n)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+        .collect();
     let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
     x * mask
 }
@@ -59,29 +63,52 @@ pub struct SelfAttention {
 }
 
 pub fn linear(d_in: usize, d_out: usize, torch_layout: bool, device: &Device) -> Linear {
-    let layout = if torch_layout { LinearLayout::Col } else { LinearLayout::Row };
-    LinearConfig::new(d_in, d_out).with_layout(layout).init(device)
+    let layout = if torch_layout {
+        LinearLayout::Col
+    } else {
+        LinearLayout::Row
+    };
+    LinearConfig::new(d_in, d_out)
+        .with_layout(layout)
+        .init(device)
 }
 
 impl SelfAttentionConfig {
     pub fn init(&self, device: &Device) -> SelfAttention {
-        assert!(self.d_model.is_multiple_of(self.n_heads), "n_heads must divide d_model");
+        assert!(
+            self.d_model.is_multiple_of(self.n_heads),
+            "n_heads must divide d_model"
+        );
         let l = || linear(self.d_model, self.d_model, self.torch_layout, device);
-        SelfAttention { query: l(), key: l(), value: l(), output: l(), n_heads: self.n_heads, dropout: self.dropout }
+        SelfAttention {
+            query: l(),
+            key: l(),
+            value: l(),
+            output: l(),
+            n_heads: self.n_heads,
+            dropout: self.dropout,
+        }
     }
 }
 
 impl SelfAttention {
     /// `x`: `[batch, seq, d_model]`; `pad`: `[batch, seq]`, true at padding positions (never
     /// attended to). Returns `[batch, seq, d_model]` (before the output projection's residual).
-    pub fn forward(&self, x: Tensor<3>, pad: Option<Tensor<2, Bool>>, noise: &mut Noise<'_>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        pad: Option<Tensor<2, Bool>>,
+        noise: &mut Noise<'_>,
+    ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let h = self.n_heads;
         let heads = |y: Tensor<3>| y.reshape([b, t, h, d / h]).swap_dims(1, 2); // [b, h, t, dh]
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / ((d / h) as f64).sqrt()); // [b,h,t,t]
+        let mut scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / ((d / h) as f64).sqrt()); // [b,h,t,t]
         if let Some(pad) = pad {
             let mask = pad.reshape([b, 1, 1, t]).expand([b, h, t, t]);
             scores = scores.mask_fill(mask, -1.0e4);
@@ -125,7 +152,11 @@ pub struct TransformerLayer {
 
 impl TransformerLayerConfig {
     pub fn init(&self, device: &Device) -> TransformerLayer {
-        let norm = || LayerNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device);
+        let norm = || {
+            LayerNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_eps)
+                .init(device)
+        };
         TransformerLayer {
             attention: SelfAttentionConfig::new(self.d_model, self.n_heads)
                 .with_dropout(self.dropout)
@@ -142,12 +173,21 @@ impl TransformerLayerConfig {
 }
 
 impl TransformerLayer {
-    pub fn forward(&self, x: Tensor<3>, pad: Option<Tensor<2, Bool>>, noise: &mut Noise<'_>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        pad: Option<Tensor<2, Bool>>,
+        noise: &mut Noise<'_>,
+    ) -> Tensor<3> {
         let p = self.dropout;
         if self.pre_norm {
-            let a = self.attention.forward(self.attention_norm.forward(x.clone()), pad, noise);
+            let a = self
+                .attention
+                .forward(self.attention_norm.forward(x.clone()), pad, noise);
             let x = x + dropout(a, p, noise);
-            let f = self.ff_out.forward(gelu(self.ff_in.forward(self.ff_norm.forward(x.clone()))));
+            let f = self
+                .ff_out
+                .forward(gelu(self.ff_in.forward(self.ff_norm.forward(x.clone()))));
             x + dropout(f, p, noise)
         } else {
             let a = self.attention.forward(x.clone(), pad, noise);
@@ -164,7 +204,11 @@ impl TransformerLayer {
 /// `[out, in, kh, kw]` ~ Kaiming-uniform for ReLU, U(±√(6/fan_in)); rank-1 `gamma` = 1,
 /// `log_inv_tau` = ln(1/τ), other rank-1 (biases, `beta`) = 0.
 pub fn init_parameters<M: Module>(module: M, seed: u64, tau: f64) -> M {
-    let mut mapper = SeededInit { rng: ChaCha8Rng::seed_from_u64(seed), path: Vec::new(), tau };
+    let mut mapper = SeededInit {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        path: Vec::new(),
+        tau,
+    };
     module.map(&mut mapper)
 }
 

@@ -124,7 +124,12 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 impl DualEncoder {
     /// `mel`: `[b, windows, n_mels, n_frames]`, `window_mask`: `[b, windows]` (1 = valid) →
     /// `[b, embed_dim]`, L2-normalised: the mean of the valid windows' encodings, projected.
-    pub fn embed_audio(&self, mel: Tensor<4>, window_mask: Tensor<2>, noise: &mut Noise<'_>) -> Tensor<2> {
+    pub fn embed_audio(
+        &self,
+        mel: Tensor<4>,
+        window_mask: Tensor<2>,
+        noise: &mut Noise<'_>,
+    ) -> Tensor<2> {
         let [b, w, m, t] = mel.dims();
         let windows = mel.reshape([b * w, m, t]);
         let enc = match &self.audio {
@@ -177,7 +182,11 @@ mod tests {
                 .with_time_patchout(2),
         );
         let text = TextEncoderConfig::Bert(
-            BertTextConfig::new(30, 16).with_hidden_size(16).with_n_layers(1).with_n_heads(2).with_intermediate_size(32),
+            BertTextConfig::new(30, 16)
+                .with_hidden_size(16)
+                .with_n_layers(1)
+                .with_n_heads(2)
+                .with_intermediate_size(32),
         );
         DualEncoderConfig::new(audio, text, 8, 0.05, true)
     }
@@ -186,31 +195,71 @@ mod tests {
     fn passt_and_bert_train_a_step_with_patchout_and_give_unit_embeddings() {
         let device = Device::flex().autodiff();
         let config = tiny_passt_bert();
-        let AudioEncoderConfig::Passt(p) = &config.audio else { unreachable!() };
+        let AudioEncoderConfig::Passt(p) = &config.audio else {
+            unreachable!()
+        };
         assert_eq!(p.grid(), (2, 5));
         let model = config.init(&device, 3);
         let mel = Tensor::<4>::random([3, 2, 16, 32], burn::tensor::Distribution::Default, &device);
-        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0, 1.0, 0.0, 1.0, 0.0], [3, 2]), &device);
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 5, 7, 0, 3, 0, 0, 0, 9, 9, 9, 9], [3, 4]), &device);
+        let mask = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 1.0, 1.0, 0.0, 1.0, 0.0], [3, 2]),
+            &device,
+        );
+        let tokens = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![2i64, 5, 7, 0, 3, 0, 0, 0, 9, 9, 9, 9], [3, 4]),
+            &device,
+        );
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut noise = Some(&mut rng);
         let a = model.embed_audio(mel.clone(), mask.clone(), &mut noise);
         let t = model.embed_text(tokens.clone(), &mut noise);
-        let loss = sup_loss(similarity(a, t), model.logit_scale(&device), positives(&[0, 1, 2], &device));
+        let loss = sup_loss(
+            similarity(a, t),
+            model.logit_scale(&device),
+            positives(&[0, 1, 2], &device),
+        );
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let AudioEncoder::Passt(passt) = &model.audio else { unreachable!() };
-        assert!(grads.get::<4>(passt.patch_embedding.weight.id).is_some(), "no gradient for the patch embedding");
-        let TextEncoder::Bert(bert) = &model.text else { unreachable!() };
-        assert!(grads.get::<2>(bert.embeddings.word_embeddings.weight.id).is_some(), "no gradient for BERT's word embeddings");
-        assert!(grads.get::<1>(model.log_inv_tau.as_ref().unwrap().id).is_some(), "τ is not learned");
+        let AudioEncoder::Passt(passt) = &model.audio else {
+            unreachable!()
+        };
+        assert!(
+            grads.get::<4>(passt.patch_embedding.weight.id).is_some(),
+            "no gradient for the patch embedding"
+        );
+        let TextEncoder::Bert(bert) = &model.text else {
+            unreachable!()
+        };
+        assert!(
+            grads
+                .get::<2>(bert.embeddings.word_embeddings.weight.id)
+                .is_some(),
+            "no gradient for BERT's word embeddings"
+        );
+        assert!(
+            grads
+                .get::<1>(model.log_inv_tau.as_ref().unwrap().id)
+                .is_some(),
+            "τ is not learned"
+        );
 
         // Evaluation mode: no patch-out, L2-normalised rows, deterministic.
         let eval = model.valid();
         let plain = Device::flex();
-        let e1 = eval.embed_audio(mel.clone().inner().to_device(&plain), mask.clone().inner().to_device(&plain), &mut None);
-        let e2 = eval.embed_audio(mel.inner().to_device(&plain), mask.inner().to_device(&plain), &mut None);
+        let e1 = eval.embed_audio(
+            mel.clone().inner().to_device(&plain),
+            mask.clone().inner().to_device(&plain),
+            &mut None,
+        );
+        let e2 = eval.embed_audio(
+            mel.inner().to_device(&plain),
+            mask.inner().to_device(&plain),
+            &mut None,
+        );
         let v1 = e1.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        assert_eq!(v1, e2.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        assert_eq!(
+            v1,
+            e2.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        );
         for row in v1.chunks(8) {
             assert!((row.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
         }
@@ -226,8 +275,16 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         // (Burn puts the enum variant into the path: `text.Bert.…`.)
-        for key in ["embeddings.word_embeddings.weight", "embeddings.token_type_embeddings.weight", "pooler.dense.weight", "layers.0.attention.query.weight"] {
-            assert!(text.contains(&format!("text.Bert.{key}")), "{key} missing from the record");
+        for key in [
+            "embeddings.word_embeddings.weight",
+            "embeddings.token_type_embeddings.weight",
+            "pooler.dense.weight",
+            "layers.0.attention.query.weight",
+        ] {
+            assert!(
+                text.contains(&format!("text.Bert.{key}")),
+                "{key} missing from the record"
+            );
         }
     }
 }

@@ -66,7 +66,13 @@ pub struct PasstEncoder {
 impl PasstEncoderConfig {
     /// Number of patches along (frequency, time).
     pub fn grid(&self) -> (usize, usize) {
-        let g = |n: usize| if n < self.patch { 1 } else { (n - self.patch) / self.stride + 1 };
+        let g = |n: usize| {
+            if n < self.patch {
+                1
+            } else {
+                (n - self.patch) / self.stride + 1
+            }
+        };
         (g(self.n_mels), g(self.n_frames))
     }
 
@@ -121,10 +127,24 @@ impl PasstEncoder {
         if let Some(rng) = noise.as_deref_mut() {
             let f_keep = kept(fp, self.freq_patchout, rng);
             let t_keep = kept(tp, self.time_patchout, rng);
-            let fi = Tensor::<1, Int>::from_data(TensorData::new(f_keep.clone(), [f_keep.len()]), &device);
-            x = if self.freq_patchout > 0 && fp > 1 { x.select(2, fi) } else { x };
-            let ti = Tensor::<1, Int>::from_data(TensorData::new(t_keep.clone(), [t_keep.len()]), &device);
-            x = if self.time_patchout > 0 && tp > 1 { x.select(3, ti) } else { x };
+            let fi = Tensor::<1, Int>::from_data(
+                TensorData::new(f_keep.clone(), [f_keep.len()]),
+                &device,
+            );
+            x = if self.freq_patchout > 0 && fp > 1 {
+                x.select(2, fi)
+            } else {
+                x
+            };
+            let ti = Tensor::<1, Int>::from_data(
+                TensorData::new(t_keep.clone(), [t_keep.len()]),
+                &device,
+            );
+            x = if self.time_patchout > 0 && tp > 1 {
+                x.select(3, ti)
+            } else {
+                x
+            };
         }
         let [_, _, fp, tp] = x.dims();
         let tokens = x.reshape([n, d, fp * tp]).swap_dims(1, 2); // [n, p, d]

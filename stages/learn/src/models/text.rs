@@ -82,7 +82,9 @@ impl TransformerTextConfig {
 
 /// Position ids `[b, t]` (0..t on every row).
 fn positions(b: usize, t: usize, device: &Device) -> Tensor<2, Int> {
-    Tensor::<1, Int>::arange(0..t as i64, device).reshape([1, t]).expand([b, t])
+    Tensor::<1, Int>::arange(0..t as i64, device)
+        .reshape([1, t])
+        .expand([b, t])
 }
 
 /// Pools `[b, t, d]` states into `[b, d]`.
@@ -103,7 +105,8 @@ impl TransformerTextEncoder {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let pad = tokens.clone().equal_elem(0);
-        let x = self.word_embedding.forward(tokens.clone()) + self.position_embedding.forward(positions(b, t, &device));
+        let x = self.word_embedding.forward(tokens.clone())
+            + self.position_embedding.forward(positions(b, t, &device));
         let mut h = dropout(self.embedding_norm.forward(x), self.dropout, noise);
         for layer in &self.layers {
             h = layer.forward(h, Some(pad.clone()), noise);
@@ -176,7 +179,9 @@ impl BertTextConfig {
                         .init(device)
                 })
                 .collect(),
-            pooler: BertPooler { dense: linear(h, h, true, device) },
+            pooler: BertPooler {
+                dense: linear(h, h, true, device),
+            },
             dropout: self.dropout,
         }
     }
@@ -191,7 +196,8 @@ impl BertTextEncoder {
         let e = &self.embeddings;
         let x = e.word_embeddings.forward(tokens.clone())
             + e.position_embeddings.forward(positions(b, t, &device))
-            + e.token_type_embeddings.forward(Tensor::<2, Int>::zeros([b, t], &device));
+            + e.token_type_embeddings
+                .forward(Tensor::<2, Int>::zeros([b, t], &device));
         let mut h = dropout(e.layer_norm.forward(x), self.dropout, noise);
         for layer in &self.layers {
             h = layer.forward(h, Some(pad.clone()), noise);
