@@ -1,6 +1,6 @@
 //! An analyst's view of `correspondences.parquet`: run the `correspondences` kind on a tiny
 //! generated feature set, then query the table with Rust polars (lazy + parquet). The same two
-//! queries, in Python and Rust polars, are in `stages/eval/ANALYSTS.md`.
+//! queries, in Python and Rust polars, are in the README ("For analysts").
 
 use std::path::PathBuf;
 
