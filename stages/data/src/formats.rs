@@ -370,6 +370,28 @@ pub struct DatasetRelevance {
     pub relevance: f32,
 }
 
+/// The clip columns shared by the data set and the features index, from
+/// `(clip_id, file, split, duration_s)` rows.
+fn clip_columns<'a>(
+    rows: impl Iterator<Item = (&'a String, &'a String, Split, f64)> + Clone,
+) -> Vec<(&'static str, ArrayRef)> {
+    vec![
+        (
+            "clip_id",
+            string_column(&rows.clone().map(|r| r.0).collect::<Vec<_>>()),
+        ),
+        (
+            "file",
+            string_column(&rows.clone().map(|r| r.1).collect::<Vec<_>>()),
+        ),
+        (
+            "split",
+            string_column(&rows.clone().map(|r| r.2.as_str()).collect::<Vec<_>>()),
+        ),
+        ("duration_s", f64_column(rows.map(|r| r.3))),
+    ]
+}
+
 /// A data set's index: what `synth-dataset` and `dataset` write and `features` reads.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DatasetIndex {
@@ -384,21 +406,10 @@ impl DatasetIndex {
         let c = &self.clips;
         write_parquet(
             &dir.join(CLIPS_FILE),
-            &batch(vec![
-                (
-                    "clip_id",
-                    string_column(&c.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
-                ),
-                (
-                    "file",
-                    string_column(&c.iter().map(|x| &x.file).collect::<Vec<_>>()),
-                ),
-                (
-                    "split",
-                    string_column(&c.iter().map(|x| x.split.as_str()).collect::<Vec<_>>()),
-                ),
-                ("duration_s", f64_column(c.iter().map(|x| x.duration_s))),
-            ])?,
+            &batch(clip_columns(
+                c.iter()
+                    .map(|x| (&x.clip_id, &x.file, x.split, x.duration_s)),
+            ))?,
         )?;
         let k = &self.captions;
         write_parquet(
@@ -616,48 +627,43 @@ impl FeatureSet {
         let c = &self.clips;
         write_parquet(
             &dir.join(CLIPS_FILE),
-            &batch(vec![
-                ("clip_index", i64_column(0..c.len() as i64)),
-                (
-                    "clip_id",
-                    string_column(&c.iter().map(|x| &x.clip_id).collect::<Vec<_>>()),
-                ),
-                (
-                    "file",
-                    string_column(&c.iter().map(|x| &x.file).collect::<Vec<_>>()),
-                ),
-                (
-                    "split",
-                    string_column(&c.iter().map(|x| x.split.as_str()).collect::<Vec<_>>()),
-                ),
-                ("duration_s", f64_column(c.iter().map(|x| x.duration_s))),
-                (
-                    "caption_ids",
-                    string_list_column(
-                        &c.iter()
-                            .map(|x| {
-                                x.caption_indices
-                                    .iter()
-                                    .map(|&i| self.captions[i].caption_id.clone())
-                                    .collect()
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                ),
-                (
-                    "captions",
-                    string_list_column(
-                        &c.iter()
-                            .map(|x| {
-                                x.caption_indices
-                                    .iter()
-                                    .map(|&i| self.captions[i].text.clone())
-                                    .collect()
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                ),
-            ])?,
+            &batch(
+                [("clip_index", i64_column(0..c.len() as i64))]
+                    .into_iter()
+                    .chain(clip_columns(
+                        c.iter()
+                            .map(|x| (&x.clip_id, &x.file, x.split, x.duration_s)),
+                    ))
+                    .chain([
+                        (
+                            "caption_ids",
+                            string_list_column(
+                                &c.iter()
+                                    .map(|x| {
+                                        x.caption_indices
+                                            .iter()
+                                            .map(|&i| self.captions[i].caption_id.clone())
+                                            .collect()
+                                    })
+                                    .collect::<Vec<_>>(),
+                            ),
+                        ),
+                        (
+                            "captions",
+                            string_list_column(
+                                &c.iter()
+                                    .map(|x| {
+                                        x.caption_indices
+                                            .iter()
+                                            .map(|&i| self.captions[i].text.clone())
+                                            .collect()
+                                    })
+                                    .collect::<Vec<_>>(),
+                            ),
+                        ),
+                    ])
+                    .collect(),
+            )?,
         )?;
         let k = &self.captions;
         write_parquet(
