@@ -531,8 +531,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn features_of_a_small_synthetic_set() {
+    /// A generated data set of 12 / 4 / 4 clips in a temporary directory.
+    fn small_synthetic_set() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let synth = SynthParams {
             train_clips: 12,
@@ -541,6 +541,12 @@ mod tests {
             ..Default::default()
         };
         write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        dir
+    }
+
+    #[test]
+    fn features_of_a_small_synthetic_set() {
+        let dir = small_synthetic_set();
         let params = FeaturesParams {
             max_seconds: Some(6.0),
             window_seconds: Some(2.5),
@@ -599,14 +605,7 @@ mod tests {
 
     #[test]
     fn features_with_a_pretrained_tokenizer() {
-        let dir = tempfile::tempdir().unwrap();
-        let synth = SynthParams {
-            train_clips: 12,
-            val_clips: 4,
-            test_clips: 4,
-            ..Default::default()
-        };
-        write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        let dir = small_synthetic_set();
         let tok_dir = tempfile::tempdir().unwrap();
         let tok_path = tok_dir.path().join("tokenizer.json");
         std::fs::write(&tok_path, crate::text::tests::TEST_TOKENIZER).unwrap();
