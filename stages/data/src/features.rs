@@ -26,6 +26,9 @@ pub enum Preset {
     Light,
     /// PaSST: 32 kHz, n_fft 1024, window 800, hop 320, 128 mels 0-15 kHz, 30 s in 10 s windows.
     Passt,
+    /// YAMNet: 16 kHz, n_fft 512, periodic window 400, hop 160, magnitude, 64 mels 125-7500 Hz,
+    /// log(x + 0.001); 10 s in patches of 96 frames (0.975 s) every 0.48 s.
+    Yamnet,
 }
 
 /// Parameters of `features`. Unset front-end fields take the preset's value.
@@ -65,6 +68,11 @@ pub struct FeaturesParams {
     /// Override: window length in seconds (the clip is split into windows of this length).
     #[serde(default)]
     pub window_seconds: Option<f64>,
+    /// Override: step between window starts in seconds (default: the window length; the
+    /// `yamnet` preset: 0.48). Absent from the canonical form when it equals the window length,
+    /// so the other presets keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_hop_seconds: Option<f64>,
     /// Tokens per caption (truncated or padded).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
@@ -72,6 +80,10 @@ pub struct FeaturesParams {
     /// pretrained tokenizer).
     #[serde(default = "default_min_word_count")]
     pub min_word_count: usize,
+    /// The `tokenizer.json` inside the `tokenizer` input when that is a folder (such as a
+    /// `fetch` node's output), relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_file: Option<String>,
 }
 
 fn default_preset() -> Preset {
@@ -96,6 +108,7 @@ impl FeaturesParams {
         let base = match self.preset {
             Preset::Light => MelConfig::light(),
             Preset::Passt => MelConfig::passt(),
+            Preset::Yamnet => MelConfig::yamnet(),
         };
         let max_seconds = self.max_seconds.unwrap_or(base.max_seconds);
         let sample_rate = self.sample_rate.unwrap_or(base.sample_rate);
@@ -116,8 +129,10 @@ impl FeaturesParams {
             // light preset.
             window_seconds: self.window_seconds.unwrap_or(match self.preset {
                 Preset::Light => max_seconds,
-                Preset::Passt => base.window_seconds.min(max_seconds),
+                Preset::Passt | Preset::Yamnet => base.window_seconds.min(max_seconds),
             }),
+            window_hop_seconds: self.window_hop_seconds.or(base.window_hop_seconds),
+            style: base.style,
         }
     }
 
@@ -136,8 +151,10 @@ impl FeaturesParams {
             preemphasis: Some(c.preemphasis),
             max_seconds: Some(c.max_seconds),
             window_seconds: Some(c.window_seconds),
+            window_hop_seconds: c.window_hop_seconds.filter(|&h| h != c.window_seconds),
             max_tokens: self.max_tokens,
             min_word_count: self.min_word_count,
+            tokenizer_file: self.tokenizer_file.clone(),
         }
     }
 
@@ -152,6 +169,14 @@ impl FeaturesParams {
             return Err(ParamError::at(
                 "min_word_count",
                 "must be between 1 and 1000",
+            ));
+        }
+        if let Some(file) = &self.tokenizer_file
+            && (Path::new(file).is_absolute() || file.split('/').any(|s| s == ".."))
+        {
+            return Err(ParamError::at(
+                "tokenizer_file",
+                "must be a relative path inside the `tokenizer` input",
             ));
         }
         Ok(())
@@ -199,10 +224,10 @@ pub fn compute_with(
         dataset_dir.display()
     );
     let cfg = params.mel_config();
-    let layout = cfg.layout();
+    let layout = cfg.windows();
     let extractor = MelExtractor::new(cfg.clone());
     let n_windows = layout.n_windows();
-    let n_frames = extractor.n_frames(layout.window_samples);
+    let n_frames = extractor.n_frames(layout.window_samples());
     let n_mels = cfg.n_mels;
     let per_clip = n_windows * n_mels * n_frames;
 
@@ -220,10 +245,7 @@ pub fn compute_with(
                     mel.extend(extractor.compute(w));
                 } else {
                     // Padding-only windows: the log-mel of silence, without computing it.
-                    mel.extend(std::iter::repeat_n(
-                        (((1e-5f64).ln() + 4.5) / 5.0) as f32,
-                        n_mels * n_frames,
-                    ));
+                    mel.extend(std::iter::repeat_n(cfg.style.silence(), n_mels * n_frames));
                 }
             }
             debug_assert_eq!(mel.len(), per_clip);
@@ -366,6 +388,7 @@ pub fn compute_with(
         captions,
         vocab: text.vocab,
         relevance,
+        text_vectors: None,
     };
     Ok((set, metrics))
 }
@@ -488,12 +511,35 @@ impl StageKind for Features {
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let params: FeaturesParams = ctx.params()?;
         let dataset = ctx.input("dataset")?;
-        let tokenizer = ctx.optional_input("tokenizer")?;
+        let tokenizer = match ctx.optional_input("tokenizer")? {
+            Some(path) => Some(tokenizer_path(path, params.tokenizer_file.as_deref())?),
+            None => None,
+        };
         let (set, metrics) = crate::synth::pool(ctx.threads)?
-            .install(|| compute_with(dataset, tokenizer, &params, ctx.reporter))?;
+            .install(|| compute_with(dataset, tokenizer.as_deref(), &params, ctx.reporter))?;
         set.save(ctx.out_dir)?;
         ctx.write_metrics(&metrics)
     }
+}
+
+/// The `tokenizer.json` bound as input `tokenizer`: the input itself when it is a file, else
+/// `file` inside it (default `tokenizer.json`).
+fn tokenizer_path(input: &Path, file: Option<&str>) -> anyhow::Result<PathBuf> {
+    if input.is_file() {
+        anyhow::ensure!(
+            file.is_none(),
+            "`tokenizer_file` is set but the `tokenizer` input is a file (`{}`)",
+            input.display()
+        );
+        return Ok(input.to_owned());
+    }
+    let path = input.join(file.unwrap_or("tokenizer.json"));
+    anyhow::ensure!(
+        path.is_file(),
+        "no tokenizer at `{}`\nhint: set `tokenizer_file` to the `tokenizer.json` inside the `tokenizer` input",
+        path.display()
+    );
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -528,6 +574,25 @@ mod tests {
             Features
                 .plan(&toml::Table::new(), &InputCounts::default())
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn plan_of_the_yamnet_preset_keeps_the_window_hop_and_others_omit_it() {
+        let inputs = InputCounts([("dataset".to_owned(), 1)].into());
+        let t: toml::Table = toml::from_str("preset = \"yamnet\"").unwrap();
+        let plan = Features.plan(&t, &inputs).unwrap();
+        assert_eq!(plan.params["window_hop_seconds"], 0.48);
+        assert_eq!(plan.params["window_seconds"], 0.975);
+        assert_eq!(plan.params["f_min"], 125.0);
+        let light = Features.plan(&toml::Table::new(), &inputs).unwrap();
+        assert!(light.params.get("window_hop_seconds").is_none());
+        let same: toml::Table = toml::from_str("window_hop_seconds = 4.0").unwrap();
+        assert_eq!(Features.plan(&same, &inputs).unwrap().params, light.params);
+        let bad: toml::Table = toml::from_str("window_hop_seconds = 5.0").unwrap();
+        assert_eq!(
+            Features.plan(&bad, &inputs).unwrap_err().key.as_deref(),
+            Some("window_hop_seconds")
         );
     }
 
@@ -570,6 +635,45 @@ mod tests {
                 .any(|r| r.caption_index == 0 && r.clip_index == 0 && r.relevance == 1.0)
         );
         assert_eq!(metrics["train_clips"], 12);
+    }
+
+    #[test]
+    fn yamnet_features_of_a_small_synthetic_set() {
+        let dir = small_synthetic_set();
+        let params = FeaturesParams {
+            preset: Preset::Yamnet,
+            ..Default::default()
+        };
+        let (set, metrics) = compute(dir.path(), &params, &SilentReporter).unwrap();
+        // 10 s in 20 patches of 96 frames; 4 s of audio fill 1 + ceil((64000 - 15600) / 7680).
+        assert_eq!(set.mel_shape, [20, 20, 64, 96]);
+        assert_eq!(set.clip_window_mask(0)[..9], [1, 1, 1, 1, 1, 1, 1, 1, 0]);
+        assert_eq!(metrics["n_frames"], 96);
+        let silence = 0.001f32.ln();
+        let last = &set.mel[(20 - 1) * 64 * 96..20 * 64 * 96];
+        assert!(last.iter().all(|&v| v == silence));
+    }
+
+    #[test]
+    fn tokenizer_file_picks_the_file_inside_a_folder_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("pypi/model");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(nested.join("tokenizer.json"), "{}").unwrap();
+        let found = tokenizer_path(dir.path(), Some("pypi/model/tokenizer.json")).unwrap();
+        assert_eq!(found, nested.join("tokenizer.json"));
+        assert_eq!(
+            tokenizer_path(&nested, None).unwrap(),
+            nested.join("tokenizer.json")
+        );
+        let err = tokenizer_path(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("set `tokenizer_file`"), "{err}");
+        let file = nested.join("tokenizer.json");
+        assert!(tokenizer_path(&file, Some("x.json")).is_err());
+        let inputs = InputCounts([("dataset".to_owned(), 1), ("tokenizer".to_owned(), 1)].into());
+        let t: toml::Table = toml::from_str("tokenizer_file = \"../up.json\"").unwrap();
+        let err = Features.plan(&t, &inputs).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("tokenizer_file"));
     }
 
     #[test]

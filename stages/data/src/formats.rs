@@ -331,6 +331,11 @@ impl TensorFile {
         ))
     }
 
+    /// Whether the file holds a tensor named `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        SafeTensors::deserialize(&self.bytes).is_ok_and(|t| t.tensor(name).is_ok())
+    }
+
     pub fn u8(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
         let (shape, bytes) = self.view(name, Dtype::U8)?;
         Ok((shape, bytes.to_vec()))
@@ -548,10 +553,12 @@ pub struct RelevanceRow {
     pub relevance: f32,
 }
 
-/// The `features` artifact in memory.
+/// The `features` artifact in memory (also what `encode` writes, with frozen encoders'
+/// embeddings in place of the log-mel windows and the token ids).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSet {
-    /// `[n_clips, n_windows, n_mels, n_frames]`.
+    /// `[n_clips, n_windows, n_mels, n_frames]`: log-mel windows; after `encode`,
+    /// `[n_clips, n_windows, 1, dim]`: each window's embedding by a frozen audio encoder.
     pub mel_shape: [usize; 4],
     pub mel: Vec<f32>,
     /// `[n_clips, n_windows]`, 1 where the window holds audio.
@@ -565,7 +572,24 @@ pub struct FeatureSet {
     /// Word of each token id.
     pub vocab: Vec<String>,
     pub relevance: Option<Vec<RelevanceRow>>,
+    /// Each caption's embedding by a frozen text encoder (written by `encode`).
+    pub text_vectors: Option<TextVectors>,
 }
+
+/// Caption embeddings by a frozen text encoder, `[n_captions, dim]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextVectors {
+    pub dim: usize,
+    pub values: Vec<f32>,
+}
+
+impl TextVectors {
+    pub fn row(&self, caption_index: usize) -> &[f32] {
+        &self.values[caption_index * self.dim..(caption_index + 1) * self.dim]
+    }
+}
+
+const TEXT_VECTORS: &str = "text_vectors";
 
 #[derive(Serialize, Deserialize)]
 struct VocabFile {
@@ -612,18 +636,23 @@ impl FeatureSet {
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let [n_clips, n_windows, _, _] = self.mel_shape;
-        write_tensors(
-            &dir.join(FEATURES_FILE),
-            &[
-                TensorOut::F32("mel", self.mel_shape.to_vec(), &self.mel),
-                TensorOut::U8("window_mask", vec![n_clips, n_windows], &self.window_mask),
-                TensorOut::I64(
-                    "tokens",
-                    vec![self.captions.len(), self.max_tokens],
-                    &self.tokens,
-                ),
-            ],
-        )?;
+        let mut tensors = vec![
+            TensorOut::F32("mel", self.mel_shape.to_vec(), &self.mel),
+            TensorOut::U8("window_mask", vec![n_clips, n_windows], &self.window_mask),
+            TensorOut::I64(
+                "tokens",
+                vec![self.captions.len(), self.max_tokens],
+                &self.tokens,
+            ),
+        ];
+        if let Some(v) = &self.text_vectors {
+            tensors.push(TensorOut::F32(
+                TEXT_VECTORS,
+                vec![self.captions.len(), v.dim],
+                &v.values,
+            ));
+        }
+        write_tensors(&dir.join(FEATURES_FILE), &tensors)?;
         let c = &self.clips;
         write_parquet(
             &dir.join(CLIPS_FILE),
@@ -735,6 +764,21 @@ impl FeatureSet {
             "`{}`: `tokens` must have 2 dimensions",
             dir.display()
         );
+        let text_vectors = if tensors.contains(TEXT_VECTORS) {
+            let (shape, values) = tensors.f32(TEXT_VECTORS)?;
+            ensure!(
+                shape.len() == 2 && shape[0] == token_shape[0],
+                "`{}`: `{TEXT_VECTORS}` has shape {shape:?}, expected [{}, dim]",
+                dir.display(),
+                token_shape[0]
+            );
+            Some(TextVectors {
+                dim: shape[1],
+                values,
+            })
+        } else {
+            None
+        };
 
         let captions_path = dir.join(CAPTIONS_FILE);
         let t = Table::open(&captions_path)?;
@@ -845,6 +889,7 @@ impl FeatureSet {
             captions,
             vocab: vocab.words,
             relevance,
+            text_vectors,
         })
     }
 }
@@ -974,6 +1019,7 @@ mod tests {
                 clip_index: 0,
                 relevance: 0.25,
             }]),
+            text_vectors: None,
         }
     }
 
@@ -1031,6 +1077,20 @@ mod tests {
         )
         .unwrap();
         assert!(Embeddings::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn feature_set_with_text_vectors_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut features = tiny_features();
+        features.text_vectors = Some(TextVectors {
+            dim: 2,
+            values: vec![0.5, -1.0, 2.0, 0.0, 1.5, 3.0],
+        });
+        features.save(dir.path()).unwrap();
+        let loaded = FeatureSet::load(dir.path()).unwrap();
+        assert_eq!(loaded, features);
+        assert_eq!(loaded.text_vectors.unwrap().row(2), &[1.5, 3.0]);
     }
 }
 

@@ -1,12 +1,15 @@
 //! Data sets, audio and text front ends, and the artifact formats shared by every stage.
 //!
-//! Kinds: `synth-dataset` ([`synth`]), `dataset` ([`dataset`]), `features` ([`features`]).
+//! Kinds: `synth-dataset` ([`synth`]), `dataset` ([`dataset`]), `features` ([`features`]),
+//! `fetch` ([`fetch`]), `packaged-sounds` ([`sounds`]).
 
 pub mod audio;
 pub mod dataset;
 pub mod features;
+pub mod fetch;
 pub mod formats;
 pub mod mel;
+pub mod sounds;
 pub mod synth;
 pub mod text;
 
@@ -17,4 +20,6 @@ pub fn register(registry: &mut Registry) {
     registry.register(synth::SynthDataset);
     registry.register(features::Features);
     registry.register(dataset::Dataset);
+    registry.register(sounds::PackagedSounds);
+    registry.register(fetch::Fetch);
 }

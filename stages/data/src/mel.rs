@@ -1,4 +1,5 @@
-//! Log-mel spectrograms, Kaldi-style mel banks, with the `passt` and `light` presets.
+//! Log-mel spectrograms with the `passt`, `light` and `yamnet` presets; below, the Kaldi style of
+//! `passt`/`light` ([`MelStyle::Kaldi`]), see [`MelStyle::Yamnet`] for YAMNet's.
 //!
 //! For one window of `n` samples: optional pre-emphasis `y[t] = x[t+1] - 0.97 x[t]` (a
 //! convolution with kernel [-0.97, 1] without padding: `n - 1` samples); STFT with `n_fft`
@@ -14,6 +15,35 @@ use std::sync::Arc;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
+
+/// Framing, spectrum, filter bank and log scaling conventions of a front end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MelStyle {
+    /// PaSST (see the module docs): centred frames with reflect padding, symmetric Hann, power
+    /// spectrum, Kaldi mel banks, `(log(x + 1e-5) + 4.5) / 5`.
+    #[default]
+    Kaldi,
+    /// YAMNet (`features.py` of tensorflow/models `research/audioset/yamnet`): frames not
+    /// centred (`1 + (n - win_length) / hop` of them), periodic Hann, magnitude spectrum,
+    /// TensorFlow's `linear_to_mel_weight_matrix`, `log(x + 0.001)`.
+    Yamnet,
+}
+
+impl MelStyle {
+    /// The stored value of a mel band energy `e`.
+    fn log_scale(self, e: f64) -> f64 {
+        match self {
+            MelStyle::Kaldi => ((e + 1e-5).ln() + 4.5) / 5.0,
+            MelStyle::Yamnet => (e + 1e-3).ln(),
+        }
+    }
+
+    /// The stored value of silence (padding-only windows).
+    pub fn silence(self) -> f32 {
+        self.log_scale(0.0) as f32
+    }
+}
 
 /// Front-end parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +61,11 @@ pub struct MelConfig {
     pub max_seconds: f64,
     /// Window length in seconds.
     pub window_seconds: f64,
+    /// Step between window starts in seconds (`None`: `window_seconds`, windows do not overlap).
+    #[serde(default)]
+    pub window_hop_seconds: Option<f64>,
+    #[serde(default)]
+    pub style: MelStyle,
 }
 
 impl MelConfig {
@@ -47,6 +82,8 @@ impl MelConfig {
             preemphasis: 0.97,
             max_seconds: 30.0,
             window_seconds: 10.0,
+            window_hop_seconds: None,
+            style: MelStyle::Kaldi,
         }
     }
 
@@ -64,11 +101,46 @@ impl MelConfig {
             preemphasis: 0.97,
             max_seconds: 4.0,
             window_seconds: 4.0,
+            window_hop_seconds: None,
+            style: MelStyle::Kaldi,
+        }
+    }
+
+    /// YAMNet's front end (`params.py`/`features.py`): 16 kHz, 25 ms periodic Hann windows
+    /// (400 of 512 points), 10 ms hop, magnitude, 64 mels 125-7500 Hz, `log(x + 0.001)`.
+    /// Windows are YAMNet's patches: 96 frames, i.e. 0.975 s of audio (0.96 s plus the last
+    /// frame's tail), every 0.48 s; clips are cropped/padded to 10 s (AudioSet's length).
+    pub fn yamnet() -> Self {
+        Self {
+            sample_rate: 16000,
+            n_fft: 512,
+            win_length: 400,
+            hop_length: 160,
+            n_mels: 64,
+            f_min: 125.0,
+            f_max: 7500.0,
+            preemphasis: 0.0,
+            max_seconds: 10.0,
+            window_seconds: 0.975,
+            window_hop_seconds: Some(0.48),
+            style: MelStyle::Yamnet,
         }
     }
 
     pub fn layout(&self) -> crate::audio::WindowLayout {
         crate::audio::WindowLayout::new(self.sample_rate, self.max_seconds, self.window_seconds)
+    }
+
+    /// The layout with the step between windows.
+    pub fn windows(&self) -> Windows {
+        let layout = self.layout();
+        let hop_samples = self.window_hop_seconds.map_or(layout.window_samples, |s| {
+            ((s * self.sample_rate as f64).round().max(1.0) as usize).min(layout.window_samples)
+        });
+        Windows {
+            layout,
+            hop_samples,
+        }
     }
 
     /// Checks internal consistency; the error names the offending key.
@@ -113,10 +185,25 @@ impl MelConfig {
         if !(self.window_seconds > 0.0 && self.window_seconds <= self.max_seconds) {
             return Err(("window_seconds", "must be in (0, max_seconds]".into()));
         }
-        if ((self.window_seconds * self.sample_rate as f64).round() as usize) <= self.n_fft / 2 {
+        let window_samples = (self.window_seconds * self.sample_rate as f64).round() as usize;
+        if window_samples <= self.n_fft / 2 {
             return Err((
                 "window_seconds",
                 "a window must be longer than n_fft / 2 samples".into(),
+            ));
+        }
+        if self.style == MelStyle::Yamnet && window_samples < self.win_length {
+            return Err((
+                "window_seconds",
+                "a window must hold at least win_length samples".into(),
+            ));
+        }
+        if let Some(hop) = self.window_hop_seconds
+            && !(hop > 0.0 && hop <= self.window_seconds)
+        {
+            return Err((
+                "window_hop_seconds",
+                "must be in (0, window_seconds]".into(),
             ));
         }
         Ok(())
@@ -125,6 +212,81 @@ impl MelConfig {
 
 fn mel_scale(f: f64) -> f64 {
     1127.0 * (1.0 + f / 700.0).ln()
+}
+
+/// How a clip is cut into possibly overlapping windows: `layout` gives the crop/pad length and
+/// the window length, `hop_samples` the step between window starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub layout: crate::audio::WindowLayout,
+    pub hop_samples: usize,
+}
+
+impl Windows {
+    pub fn window_samples(&self) -> usize {
+        self.layout.window_samples
+    }
+
+    /// Windows covering `max_samples` (the last one zero-padded).
+    pub fn n_windows(&self) -> usize {
+        let (max, win) = (self.layout.max_samples, self.layout.window_samples);
+        1 + max.saturating_sub(win).div_ceil(self.hop_samples)
+    }
+
+    /// The windows and the mask: a window counts (1) when it holds audio that no earlier window
+    /// holds, so a clip gives as many windows as YAMNet makes patches of it.
+    pub fn split(&self, samples: &[f32]) -> (Vec<Vec<f32>>, Vec<u8>) {
+        let (win, hop) = (self.layout.window_samples, self.hop_samples);
+        if hop == win {
+            return self.layout.split(samples);
+        }
+        let n = samples.len().min(self.layout.max_samples);
+        (0..self.n_windows())
+            .map(|w| {
+                let start = w * hop;
+                let mut window = vec![0.0f32; win];
+                if start < n {
+                    let end = (start + win).min(n);
+                    window[..end - start].copy_from_slice(&samples[start..end]);
+                }
+                let fresh = if w == 0 { 0 } else { start + win - hop };
+                (window, u8::from(fresh < n))
+            })
+            .unzip()
+    }
+}
+
+/// TensorFlow's `linear_to_mel_weight_matrix` (transposed: `n_mels` rows of `n_fft / 2 + 1`
+/// weights): triangles in the HTK mel domain over the bins `k · sr / n_fft` including Nyquist,
+/// with the DC bin's weight 0.
+pub fn tf_mel_banks(
+    n_mels: usize,
+    n_fft: usize,
+    sample_rate: f64,
+    f_min: f64,
+    f_max: f64,
+) -> Vec<Vec<f64>> {
+    let n_bins = n_fft / 2 + 1;
+    let nyquist = sample_rate / 2.0;
+    let (mel_low, mel_high) = (mel_scale(f_min), mel_scale(f_max));
+    // Band edges: `n_mels + 2` points evenly spaced in mel (tf.linspace).
+    let edge = |i: usize| mel_low + (mel_high - mel_low) * i as f64 / (n_mels + 1) as f64;
+    (0..n_mels)
+        .map(|m| {
+            let (left, center, right) = (edge(m), edge(m + 1), edge(m + 2));
+            (0..n_bins)
+                .map(|k| {
+                    if k == 0 {
+                        return 0.0;
+                    }
+                    let mel = mel_scale(nyquist * k as f64 / (n_bins - 1) as f64);
+                    let up = (mel - left) / (center - left);
+                    let down = (right - mel) / (right - center);
+                    up.min(down).max(0.0)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Kaldi mel banks (`torchaudio.compliance.kaldi.get_mel_banks`, no VTLN), padded with a zero
@@ -171,6 +333,16 @@ pub fn padded_hann(win_length: usize, n_fft: usize) -> Vec<f64> {
     w
 }
 
+/// A periodic Hann window of `win_length` (`tf.signal.hann_window`), zero-padded at the end to
+/// `n_fft` as `tf.signal.stft` pads its frames.
+pub fn periodic_hann(win_length: usize, n_fft: usize) -> Vec<f64> {
+    let mut w = vec![0.0; n_fft];
+    for (i, v) in w.iter_mut().take(win_length).enumerate() {
+        *v = 0.5 - 0.5 * (std::f64::consts::TAU * i as f64 / win_length as f64).cos();
+    }
+    w
+}
+
 /// Index into a signal of length `n` with numpy/torch "reflect" padding.
 fn reflect(i: isize, n: usize) -> usize {
     if n == 1 {
@@ -204,8 +376,12 @@ impl std::fmt::Debug for MelExtractor {
 impl MelExtractor {
     pub fn new(cfg: MelConfig) -> Self {
         let fft = FftPlanner::new().plan_fft_forward(cfg.n_fft);
-        let window = padded_hann(cfg.win_length, cfg.n_fft);
-        let banks = kaldi_mel_banks(
+        type Banks = fn(usize, usize, f64, f64, f64) -> Vec<Vec<f64>>;
+        let (window, banks): (_, Banks) = match cfg.style {
+            MelStyle::Kaldi => (padded_hann(cfg.win_length, cfg.n_fft), kaldi_mel_banks),
+            MelStyle::Yamnet => (periodic_hann(cfg.win_length, cfg.n_fft), tf_mel_banks),
+        };
+        let banks = banks(
             cfg.n_mels,
             cfg.n_fft,
             cfg.sample_rate as f64,
@@ -239,7 +415,16 @@ impl MelExtractor {
         } else {
             n_samples
         };
-        1 + n / self.cfg.hop_length
+        self.frames_of(n)
+    }
+
+    /// Frames of a (pre-emphasised) signal of `n` samples.
+    fn frames_of(&self, n: usize) -> usize {
+        match self.cfg.style {
+            MelStyle::Kaldi => 1 + n / self.cfg.hop_length,
+            MelStyle::Yamnet if n < self.cfg.win_length => 0,
+            MelStyle::Yamnet => 1 + (n - self.cfg.win_length) / self.cfg.hop_length,
+        }
     }
 
     /// Log-mel of one window: `[n_mels, n_frames]`, row-major.
@@ -256,7 +441,7 @@ impl MelExtractor {
         let n_fft = self.cfg.n_fft;
         let hop = self.cfg.hop_length;
         let n = signal.len();
-        let n_frames = 1 + n / hop;
+        let n_frames = self.frames_of(n);
         let n_mels = self.cfg.n_mels;
         let half = n_fft / 2;
         let mut out = vec![0.0f32; n_mels * n_frames];
@@ -264,7 +449,13 @@ impl MelExtractor {
         let mut scratch = vec![Complex::new(0.0f64, 0.0); self.fft.get_inplace_scratch_len()];
         let mut power_a = vec![0.0f64; half + 1];
         let mut power_b = vec![0.0f64; half + 1];
-        let pad = half as isize;
+        // Centred frames start half an FFT early (reflect padding); TF's frames start at 0.
+        let pad = match self.cfg.style {
+            MelStyle::Kaldi => half as isize,
+            MelStyle::Yamnet => 0,
+        };
+        let magnitude = self.cfg.style == MelStyle::Yamnet;
+        let spectrum = |z: Complex<f64>| if magnitude { z.norm() } else { z.norm_sqr() };
         let sample = |frame: usize, i: usize| -> f64 {
             let pos = (frame * hop) as isize + i as isize - pad;
             if n == 0 {
@@ -296,8 +487,8 @@ impl MelExtractor {
                 let a = (z + zc) * 0.5;
                 let d = z - zc;
                 let b = Complex::new(d.im * 0.5, -d.re * 0.5);
-                power_a[k] = a.norm_sqr();
-                power_b[k] = b.norm_sqr();
+                power_a[k] = spectrum(a);
+                power_b[k] = spectrum(b);
             }
             self.write_frame(&power_a, f, n_frames, &mut out);
             if pair {
@@ -315,7 +506,7 @@ impl MelExtractor {
                 .zip(&power[*first..])
                 .map(|(w, p)| w * p)
                 .sum();
-            out[m * n_frames + frame] = (((e + 1e-5).ln() + 4.5) / 5.0) as f32;
+            out[m * n_frames + frame] = self.cfg.style.log_scale(e) as f32;
         }
     }
 }
@@ -392,6 +583,8 @@ mod tests {
     fn presets_are_consistent() {
         assert!(MelConfig::passt().check().is_ok());
         assert!(MelConfig::light().check().is_ok());
+        assert!(MelConfig::yamnet().check().is_ok());
+        assert_eq!(MelExtractor::new(MelConfig::yamnet()).n_frames(15600), 96);
         let ex = MelExtractor::new(MelConfig::passt());
         assert_eq!(ex.n_frames(320000), 1000);
     }

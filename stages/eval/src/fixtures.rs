@@ -83,6 +83,7 @@ pub fn synthetic_features(
         captions: caption_rows,
         vocab: vec!["<pad>".into(), "<unk>".into()],
         relevance,
+        text_vectors: None,
     }
 }
 

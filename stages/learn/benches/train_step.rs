@@ -13,7 +13,7 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use pipeline_data::formats::Split;
-use pipeline_learn::batches::{Row, audio_tensors, epoch_batches, rows, text_tensor};
+use pipeline_learn::batches::{Row, audio_tensors, epoch_batches, rows, text_input};
 use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::losses::{positives, similarity, sup_loss};
 use pipeline_learn::params::{ModelParams, OptimParams};
@@ -41,13 +41,7 @@ fn main() -> anyhow::Result<()> {
     let model_params = model_params
         .canonical()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let config = model_params.resolve(
-        &optim,
-        data.n_mels,
-        data.n_frames,
-        f.vocab.len(),
-        f.max_tokens,
-    )?;
+    let config = model_params.resolve(&optim, &f)?;
 
     let burn_sps = pipeline_learn::device::with_threads(threads, || -> anyhow::Result<f64> {
         let ad = Device::flex().autodiff();
@@ -66,12 +60,12 @@ fn main() -> anyhow::Result<()> {
             let clips: Vec<usize> = b.iter().map(|r| r.clip).collect();
             let caps: Vec<usize> = b.iter().map(|r| r.caption).collect();
             let (mel, mask) = audio_tensors(&f, &clips, &ad);
-            let tokens = text_tensor(&f, &caps, &ad);
+            let text = text_input(&f, &caps, &ad);
             let mut rng = pipeline_learn::batches::epoch_rng(0, 0, 2);
             let mut noise = Some(&mut rng);
             let sim = similarity(
                 model.embed_audio(mel, mask, &mut noise),
-                model.embed_text(tokens, &mut noise),
+                model.embed_text(text, &mut noise),
             );
             let loss = sup_loss(sim, model.logit_scale(&ad), positives(&clips, &ad));
             let _ = pipeline_learn::train::scalar(loss.clone());

@@ -6,6 +6,8 @@ use pipeline_data::formats::{FeatureSet, Split};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::models::TextInput;
+
 /// One training row: a caption and its clip (rows of the feature set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Row {
@@ -83,12 +85,18 @@ pub fn audio_tensors(
     )
 }
 
-/// `tokens [b, max_tokens]` of captions.
-pub fn text_tensor(features: &FeatureSet, captions: &[usize], device: &Device) -> Tensor<2, Int> {
+/// Captions as the text encoder takes them: their frozen-encoder vectors `[b, dim]` when the
+/// feature set has them (`encode`), else their token ids `[b, max_tokens]`.
+pub fn text_input(features: &FeatureSet, captions: &[usize], device: &Device) -> TextInput {
+    let b = captions.len();
+    if let Some(v) = &features.text_vectors {
+        let values: Vec<f32> = captions.iter().flat_map(|&j| v.row(j)).copied().collect();
+        return TextInput::Vectors(Tensor::from_data(TensorData::new(values, [b, v.dim]), device));
+    }
     let l = features.max_tokens;
     let tokens: Vec<i64> = captions
         .iter()
         .flat_map(|&j| features.caption_tokens(j).iter().copied())
         .collect();
-    Tensor::from_data(TensorData::new(tokens, [captions.len(), l]), device)
+    TextInput::Tokens(Tensor::from_data(TensorData::new(tokens, [b, l]), device))
 }

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::store::ModuleRecord;
 use pipeline_data::formats::FeatureSet;
 
-use crate::batches::{audio_tensors, text_tensor};
+use crate::batches::{audio_tensors, text_input};
 use crate::models::{DualEncoder, DualEncoderConfig};
 
 pub const MODEL_FILE: &str = "model.mpk";
@@ -48,7 +48,7 @@ pub fn embed_captions(
     let mut out = Vec::new();
     for chunk in captions.chunks(batch.max(1)) {
         out.extend(rows(
-            model.embed_text(text_tensor(features, chunk, device), &mut None),
+            model.embed_text(text_input(features, chunk, device), &mut None),
         ));
     }
     out

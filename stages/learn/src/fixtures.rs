@@ -140,6 +140,7 @@ impl Synthetic {
             captions,
             vocab,
             relevance: None,
+            text_vectors: None,
         }
     }
 }

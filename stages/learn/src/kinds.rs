@@ -112,15 +112,8 @@ impl StageKind for TrainKind {
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: TrainParams = ctx.params()?;
         let features = load_features(ctx)?;
-        let [_, _, n_mels, n_frames] = features.mel_shape;
         let optim = p.optim();
-        let model = p.model.resolve(
-            &optim,
-            n_mels,
-            n_frames,
-            features.vocab.len(),
-            features.max_tokens,
-        )?;
+        let model = p.model.resolve(&optim, &features)?;
         run_training(
             ctx,
             self.name(),

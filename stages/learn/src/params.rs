@@ -3,9 +3,11 @@
 //! once the feature set's shapes are known.
 
 use pipeline_api::ParamError;
+use pipeline_data::formats::FeatureSet;
 use serde::{Deserialize, Serialize};
 
 use crate::models::cnn::CnnEncoderConfig;
+use crate::models::frozen::FrozenHeadConfig;
 use crate::models::passt::PasstEncoderConfig;
 use crate::models::text::{BertTextConfig, Pooling, TransformerTextConfig};
 use crate::models::{AudioEncoderConfig, DualEncoderConfig, TextEncoderConfig};
@@ -126,6 +128,8 @@ pub enum AudioKind {
     Cnn,
     /// PaSST-style patch transformer with structured patch-out (for GPUs).
     Passt,
+    /// A head over a frozen encoder's per-window embeddings (features from `encode`).
+    Frozen,
 }
 
 /// Which text encoder.
@@ -137,6 +141,8 @@ pub enum TextKind {
     Transformer,
     /// BERT-style encoder (BERT-base sizes by default; untrained).
     Bert,
+    /// A head over a frozen encoder's caption embeddings (features from `encode`).
+    Frozen,
 }
 
 /// Sizes of the CNN audio encoder.
@@ -300,6 +306,34 @@ impl Default for BertParams {
     }
 }
 
+/// The head over a frozen encoder's embeddings (`audio`/`text` = `frozen`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FrozenParams {
+    /// Width of a hidden layer (linear + GELU) before the projection; 0: the projection alone.
+    #[serde(default)]
+    pub hidden: usize,
+    /// Dropout on the embeddings while training.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+impl FrozenParams {
+    fn check(&self, key: &str) -> Result<(), ParamError> {
+        check(
+            (0.0..1.0).contains(&self.dropout),
+            &format!("{key}.dropout"),
+            "must be in [0, 1)",
+        )
+    }
+
+    fn config(&self, input_dim: usize) -> FrozenHeadConfig {
+        FrozenHeadConfig::new(input_dim)
+            .with_hidden(self.hidden)
+            .with_dropout(self.dropout)
+    }
+}
+
 fn d1() -> usize {
     1
 }
@@ -345,10 +379,10 @@ fn d01() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelParams {
-    /// Audio encoder: `cnn` (default) or `passt`.
+    /// Audio encoder: `cnn` (default), `passt` or `frozen`.
     #[serde(default)]
     pub audio: AudioKind,
-    /// Text encoder: `transformer` (default) or `bert`.
+    /// Text encoder: `transformer` (default), `bert` or `frozen`.
     #[serde(default)]
     pub text: TextKind,
     /// Width of the shared embedding space.
@@ -366,6 +400,12 @@ pub struct ModelParams {
     /// Sizes of the BERT-style encoder (with `text = "bert"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bert: Option<BertParams>,
+    /// The head over frozen audio embeddings (with `audio = "frozen"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_audio: Option<FrozenParams>,
+    /// The head over frozen caption embeddings (with `text = "frozen"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_text: Option<FrozenParams>,
 }
 
 impl Default for ModelParams {
@@ -378,6 +418,8 @@ impl Default for ModelParams {
             passt: None,
             transformer: None,
             bert: None,
+            frozen_audio: None,
+            frozen_text: None,
         }
     }
 }
@@ -483,13 +525,9 @@ impl OptimParams {
 impl ModelParams {
     /// Fills the chosen encoders' defaults and refuses tables of encoders not chosen.
     pub fn canonical(mut self) -> Result<Self, ParamError> {
+        self.refuse_unchosen_tables()?;
         match self.audio {
             AudioKind::Cnn => {
-                check(
-                    self.passt.is_none(),
-                    "model.passt",
-                    "given, but `model.audio` is `cnn`",
-                )?;
                 let c = self.cnn.get_or_insert_with(Default::default);
                 check(
                     !c.channels.is_empty() && c.channels.iter().all(|&x| x > 0),
@@ -508,11 +546,6 @@ impl ModelParams {
                 )?;
             }
             AudioKind::Passt => {
-                check(
-                    self.cnn.is_none(),
-                    "model.cnn",
-                    "given, but `model.audio` is `passt`",
-                )?;
                 let p = self.passt.get_or_insert_with(Default::default);
                 check(
                     p.patch > 0 && p.stride > 0 && p.stride <= p.patch,
@@ -535,14 +568,13 @@ impl ModelParams {
                     "must be in [0, 1)",
                 )?;
             }
+            AudioKind::Frozen => self
+                .frozen_audio
+                .get_or_insert_with(Default::default)
+                .check("model.frozen_audio")?,
         }
         match self.text {
             TextKind::Transformer => {
-                check(
-                    self.bert.is_none(),
-                    "model.bert",
-                    "given, but `model.text` is `transformer`",
-                )?;
                 let t = self.transformer.get_or_insert_with(Default::default);
                 check(
                     t.d_model > 0 && t.n_heads > 0 && t.d_model.is_multiple_of(t.n_heads),
@@ -557,11 +589,6 @@ impl ModelParams {
                 )?;
             }
             TextKind::Bert => {
-                check(
-                    self.transformer.is_none(),
-                    "model.transformer",
-                    "given, but `model.text` is `bert`",
-                )?;
                 let b = self.bert.get_or_insert_with(Default::default);
                 check(
                     b.hidden_size > 0 && b.n_heads > 0 && b.hidden_size.is_multiple_of(b.n_heads),
@@ -579,21 +606,58 @@ impl ModelParams {
                     "must be in [0, 1)",
                 )?;
             }
+            TextKind::Frozen => self
+                .frozen_text
+                .get_or_insert_with(Default::default)
+                .check("model.frozen_text")?,
         }
         check(self.embed_dim > 0, "model.embed_dim", "must be positive")?;
         Ok(self)
     }
 
-    /// The model for a feature set of `n_mels × n_frames` windows, `vocab_size` words and
-    /// `max_tokens` tokens per caption. Call on the canonical form.
+    /// Refuses a sizes table of an encoder that is not the chosen one.
+    fn refuse_unchosen_tables(&self) -> Result<(), ParamError> {
+        let audio = [
+            ("cnn", AudioKind::Cnn, self.cnn.is_some()),
+            ("passt", AudioKind::Passt, self.passt.is_some()),
+            ("frozen_audio", AudioKind::Frozen, self.frozen_audio.is_some()),
+        ];
+        for (table, kind, given) in audio {
+            let chosen = serde_json::to_value(self.audio).unwrap_or_default();
+            let message = format!("given, but `model.audio` is {chosen}");
+            check(!given || kind == self.audio, &format!("model.{table}"), &message)?;
+        }
+        let text = [
+            ("transformer", TextKind::Transformer, self.transformer.is_some()),
+            ("bert", TextKind::Bert, self.bert.is_some()),
+            ("frozen_text", TextKind::Frozen, self.frozen_text.is_some()),
+        ];
+        for (table, kind, given) in text {
+            let chosen = serde_json::to_value(self.text).unwrap_or_default();
+            let message = format!("given, but `model.text` is {chosen}");
+            check(!given || kind == self.text, &format!("model.{table}"), &message)?;
+        }
+        Ok(())
+    }
+
+    /// The model for `features` (window shape, vocabulary, caption length, frozen embeddings).
+    /// Call on the canonical form.
     pub fn resolve(
         &self,
         optim: &OptimParams,
-        n_mels: usize,
-        n_frames: usize,
-        vocab_size: usize,
-        max_tokens: usize,
+        features: &FeatureSet,
     ) -> anyhow::Result<DualEncoderConfig> {
+        let [_, _, n_mels, n_frames] = features.mel_shape;
+        let (vocab_size, max_tokens) = (features.vocab.len(), features.max_tokens);
+        match (&features.text_vectors, self.text) {
+            (Some(_), TextKind::Frozen) | (None, TextKind::Transformer | TextKind::Bert) => {}
+            (Some(_), _) => anyhow::bail!(
+                "the features hold frozen caption embeddings (from `encode`): set `model.text = \"frozen\"` (and `model.audio = \"frozen\"`)"
+            ),
+            (None, _) => anyhow::bail!(
+                "`model.text = \"frozen\"` needs caption embeddings: bind `features` to an `encode` node"
+            ),
+        }
         let audio = match self.audio {
             AudioKind::Cnn => {
                 let c = self.cnn.clone().unwrap_or_default();
@@ -618,6 +682,12 @@ impl ModelParams {
                         .with_time_patchout(p.time_patchout),
                 )
             }
+            AudioKind::Frozen => AudioEncoderConfig::Frozen(
+                self.frozen_audio
+                    .clone()
+                    .unwrap_or_default()
+                    .config(n_mels * n_frames),
+            ),
         };
         let text = match self.text {
             TextKind::Transformer => {
@@ -647,6 +717,10 @@ impl ModelParams {
                         .with_intermediate_size(b.intermediate_size)
                         .with_dropout(b.dropout),
                 )
+            }
+            TextKind::Frozen => {
+                let dim = features.text_vectors.as_ref().map_or(0, |v| v.dim);
+                TextEncoderConfig::Frozen(self.frozen_text.clone().unwrap_or_default().config(dim))
             }
         };
         Ok(DualEncoderConfig::new(

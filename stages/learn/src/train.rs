@@ -21,7 +21,7 @@ use pipeline_data::formats::{FeatureSet, Split, TeacherEmbeddings};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::{
-    Row, audio_tensors, batches_per_epoch, epoch_batches, epoch_rng, rows, text_tensor,
+    Row, audio_tensors, batches_per_epoch, epoch_batches, epoch_rng, rows, text_input,
 };
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
@@ -361,10 +361,10 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
             let captions: Vec<usize> = batch.iter().map(|r| r.caption).collect();
             let (mel, mask) = audio_tensors(features, &clips, &ad);
-            let tokens = text_tensor(features, &captions, &ad);
+            let text_batch = text_input(features, &captions, &ad);
             let mut noise = Some(&mut noise_rng);
             let audio = model.embed_audio(mel, mask, &mut noise);
-            let text = model.embed_text(tokens, &mut noise);
+            let text = model.embed_text(text_batch, &mut noise);
             let sim = similarity(audio, text);
             let scale = model.logit_scale(&ad);
             let loss = match (&job.objective, &teacher_index) {

@@ -394,10 +394,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
         .canonical()
         .unwrap();
     let optim = p.optim();
-    let model = p
-        .model
-        .resolve(&optim, 16, 32, f.vocab.len(), f.max_tokens)
-        .unwrap();
+    let model = p.model.resolve(&optim, &f).unwrap();
     let compute = pipeline_learn::device::resolve(optim.device).unwrap();
     fn job<'a>(
         f: &'a FeatureSet,
@@ -443,4 +440,81 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
         outputs_of(&best_model_path(whole.path()), config_dir.path(), &f),
         outputs_of(&best_model_path(killed.path()), config_dir.path(), &f)
     );
+}
+
+/// The tiny feature set as `encode` would leave it: each window flattened into one "embedding"
+/// `[1, n_mels * n_frames]`, and each caption a bag of its words (a stand-in for a frozen text
+/// encoder).
+fn as_encoded(mut f: FeatureSet) -> FeatureSet {
+    let [n, w, m, t] = f.mel_shape;
+    f.mel_shape = [n, w, 1, m * t];
+    let dim = f.vocab.len();
+    let mut values = vec![0.0f32; f.captions.len() * dim];
+    for j in 0..f.captions.len() {
+        for &id in f.caption_tokens(j) {
+            if id > 1 {
+                values[j * dim + id as usize] += 1.0;
+            }
+        }
+    }
+    f.text_vectors = Some(pipeline_data::formats::TextVectors { dim, values });
+    f
+}
+
+const FROZEN: &str = r#"
+epochs = 3
+batch_size = 8
+lr = 3e-3
+warmup_epochs = 0.5
+threads = 1
+[model]
+audio = "frozen"
+text = "frozen"
+embed_dim = 16
+frozen_text = { hidden = 16 }
+"#;
+
+#[test]
+fn frozen_heads_learn_from_encoded_features_and_other_encoders_refuse_them() {
+    let f = as_encoded(Synthetic::tiny().build());
+    let dir = features_dir(&f);
+    let node = run_kind(&TrainKind, FROZEN, &[("features", dir.path())]).unwrap();
+    let m = metrics(node.out.path());
+    let map10 = m["val"]["map10"].as_f64().unwrap();
+    // 8 val clips: a random ranking gives mAP@10 ≈ 0.34.
+    assert!(map10 > 0.4, "val mAP@10 {map10}");
+    let emb = run_kind(
+        &EmbedKind,
+        "threads = 1",
+        &[("model", node.out.path()), ("features", dir.path())],
+    )
+    .unwrap();
+    let e = Embeddings::load(emb.out.path()).unwrap();
+    assert_eq!((e.n_clips(), e.n_captions(), e.dim), (f.clips.len(), f.captions.len(), 16));
+
+    let err = run_kind(&TrainKind, TINY, &[("features", dir.path())])
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("set `model.text = \"frozen\"`"),
+        "{err:#}"
+    );
+    let plain = features_dir(&Synthetic::tiny().build());
+    let err = run_kind(&TrainKind, FROZEN, &[("features", plain.path())])
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("bind `features` to an `encode` node"), "{err:#}");
+}
+
+#[test]
+fn frozen_tables_are_refused_with_other_encoders() {
+    let err = TrainKind
+        .plan(
+            &table("[model]\nfrozen_audio = { hidden = 8 }"),
+            &InputCounts([("features".to_owned(), 1)].into()),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(err.key.as_deref(), Some("model.frozen_audio"), "{err}");
+    assert!(err.to_string().contains("`model.audio` is \"cnn\""), "{err}");
 }

@@ -5,24 +5,33 @@
 //! modules have no backend type parameter: the same model code runs on every backend.
 
 pub mod cnn;
+pub mod frozen;
 pub mod layers;
 pub mod passt;
 pub mod text;
+pub mod yamnet;
 
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 
 use self::cnn::{CnnEncoder, CnnEncoderConfig};
+use self::frozen::{FrozenHead, FrozenHeadConfig};
 use self::layers::{Noise, linear};
 use self::passt::{PasstEncoder, PasstEncoderConfig};
 use self::text::{BertTextConfig, BertTextEncoder, TransformerTextConfig, TransformerTextEncoder};
+use self::yamnet::{YamnetConfig, YamnetEncoder};
 
 /// Which audio encoder, with its configuration.
 #[derive(Config, Debug)]
 pub enum AudioEncoderConfig {
     Cnn(CnnEncoderConfig),
     Passt(PasstEncoderConfig),
+    /// YAMNet (MobileNet v1 on AudioSet) over `yamnet` front-end patches; random weights from
+    /// `init`, pretrained ones from [`yamnet::load_yamnet`].
+    Yamnet(YamnetConfig),
+    /// A head over per-window embeddings of a frozen audio encoder (`encode`).
+    Frozen(FrozenHeadConfig),
 }
 
 /// Which text encoder, with its configuration.
@@ -30,6 +39,8 @@ pub enum AudioEncoderConfig {
 pub enum TextEncoderConfig {
     Transformer(TransformerTextConfig),
     Bert(BertTextConfig),
+    /// A head over caption embeddings of a frozen text encoder (`encode`).
+    Frozen(FrozenHeadConfig),
 }
 
 // One model holds one encoder; the size difference of the variants does not matter.
@@ -38,12 +49,15 @@ pub enum TextEncoderConfig {
 pub enum AudioEncoder {
     Cnn(CnnEncoder),
     Passt(PasstEncoder),
+    Yamnet(YamnetEncoder),
+    Frozen(FrozenHead),
 }
 
 #[derive(Module, Debug)]
 pub enum TextEncoder {
     Transformer(TransformerTextEncoder),
     Bert(BertTextEncoder),
+    Frozen(FrozenHead),
 }
 
 /// Everything needed to rebuild a [`DualEncoder`] (written as `model.json`).
@@ -64,6 +78,8 @@ impl AudioEncoderConfig {
         match self {
             AudioEncoderConfig::Cnn(c) => c.output_dim(),
             AudioEncoderConfig::Passt(c) => c.d_model,
+            AudioEncoderConfig::Yamnet(c) => c.output_dim(),
+            AudioEncoderConfig::Frozen(c) => c.output_dim(),
         }
     }
 }
@@ -73,6 +89,7 @@ impl TextEncoderConfig {
         match self {
             TextEncoderConfig::Transformer(c) => c.d_model,
             TextEncoderConfig::Bert(c) => c.hidden_size,
+            TextEncoderConfig::Frozen(c) => c.output_dim(),
         }
     }
 }
@@ -96,10 +113,13 @@ impl DualEncoderConfig {
         let audio = match &self.audio {
             AudioEncoderConfig::Cnn(c) => AudioEncoder::Cnn(c.init(device)),
             AudioEncoderConfig::Passt(c) => AudioEncoder::Passt(c.init(device)),
+            AudioEncoderConfig::Yamnet(c) => AudioEncoder::Yamnet(c.init(device)),
+            AudioEncoderConfig::Frozen(c) => AudioEncoder::Frozen(c.init(device)),
         };
         let text = match &self.text {
             TextEncoderConfig::Transformer(c) => TextEncoder::Transformer(c.init(device)),
             TextEncoderConfig::Bert(c) => TextEncoder::Bert(c.init(device)),
+            TextEncoderConfig::Frozen(c) => TextEncoder::Frozen(c.init(device)),
         };
         let model = DualEncoder {
             audio,
@@ -113,6 +133,15 @@ impl DualEncoderConfig {
         };
         layers::init_parameters(model, seed, self.tau)
     }
+}
+
+/// A batch of captions as the text encoder takes it.
+#[derive(Debug, Clone)]
+pub enum TextInput {
+    /// `[b, max_tokens]` token ids (0 = padding).
+    Tokens(Tensor<2, Int>),
+    /// `[b, dim]` embeddings of a frozen text encoder.
+    Vectors(Tensor<2>),
 }
 
 /// L2-normalises the rows of `x`.
@@ -135,6 +164,10 @@ impl DualEncoder {
         let enc = match &self.audio {
             AudioEncoder::Cnn(e) => e.forward(windows, noise),
             AudioEncoder::Passt(e) => e.forward(windows, noise),
+            // Windows are `[n_mels, n_frames]`; YAMNet takes patches `[frames, bands]`.
+            AudioEncoder::Yamnet(e) => e.forward(windows.swap_dims(1, 2)),
+            // Each window holds one embedding: `[b * w, 1, dim]`.
+            AudioEncoder::Frozen(e) => e.forward(windows.reshape([b * w, m * t]), noise),
         };
         let d = enc.dims()[1];
         let enc = enc.reshape([b, w, d]);
@@ -144,11 +177,18 @@ impl DualEncoder {
         l2_normalize(self.audio_projection.forward(pooled))
     }
 
-    /// `tokens`: `[b, max_tokens]` → `[b, embed_dim]`, L2-normalised.
-    pub fn embed_text(&self, tokens: Tensor<2, Int>, noise: &mut Noise<'_>) -> Tensor<2> {
-        let enc = match &self.text {
-            TextEncoder::Transformer(e) => e.forward(tokens, noise),
-            TextEncoder::Bert(e) => e.forward(tokens, noise),
+    /// Captions → `[b, embed_dim]`, L2-normalised.
+    ///
+    /// # Panics
+    /// If `text` is not the input the text encoder takes (token ids for the trained encoders,
+    /// vectors for a frozen one); [`crate::batches::text_input`] builds the right one.
+    pub fn embed_text(&self, text: TextInput, noise: &mut Noise<'_>) -> Tensor<2> {
+        let enc = match (&self.text, text) {
+            (TextEncoder::Transformer(e), TextInput::Tokens(t)) => e.forward(t, noise),
+            (TextEncoder::Bert(e), TextInput::Tokens(t)) => e.forward(t, noise),
+            (TextEncoder::Frozen(e), TextInput::Vectors(v)) => e.forward(v, noise),
+            (_, TextInput::Tokens(_)) => panic!("a frozen text head takes caption vectors"),
+            (_, TextInput::Vectors(_)) => panic!("this text encoder takes token ids"),
         };
         l2_normalize(self.text_projection.forward(enc))
     }
@@ -212,7 +252,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut noise = Some(&mut rng);
         let a = model.embed_audio(mel.clone(), mask.clone(), &mut noise);
-        let t = model.embed_text(tokens.clone(), &mut noise);
+        let t = model.embed_text(TextInput::Tokens(tokens.clone()), &mut noise);
         let loss = sup_loss(
             similarity(a, t),
             model.logit_scale(&device),

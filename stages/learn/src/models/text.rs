@@ -4,11 +4,13 @@
 //!   pre-LN transformer layers with a key padding mask, then mean pooling over the non-padding
 //!   tokens (default) or the first token (`pooling = "first"`).
 //! - [`BertTextEncoder`]: BERT's architecture: word + position + segment (token type)
-//!   embeddings, post-LN layers (GELU), and a pooler (dense + tanh) on the first token. Its
-//!   modules are laid out as BERT's (`embeddings.{word,position,token_type}_embeddings`,
+//!   embeddings, post-LN layers (exact erf GELU), then either the pooler (dense + tanh) on the
+//!   first token (default) or, as sentence-transformers do, the mean over the non-padding
+//!   tokens. Its modules are laid out as BERT's (`embeddings.{word,position,token_type}_embeddings`,
 //!   `layers.N.attention.{query,key,value,output}`, ...), with linear weights recorded as
-//!   `[out, in]`, so that pretrained BERT weights could be mapped onto it by renaming keys; no
-//!   loading is implemented (and the word-level vocabulary is not BERT's WordPiece one).
+//!   `[out, in]`; [`crate::pretrained::bert::load_bert`] maps a HuggingFace checkpoint onto it.
+//!   Padding follows HuggingFace's `attention_mask = ids != 0`: id 0 (`[PAD]`) is never
+//!   attended to, positions count from 0 on every row, and the segment id is 0 everywhere.
 
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -133,6 +135,22 @@ pub struct BertTextConfig {
     pub type_vocab_size: usize,
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// Layer norm epsilon; `None` (configs written before it existed): BERT's 1e-12.
+    pub layer_norm_eps: Option<f64>,
+    /// `None` or `First`: the pooler on the first token; `Mean`: the mean of the non-padding
+    /// tokens' states (sentence-transformers). An `Option`, so that configs written before it
+    /// existed still read (a missing `Option` field reads as `None`).
+    pub pooling: Option<Pooling>,
+}
+
+impl BertTextConfig {
+    pub fn norm_eps(&self) -> f64 {
+        self.layer_norm_eps.unwrap_or(1e-12)
+    }
+
+    pub fn mean_pooling(&self) -> bool {
+        self.pooling == Some(Pooling::Mean)
+    }
 }
 
 /// BERT's embedding block.
@@ -150,31 +168,34 @@ pub struct BertPooler {
     pub dense: Linear,
 }
 
-/// BERT-style text encoder (untrained).
+/// BERT-style text encoder.
 #[derive(Module, Debug)]
 pub struct BertTextEncoder {
     pub embeddings: BertEmbeddings,
     pub layers: Vec<TransformerLayer>,
     pub pooler: BertPooler,
     pub dropout: f64,
+    /// Mean of the non-padding tokens instead of the pooler on the first token.
+    pub mean_pooling: bool,
 }
 
 impl BertTextConfig {
     pub fn init(&self, device: &Device) -> BertTextEncoder {
         let h = self.hidden_size;
+        let eps = self.norm_eps();
         BertTextEncoder {
             embeddings: BertEmbeddings {
                 word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
                 position_embeddings: EmbeddingConfig::new(self.max_positions, h).init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
-                layer_norm: LayerNormConfig::new(h).with_epsilon(1e-12).init(device),
+                layer_norm: LayerNormConfig::new(h).with_epsilon(eps).init(device),
             },
             layers: (0..self.n_layers)
                 .map(|_| {
                     TransformerLayerConfig::new(h, self.n_heads, self.intermediate_size)
                         .with_dropout(self.dropout)
                         .with_pre_norm(false)
-                        .with_norm_eps(1e-12)
+                        .with_norm_eps(eps)
                         .with_torch_layout(true)
                         .init(device)
                 })
@@ -183,18 +204,30 @@ impl BertTextConfig {
                 dense: linear(h, h, true, device),
             },
             dropout: self.dropout,
+            mean_pooling: self.mean_pooling(),
         }
     }
 }
 
 impl BertTextEncoder {
-    /// `tokens`: `[b, t]` word ids (segment 0 everywhere) → `[b, hidden]` (pooled first token).
+    /// `tokens`: `[b, t]` token ids (0 = padding) → `[b, hidden]`: the pooled first token, or
+    /// the mean of the non-padding tokens' states (`mean_pooling`).
     pub fn forward(&self, tokens: Tensor<2, Int>, noise: &mut Noise<'_>) -> Tensor<2> {
+        let h = self.hidden_states(tokens.clone(), noise);
+        if self.mean_pooling {
+            pool(h, &tokens, true)
+        } else {
+            tanh(self.pooler.dense.forward(pool(h, &tokens, false)))
+        }
+    }
+
+    /// `tokens`: `[b, t]` → the last layer's states `[b, t, hidden]` (segment 0 everywhere).
+    pub fn hidden_states(&self, tokens: Tensor<2, Int>, noise: &mut Noise<'_>) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let pad = tokens.clone().equal_elem(0);
         let e = &self.embeddings;
-        let x = e.word_embeddings.forward(tokens.clone())
+        let x = e.word_embeddings.forward(tokens)
             + e.position_embeddings.forward(positions(b, t, &device))
             + e.token_type_embeddings
                 .forward(Tensor::<2, Int>::zeros([b, t], &device));
@@ -202,7 +235,51 @@ impl BertTextEncoder {
         for layer in &self.layers {
             h = layer.forward(h, Some(pad.clone()), noise);
         }
-        let first = pool(h, &tokens, false);
-        tanh(self.pooler.dense.forward(first))
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(pooling: Option<Pooling>) -> BertTextEncoder {
+        let config = BertTextConfig::new(20, 8)
+            .with_hidden_size(8)
+            .with_n_layers(1)
+            .with_n_heads(2)
+            .with_intermediate_size(16)
+            .with_pooling(pooling);
+        let encoder = config.init(&Device::flex());
+        crate::models::layers::init_parameters(encoder, 1, 0.05)
+    }
+
+    fn encode(encoder: &BertTextEncoder, ids: Vec<i64>) -> Vec<f32> {
+        let t = ids.len();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &Device::flex());
+        let out = encoder.forward(tokens, &mut None);
+        out.into_data().try_to_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn bert_config_without_the_newer_fields_still_reads_with_the_old_behaviour() {
+        let json = r#"{"vocab_size":30,"max_positions":16,"hidden_size":16,"n_layers":1,
+            "n_heads":2,"intermediate_size":32,"type_vocab_size":2,"dropout":0.1}"#;
+        let config: BertTextConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(config.pooling, None);
+        assert!(!config.mean_pooling());
+        assert_eq!(config.norm_eps(), 1e-12);
+    }
+
+    #[test]
+    fn trailing_padding_changes_neither_pooling() {
+        for pooling in [None, Some(Pooling::Mean)] {
+            let encoder = tiny(pooling);
+            let short = encode(&encoder, vec![1, 5, 7, 2]);
+            let padded = encode(&encoder, vec![1, 5, 7, 2, 0, 0, 0]);
+            for (a, b) in short.iter().zip(&padded) {
+                assert!((a - b).abs() < 1e-5, "{pooling:?}: {short:?} vs {padded:?}");
+            }
+        }
     }
 }

@@ -1,0 +1,417 @@
+//! `packaged-sounds` on tiny fake package trees that mimic each supported layout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+
+use pipeline_api::SilentReporter;
+
+use super::container::tests::{cat_bytes, rcc_bytes};
+use super::*;
+
+/// A mono 16-bit WAV of a tone, `seconds` long at 16 kHz.
+fn wav(seconds: f64, freq: f32) -> Vec<u8> {
+    let sr = 16000u32;
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: sr,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    for i in 0..(seconds * sr as f64) as usize {
+        let x = (std::f32::consts::TAU * freq * i as f32 / sr as f32).sin();
+        w.write_sample((x * 8000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    cursor.into_inner()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `usr/share/doc/<pkg>/` with a changelog (version) and a DEP-5 copyright.
+fn doc(root: &Path, pkg: &str, version: &str, copyright: &str) -> std::path::PathBuf {
+    let dir = root.join("debian").join(pkg);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+    writeln!(gz, "{pkg} ({version}) unstable; urgency=medium").unwrap();
+    let doc = dir.join(format!("usr/share/doc/{pkg}"));
+    write(&doc.join("changelog.Debian.gz"), &gz.finish().unwrap());
+    write(&doc.join("copyright"), copyright.as_bytes());
+    dir
+}
+
+/// A fetch artifact with all four packages; returns the number of clips it must give.
+fn fake_packages(root: &Path) {
+    let dir = doc(
+        root,
+        catalog::OPENSFX,
+        "1.0.3-2",
+        "Files: *\nLicense: GPL-2\n",
+    );
+    let bank = cat_bytes(&[
+        (
+            "\"Cow\". By A. License: Creative Commons Zero 1.0.",
+            &wav(1.5, 200.0),
+        ),
+        ("\"Unused/Nothing\". License: CC0.", &wav(0.0, 0.0)),
+        (
+            "\"Horse\". Original by B. License: CC BY 3.0.",
+            &wav(25.0, 300.0),
+        ),
+        ("\"Sheep\". License: CC0.", &wav(2.0, 400.0)),
+    ]);
+    write(&dir.join(catalog::OPENSFX_BANK_PATH), &bank);
+
+    let dir = doc(
+        root,
+        catalog::GCOMPRIS,
+        "3.1-2",
+        "Files: *\nLicense: GPL-3+\n\nFiles: src/activities/money/*\nLicense: CC0-1.0\n",
+    );
+    let rcc = dir.join("usr/share/gcompris-qt/rcc");
+    let res = |name: &str| format!("gcompris/src/activities/{name}/resource");
+    let melody = rcc_bytes(
+        &res("melody"),
+        &[
+            ("xylofon_son1.wav", &wav(0.5, 800.0), false),
+            ("knock.wav", &wav(0.3, 100.0), true),
+            ("unlisted.wav", &wav(0.3, 100.0), false),
+        ],
+    );
+    write(&rcc.join("melody.rcc"), &melody);
+    write(
+        &rcc.join("money.rcc"),
+        &rcc_bytes(&res("money"), &[("money1.wav", &wav(1.0, 900.0), true)]),
+    );
+
+    let dir = doc(
+        root,
+        catalog::TUXPAINT,
+        "2022.06.04-1",
+        "Files: *\nLicense: GPL-2\n",
+    );
+    let stamps = dir.join("usr/share/tuxpaint/stamps");
+    write(&stamps.join("animals/birds/crow.wav"), &wav(1.0, 1000.0));
+    write(
+        &stamps.join("animals/birds/crow.txt"),
+        b"A crow.\nfr.utf8=Un corbeau.\n",
+    );
+    write(
+        &stamps.join("animals/birds/crow_desc.wav"),
+        &wav(1.0, 500.0),
+    );
+    write(&stamps.join("animals/birds/crow_fr.wav"), &wav(1.0, 500.0));
+    write(&stamps.join("animals/birds/duck.wav"), &wav(1.2, 1100.0));
+    write(&stamps.join("animals/birds/duck.txt"), b"A duck.\n");
+    write(&stamps.join("symbols/math/7.wav"), &wav(1.0, 500.0));
+    write(&stamps.join("symbols/math/7.txt"), b"Seven.\n");
+
+    let dir = doc(
+        root,
+        catalog::FREEDESKTOP,
+        "0.8-2",
+        "Files: stereo/bell.oga\nLicense: CC-BY-3.0\n",
+    );
+    // A WAV under the theme's name: the decoder probes the content, not the extension.
+    write(
+        &dir.join("usr/share/sounds/freedesktop/stereo/bell.oga"),
+        &wav(0.8, 1200.0),
+    );
+}
+
+fn all_train() -> SoundsParams {
+    SoundsParams {
+        sample_rate: 16000,
+        train_fraction: 1.0,
+        val_fraction: 0.0,
+        ..Default::default()
+    }
+}
+
+fn run(params: &SoundsParams, root: &Path) -> (tempfile::TempDir, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let scratch = out.path().join("scratch");
+    let metrics = write_dataset(params, root, out.path(), &scratch, &SilentReporter).unwrap();
+    (out, metrics)
+}
+
+#[test]
+fn fake_packages_give_clips_captions_and_graded_relevance() {
+    let root = tempfile::tempdir().unwrap();
+    fake_packages(root.path());
+    let (out, metrics) = run(&all_train(), root.path());
+    let index = DatasetIndex::load(out.path()).unwrap();
+
+    // 3 OpenSFX (horse: 25 s in three parts), 3 GCompris, 2 Tux Paint, 1 freedesktop.
+    assert_eq!(metrics["recordings"], 9, "{metrics}");
+    assert_eq!(metrics["recordings_skipped"], 0);
+    assert_eq!(index.clips.len(), 11);
+    assert_eq!(index.captions.len(), 11 * 5);
+    let horse: Vec<&DatasetClip> = index
+        .clips
+        .iter()
+        .filter(|c| c.clip_id.starts_with("opensfx-001-"))
+        .collect();
+    assert_eq!(horse.len(), 3);
+    assert!(
+        horse
+            .iter()
+            .all(|c| (c.duration_s - 25.0 / 3.0).abs() < 0.01)
+    );
+    let reader = hound::WavReader::open(out.path().join(&horse[0].file)).unwrap();
+    assert_eq!(reader.spec().sample_rate, 16000);
+    assert_eq!(reader.spec().channels, 1);
+
+    // Captions: five different ones per clip, each naming what the description says.
+    let mut by_clip: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in &index.captions {
+        by_clip.entry(&c.clip_id).or_default().push(&c.text);
+    }
+    let must_mention = [
+        ("opensfx-000-0", "cow"),
+        ("opensfx-001-2", "horse"),
+        ("gcompris-000-0", "xylophone"),
+        ("gcompris-002-0", "coins"),
+        ("tuxpaint-000-0", "crow"),
+        ("freedesktop-000-0", "bell"),
+    ];
+    for (clip, word) in must_mention {
+        let texts = &by_clip[clip];
+        assert_eq!(texts.iter().collect::<BTreeSet<_>>().len(), 5, "{texts:?}");
+        assert!(
+            texts.iter().all(|t| t.to_lowercase().contains(word)),
+            "{texts:?}"
+        );
+    }
+
+    // Relevance: 1 for the own clip, 0.9 for another part of the same recording, graded by
+    // labels otherwise, nothing for unrelated clips.
+    let rel: BTreeMap<(&str, &str), f32> = index
+        .relevance
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| ((r.caption_id.as_str(), r.clip_id.as_str()), r.relevance))
+        .collect();
+    assert!(
+        index
+            .captions
+            .iter()
+            .all(|c| rel[&(c.caption_id.as_str(), c.clip_id.as_str())] == 1.0)
+    );
+    assert_eq!(
+        rel[&("opensfx-001-0#3", "opensfx-001-2")],
+        caption::SAME_RECORDING
+    );
+    // Cow and sheep: same category, no shared keyword.
+    assert!((rel[&("opensfx-000-0#0", "opensfx-002-0")] - 0.4).abs() < 1e-6);
+    // Cow and horse: two of three category levels.
+    assert!((rel[&("opensfx-000-0#0", "opensfx-001-1")] - 0.4 * 2.0 / 3.0).abs() < 1e-6);
+    // Crow and duck: same category `animal/bird`.
+    assert!((rel[&("tuxpaint-000-0#1", "tuxpaint-001-0")] - 0.4).abs() < 1e-6);
+    assert!(!rel.contains_key(&("opensfx-000-0#0", "freedesktop-000-0")));
+
+    // Provenance names package, version, path and licence of every recording.
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("provenance.json")).unwrap())
+            .unwrap();
+    let recs = prov["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 9);
+    let money = recs
+        .iter()
+        .find(|r| r["recording_id"] == "gcompris-002")
+        .unwrap();
+    assert_eq!(money["version"], "3.1-2");
+    assert_eq!(money["licence"], "CC0-1.0");
+    assert!(
+        money["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("money.rcc#/gcompris/src/activities/money/resource/money1.wav")
+    );
+    let cow = &recs[0];
+    assert_eq!(cow["licence"], "Creative Commons Zero 1.0");
+    assert_eq!(cow["category"], "animal/mammal/bovine");
+    assert_eq!(
+        recs.iter()
+            .find(|r| r["package"] == catalog::FREEDESKTOP)
+            .unwrap()["licence"],
+        "CC-BY-3.0"
+    );
+}
+
+#[test]
+fn splits_keep_recordings_together_and_runs_are_deterministic() {
+    let root = tempfile::tempdir().unwrap();
+    fake_packages(root.path());
+    let params = SoundsParams {
+        sample_rate: 16000,
+        max_seconds: 2.0,
+        train_fraction: 0.5,
+        val_fraction: 0.2,
+        ..Default::default()
+    };
+    let (a, _) = run(&params, root.path());
+    let (b, _) = run(&params, root.path());
+    let ia = DatasetIndex::load(a.path()).unwrap();
+    assert_eq!(ia, DatasetIndex::load(b.path()).unwrap());
+    // Horse is cut into 13 parts of at most 2 s, all in one split.
+    let mut split_of: BTreeMap<String, BTreeSet<Split>> = BTreeMap::new();
+    for c in &ia.clips {
+        let recording = c.clip_id.rsplit_once('-').unwrap().0.to_owned();
+        split_of.entry(recording).or_default().insert(c.split);
+    }
+    assert_eq!(
+        ia.clips
+            .iter()
+            .filter(|c| c.clip_id.starts_with("opensfx-001-"))
+            .count(),
+        13
+    );
+    assert!(split_of.values().all(|s| s.len() == 1), "{split_of:?}");
+    // Relevance never crosses splits.
+    let split: BTreeMap<&str, Split> = ia
+        .clips
+        .iter()
+        .map(|c| (c.clip_id.as_str(), c.split))
+        .collect();
+    for r in ia.relevance.as_ref().unwrap() {
+        let own = r.caption_id.split('#').next().unwrap();
+        assert_eq!(split[own], split[r.clip_id.as_str()]);
+    }
+    let other = SoundsParams { seed: 7, ..params };
+    let (c, _) = run(&other, root.path());
+    assert_ne!(ia.captions, DatasetIndex::load(c.path()).unwrap().captions);
+}
+
+#[test]
+fn missing_package_names_the_fetch_entry() {
+    let root = tempfile::tempdir().unwrap();
+    fake_packages(root.path());
+    std::fs::remove_dir_all(root.path().join("debian").join(catalog::TUXPAINT)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = write_dataset(
+        &all_train(),
+        root.path(),
+        out.path(),
+        &out.path().join("s"),
+        &SilentReporter,
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("tuxpaint-stamps-default") && msg.contains("fetch"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("2022.06.04-1") && msg.contains("6db6c1bf"),
+        "{msg}"
+    );
+    // Only the listed sources are needed.
+    let params = SoundsParams {
+        sources: vec![catalog::OPENSFX.into()],
+        ..all_train()
+    };
+    let (_, metrics) = run(&params, root.path());
+    assert_eq!(metrics["recordings"], 3);
+}
+
+#[test]
+fn plan_is_strict() {
+    let inputs = InputCounts([("packages".to_owned(), 1)].into());
+    let plan = PackagedSounds.plan(&toml::Table::new(), &inputs).unwrap();
+    assert_eq!(plan.params["captions_per_clip"], 5);
+    assert_eq!(plan.params["sources"].as_array().unwrap().len(), 4);
+    let bad = |text: &str| {
+        let t: toml::Table = toml::from_str(text).unwrap();
+        PackagedSounds.plan(&t, &inputs).unwrap_err()
+    };
+    let err = bad("source = [\"x\"]");
+    assert!(err.message.contains("unknown field `source`"), "{err}");
+    let err = bad("sources = [\"wesnoth-data\"]");
+    assert_eq!(err.key.as_deref(), Some("sources"));
+    assert!(err.message.contains("openttd-opensfx"), "{err}");
+    assert_eq!(
+        bad("train_fraction = 0.9\nval_fraction = 0.2")
+            .key
+            .as_deref(),
+        Some("val_fraction")
+    );
+    assert_eq!(bad("max_seconds = 0.5").key.as_deref(), Some("max_seconds"));
+    assert!(
+        PackagedSounds
+            .plan(&toml::Table::new(), &InputCounts::default())
+            .is_err()
+    );
+}
+
+/// On the real packages: `SOUNDS_ROOT=<dir with debian/<pkg>/> cargo test -p pipeline-data
+/// --lib -- --ignored --nocapture real_packages` (prints metrics and sample captions).
+#[test]
+#[ignore]
+fn real_packages() {
+    let root = std::path::PathBuf::from(std::env::var("SOUNDS_ROOT").expect("SOUNDS_ROOT"));
+    let out = std::env::temp_dir().join("packaged-sounds");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let started = std::time::Instant::now();
+    let metrics = crate::synth::pool(2)
+        .unwrap()
+        .install(|| {
+            write_dataset(
+                &SoundsParams::default(),
+                &root,
+                &out,
+                &out.join("scratch"),
+                &SilentReporter,
+            )
+        })
+        .unwrap();
+    eprintln!(
+        "{:.1} s\n{}",
+        started.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(&metrics).unwrap()
+    );
+    let index = DatasetIndex::load(&out).unwrap();
+    for c in index.captions.iter().step_by(53) {
+        eprintln!("{}: {}", c.caption_id, c.text);
+    }
+}
+
+#[test]
+fn the_kind_runs_on_its_input_artifact() {
+    let root = tempfile::tempdir().unwrap();
+    fake_packages(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let table: toml::Table =
+        toml::from_str("sample_rate = 16000\nsources = [\"openttd-opensfx\"]").unwrap();
+    let inputs = InputCounts([("packages".to_owned(), 1)].into());
+    let plan = PackagedSounds.plan(&table, &inputs).unwrap();
+    let bound = [(
+        "packages".to_owned(),
+        vec![pipeline_api::InputArtifact {
+            node: Some("packages".into()),
+            path: root.path().to_owned(),
+        }],
+    )]
+    .into();
+    let ctx = RunContext {
+        node: "data",
+        params: &plan.params,
+        inputs: &bound,
+        out_dir: out.path(),
+        scratch_dir: scratch.path(),
+        threads: 1,
+        reporter: &SilentReporter,
+    };
+    PackagedSounds.run(&ctx).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["recordings_openttd-opensfx"], 3);
+    assert_eq!(DatasetIndex::load(out.path()).unwrap().clips.len(), 5);
+}
