@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     let model_params = model_params
         .canonical()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let config = model_params.resolve(&optim, &f)?;
+    let config = model_params.resolve(&optim, &f, None)?;
 
     let burn_sps = pipeline_learn::device::with_threads(threads, || -> anyhow::Result<f64> {
         let ad = Device::flex().autodiff();
@@ -183,6 +183,7 @@ fn learn(
         optim,
         model,
         init: None,
+        pretrained: Default::default(),
         objective: Objective::Supervised,
         fingerprint: serde_json::json!({}),
         compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,

@@ -91,7 +91,10 @@ pub fn text_input(features: &FeatureSet, captions: &[usize], device: &Device) ->
     let b = captions.len();
     if let Some(v) = &features.text_vectors {
         let values: Vec<f32> = captions.iter().flat_map(|&j| v.row(j)).copied().collect();
-        return TextInput::Vectors(Tensor::from_data(TensorData::new(values, [b, v.dim]), device));
+        return TextInput::Vectors(Tensor::from_data(
+            TensorData::new(values, [b, v.dim]),
+            device,
+        ));
     }
     let l = features.max_tokens;
     let tokens: Vec<i64> = captions

@@ -9,7 +9,7 @@
 //! caption (its pooling: mean for sentence-transformers models). Both read their weights from
 //! the `pretrained` input, normally a `fetch` node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::device::{resolve, wants_gpu, with_threads};
 use crate::models::text::BertTextEncoder;
 use crate::models::yamnet::{YamnetEncoder, load_yamnet};
-use crate::params::DeviceChoice;
+use crate::params::{DeviceChoice, pretrained_path};
 use crate::pretrained::bert::load_bert;
 
 /// YAMNet's patch: 64 mel bands × 96 frames (the `yamnet` preset of `features`).
@@ -109,8 +109,8 @@ impl StageKind for EncodeKind {
         let mut features = FeatureSet::load(features_dir)
             .with_context(|| format!("node `{}`: loading the features", ctx.node))?;
         let pretrained = ctx.input("pretrained")?;
-        let yamnet_path = inside(pretrained, &p.yamnet, "yamnet")?;
-        let bert_path = inside(pretrained, &p.bert, "bert")?;
+        let yamnet_path = pretrained_path(Some(pretrained), Some(&p.yamnet), "yamnet")?;
+        let bert_path = pretrained_path(Some(pretrained), Some(&p.bert), "bert")?;
         let [_, _, n_mels, n_frames] = features.mel_shape;
         ensure!(
             [n_mels, n_frames] == YAMNET_PATCH,
@@ -119,15 +119,19 @@ impl StageKind for EncodeKind {
             ctx.node
         );
         let compute = resolve(p.device)?;
-        let threads = p.threads.unwrap_or(ctx.threads).clamp(1, ctx.threads.max(1));
+        let threads = p
+            .threads
+            .unwrap_or(ctx.threads)
+            .clamp(1, ctx.threads.max(1));
         let started = Instant::now();
         let (audio, text) = with_threads(threads, || -> anyhow::Result<_> {
             let device = &compute.device;
             let yamnet = load_yamnet(&yamnet_path, device)
                 .with_context(|| format!("loading YAMNet from `{}`", yamnet_path.display()))?;
             let audio = encode_windows(&yamnet, &features, p.batch_size, ctx, device);
-            let (config, bert) = load_bert(&bert_path, device)
-                .with_context(|| format!("loading the text encoder from `{}`", bert_path.display()))?;
+            let (config, bert) = load_bert(&bert_path, device).with_context(|| {
+                format!("loading the text encoder from `{}`", bert_path.display())
+            })?;
             ensure!(
                 config.vocab_size == features.vocab.len(),
                 "node `{}`: the text encoder has {} token ids but the features' tokenizer {}\n\
@@ -155,18 +159,6 @@ impl StageKind for EncodeKind {
         }))?;
         Ok(())
     }
-}
-
-/// `relative` inside `root`, which must exist.
-fn inside(root: &Path, relative: &str, key: &str) -> anyhow::Result<PathBuf> {
-    let path = root.join(relative);
-    ensure!(
-        path.exists(),
-        "`{key} = \"{relative}\"`: no such file or folder in the `pretrained` input `{}`\n\
-         hint: the `fetch` node must include the package that holds it",
-        root.display()
-    );
-    Ok(path)
 }
 
 fn to_vec(t: Tensor<2>) -> Vec<f32> {

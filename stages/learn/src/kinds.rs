@@ -16,8 +16,10 @@ use crate::embedding::{
 };
 use crate::models::DualEncoderConfig;
 use crate::outputs::{metrics_json, plot_curves, write_curves};
-use crate::params::{DeviceChoice, DistillParams, EmbedParams, OptimParams, TrainParams};
-use crate::train::{Objective, TrainJob, best_model_path, train};
+use crate::params::{
+    DeviceChoice, DistillParams, EmbedParams, OptimParams, TrainParams, pretrained_path,
+};
+use crate::train::{Objective, PretrainedEncoders, TrainJob, best_model_path, train};
 
 fn resources(threads: Option<usize>, device: DeviceChoice) -> Resources {
     Resources {
@@ -37,7 +39,7 @@ fn run_training(
     kind: &str,
     optim: OptimParams,
     features: &FeatureSet,
-    model: DualEncoderConfig,
+    (model, pretrained): (DualEncoderConfig, PretrainedEncoders),
     init: Option<&Path>,
     objective: Objective<'_>,
 ) -> anyhow::Result<()> {
@@ -54,6 +56,7 @@ fn run_training(
         optim: optim.clone(),
         model: model.clone(),
         init: init.map(Path::to_path_buf),
+        pretrained,
         objective,
         fingerprint,
         compute: compute.clone(),
@@ -103,9 +106,24 @@ impl StageKind for TrainKind {
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
-        inputs.expect(&["features"], &[])?;
+        inputs.expect(&["features"], &["pretrained"])?;
         inputs.expect_single("features")?;
+        inputs.expect_single("pretrained")?;
         let p = parse_params::<TrainParams>(params)?.canonical()?;
+        let bound = inputs.0.contains_key("pretrained");
+        let weights = p.model.weights();
+        if let Some((key, _)) = weights.iter().find(|(_, w)| w.is_some() && !bound) {
+            return Err(ParamError::at(
+                key,
+                "names a file of the input `pretrained`, which is not bound",
+            ));
+        }
+        if bound && weights.iter().all(|(_, w)| w.is_none()) {
+            return Err(ParamError::at(
+                "model",
+                "the input `pretrained` is bound but no `model.yamnet.weights` or `model.bert.weights` uses it",
+            ));
+        }
         Plan::new(&p, resources(p.threads, p.device))
     }
 
@@ -113,13 +131,23 @@ impl StageKind for TrainKind {
         let p: TrainParams = ctx.params()?;
         let features = load_features(ctx)?;
         let optim = p.optim();
-        let model = p.model.resolve(&optim, &features)?;
+        let pretrained = ctx.optional_input("pretrained")?;
+        let model = p.model.resolve(&optim, &features, pretrained)?;
+        let [(yamnet_key, yamnet), (bert_key, bert)] = p.model.weights();
+        let pretrained = PretrainedEncoders {
+            yamnet: yamnet
+                .map(|w| pretrained_path(pretrained, Some(w), yamnet_key))
+                .transpose()?,
+            bert: bert
+                .map(|w| pretrained_path(pretrained, Some(w), bert_key))
+                .transpose()?,
+        };
         run_training(
             ctx,
             self.name(),
             optim,
             &features,
-            model,
+            (model, pretrained),
             None,
             Objective::Supervised,
         )
@@ -182,7 +210,7 @@ impl StageKind for DistillKind {
             self.name(),
             p.optim(),
             &features,
-            model,
+            (model, PretrainedEncoders::default()),
             Some(&init_record),
             objective,
         )

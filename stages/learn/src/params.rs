@@ -2,6 +2,9 @@
 //! documented, unknown keys refused), range checks, and the model configuration they resolve to
 //! once the feature set's shapes are known.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use pipeline_api::ParamError;
 use pipeline_data::formats::FeatureSet;
 use serde::{Deserialize, Serialize};
@@ -10,7 +13,9 @@ use crate::models::cnn::CnnEncoderConfig;
 use crate::models::frozen::FrozenHeadConfig;
 use crate::models::passt::PasstEncoderConfig;
 use crate::models::text::{BertTextConfig, Pooling, TransformerTextConfig};
+use crate::models::yamnet::YamnetConfig;
 use crate::models::{AudioEncoderConfig, DualEncoderConfig, TextEncoderConfig};
+use crate::pretrained::bert::bert_config;
 
 /// Where a run computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -130,6 +135,9 @@ pub enum AudioKind {
     Passt,
     /// A head over a frozen encoder's per-window embeddings (features from `encode`).
     Frozen,
+    /// YAMNet (MobileNet v1), on the `yamnet` front end's 64 × 96 patches; pretrained from
+    /// `model.yamnet.weights`, fine-tuned.
+    Yamnet,
 }
 
 /// Which text encoder.
@@ -291,6 +299,10 @@ pub struct BertParams {
     /// Dropout.
     #[serde(default = "d01")]
     pub dropout: f64,
+    /// A Hugging Face BERT folder (`config.json`, `model.safetensors`) inside the input
+    /// `pretrained` to start from; the sizes are then the checkpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl Default for BertParams {
@@ -302,8 +314,19 @@ impl Default for BertParams {
             intermediate_size: 3072,
             max_positions: 512,
             dropout: 0.1,
+            weights: None,
         }
     }
+}
+
+/// YAMNet (`audio = "yamnet"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct YamnetParams {
+    /// YAMNet's ONNX model (`.onnx.zip`, `.onnx` or its folder) inside the input `pretrained`
+    /// to start from; absent: random initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 /// The head over a frozen encoder's embeddings (`audio`/`text` = `frozen`).
@@ -394,6 +417,9 @@ pub struct ModelParams {
     /// Sizes of the PaSST-style encoder (with `audio = "passt"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passt: Option<PasstParams>,
+    /// YAMNet's weights (with `audio = "yamnet"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yamnet: Option<YamnetParams>,
     /// Sizes of the small transformer (with `text = "transformer"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformer: Option<TransformerParams>,
@@ -416,6 +442,7 @@ impl Default for ModelParams {
             embed_dim: 128,
             cnn: None,
             passt: None,
+            yamnet: None,
             transformer: None,
             bert: None,
             frozen_audio: None,
@@ -466,6 +493,36 @@ pub struct EmbedParams {
 
 fn default_embed_batch() -> usize {
     64
+}
+
+/// `relative` inside the input `pretrained` (which must be bound); `key` names the param.
+pub fn pretrained_path(
+    pretrained: Option<&Path>,
+    relative: Option<&str>,
+    key: &str,
+) -> anyhow::Result<PathBuf> {
+    let relative = relative.with_context(|| format!("`{key}` is not set"))?;
+    let root = pretrained.with_context(|| {
+        format!("`{key}` names a file of the input `pretrained`, which is not bound")
+    })?;
+    let path = root.join(relative);
+    anyhow::ensure!(
+        path.exists(),
+        "`{key} = \"{relative}\"`: no such file or folder in the input `pretrained` (`{}`)\nhint: the `fetch` node must include the package that holds it",
+        root.display()
+    );
+    Ok(path)
+}
+
+/// A path inside the input `pretrained`: relative, without `..`.
+fn check_relative(path: Option<&str>, key: &str) -> Result<(), ParamError> {
+    let ok = path
+        .is_none_or(|p| !std::path::Path::new(p).is_absolute() && !p.split('/').any(|s| s == ".."));
+    check(
+        ok,
+        key,
+        "must be a relative path inside the input `pretrained`",
+    )
 }
 
 fn check(ok: bool, key: &str, message: &str) -> Result<(), ParamError> {
@@ -572,6 +629,10 @@ impl ModelParams {
                 .frozen_audio
                 .get_or_insert_with(Default::default)
                 .check("model.frozen_audio")?,
+            AudioKind::Yamnet => {
+                let y = self.yamnet.get_or_insert_with(Default::default);
+                check_relative(y.weights.as_deref(), "model.yamnet.weights")?;
+            }
         }
         match self.text {
             TextKind::Transformer => {
@@ -605,6 +666,19 @@ impl ModelParams {
                     "model.bert.dropout",
                     "must be in [0, 1)",
                 )?;
+                check_relative(b.weights.as_deref(), "model.bert.weights")?;
+                if b.weights.is_some() {
+                    let sizes = BertParams {
+                        dropout: b.dropout,
+                        weights: b.weights.clone(),
+                        ..Default::default()
+                    };
+                    check(
+                        *b == sizes,
+                        "model.bert",
+                        "with `weights`, the sizes are the checkpoint's: give only `weights` and `dropout`",
+                    )?;
+                }
             }
             TextKind::Frozen => self
                 .frozen_text
@@ -615,27 +689,58 @@ impl ModelParams {
         Ok(self)
     }
 
+    /// The pretrained weights params, keyed by their names: YAMNet's, then BERT's.
+    pub fn weights(&self) -> [(&'static str, Option<&str>); 2] {
+        [
+            (
+                "model.yamnet.weights",
+                self.yamnet.as_ref().and_then(|y| y.weights.as_deref()),
+            ),
+            (
+                "model.bert.weights",
+                self.bert.as_ref().and_then(|b| b.weights.as_deref()),
+            ),
+        ]
+    }
+
     /// Refuses a sizes table of an encoder that is not the chosen one.
     fn refuse_unchosen_tables(&self) -> Result<(), ParamError> {
         let audio = [
             ("cnn", AudioKind::Cnn, self.cnn.is_some()),
             ("passt", AudioKind::Passt, self.passt.is_some()),
-            ("frozen_audio", AudioKind::Frozen, self.frozen_audio.is_some()),
+            ("yamnet", AudioKind::Yamnet, self.yamnet.is_some()),
+            (
+                "frozen_audio",
+                AudioKind::Frozen,
+                self.frozen_audio.is_some(),
+            ),
         ];
         for (table, kind, given) in audio {
             let chosen = serde_json::to_value(self.audio).unwrap_or_default();
             let message = format!("given, but `model.audio` is {chosen}");
-            check(!given || kind == self.audio, &format!("model.{table}"), &message)?;
+            check(
+                !given || kind == self.audio,
+                &format!("model.{table}"),
+                &message,
+            )?;
         }
         let text = [
-            ("transformer", TextKind::Transformer, self.transformer.is_some()),
+            (
+                "transformer",
+                TextKind::Transformer,
+                self.transformer.is_some(),
+            ),
             ("bert", TextKind::Bert, self.bert.is_some()),
             ("frozen_text", TextKind::Frozen, self.frozen_text.is_some()),
         ];
         for (table, kind, given) in text {
             let chosen = serde_json::to_value(self.text).unwrap_or_default();
             let message = format!("given, but `model.text` is {chosen}");
-            check(!given || kind == self.text, &format!("model.{table}"), &message)?;
+            check(
+                !given || kind == self.text,
+                &format!("model.{table}"),
+                &message,
+            )?;
         }
         Ok(())
     }
@@ -646,6 +751,7 @@ impl ModelParams {
         &self,
         optim: &OptimParams,
         features: &FeatureSet,
+        pretrained: Option<&Path>,
     ) -> anyhow::Result<DualEncoderConfig> {
         let [_, _, n_mels, n_frames] = features.mel_shape;
         let (vocab_size, max_tokens) = (features.vocab.len(), features.max_tokens);
@@ -682,6 +788,13 @@ impl ModelParams {
                         .with_time_patchout(p.time_patchout),
                 )
             }
+            AudioKind::Yamnet => {
+                anyhow::ensure!(
+                    [n_mels, n_frames] == [64, 96],
+                    "`model.audio = \"yamnet\"` needs 64 × 96 windows, the features have {n_mels} × {n_frames}\nhint: bind `features` to a `features` node with `preset = \"yamnet\"`"
+                );
+                AudioEncoderConfig::Yamnet(YamnetConfig::new().with_classifier(false))
+            }
             AudioKind::Frozen => AudioEncoderConfig::Frozen(
                 self.frozen_audio
                     .clone()
@@ -701,6 +814,22 @@ impl ModelParams {
                         .with_dropout(t.dropout)
                         .with_mean_pooling(t.pooling == Pooling::Mean),
                 )
+            }
+            TextKind::Bert if self.bert.as_ref().is_some_and(|b| b.weights.is_some()) => {
+                let b = self.bert.clone().unwrap_or_default();
+                let dir = pretrained_path(pretrained, b.weights.as_deref(), "model.bert.weights")?;
+                let config = bert_config(&dir)?.with_dropout(b.dropout);
+                anyhow::ensure!(
+                    config.vocab_size == vocab_size,
+                    "`model.bert.weights`: the checkpoint has {} token ids, the features' tokenizer {vocab_size}\nhint: give `features` the checkpoint's own `tokenizer.json` as input `tokenizer`",
+                    config.vocab_size
+                );
+                anyhow::ensure!(
+                    config.max_positions >= max_tokens,
+                    "`model.bert.weights`: the checkpoint has {} positions, the captions {max_tokens} tokens",
+                    config.max_positions
+                );
+                TextEncoderConfig::Bert(config)
             }
             TextKind::Bert => {
                 let b = self.bert.clone().unwrap_or_default();

@@ -26,8 +26,10 @@ use crate::batches::{
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
 use crate::losses::{dist_loss, positives, similarity, sup_loss};
-use crate::models::{DualEncoder, DualEncoderConfig};
+use crate::models::yamnet::load_yamnet;
+use crate::models::{AudioEncoder, DualEncoder, DualEncoderConfig, TextEncoder, TextEncoderConfig};
 use crate::params::OptimParams;
+use crate::pretrained::bert::load_bert_with;
 
 /// What the loss is.
 pub enum Objective<'a> {
@@ -49,6 +51,8 @@ pub struct TrainJob<'a> {
     pub model: DualEncoderConfig,
     /// Parameters to start from (parameter transfer), else a fresh initialisation from the seed.
     pub init: Option<PathBuf>,
+    /// Pretrained encoders that replace the fresh initialisation (not used with `init`).
+    pub pretrained: PretrainedEncoders,
     pub objective: Objective<'a>,
     /// Identifies the run: a checkpoint with another fingerprint is ignored.
     pub fingerprint: serde_json::Value,
@@ -58,6 +62,42 @@ pub struct TrainJob<'a> {
     /// Stop (with an error) once this many epochs are done, as if the process had been killed:
     /// lets the tests exercise resuming. `None` in the stage kinds.
     pub stop_after: Option<usize>,
+}
+
+/// Pretrained encoder weights to start a fresh model from.
+#[derive(Debug, Clone, Default)]
+pub struct PretrainedEncoders {
+    /// YAMNet's ONNX model (for a `Yamnet` audio encoder).
+    pub yamnet: Option<PathBuf>,
+    /// A Hugging Face BERT folder (for a `Bert` text encoder).
+    pub bert: Option<PathBuf>,
+}
+
+impl PretrainedEncoders {
+    /// `model` with its encoders replaced by the pretrained ones.
+    pub fn apply(
+        &self,
+        mut model: DualEncoder,
+        config: &DualEncoderConfig,
+        device: &Device,
+    ) -> anyhow::Result<DualEncoder> {
+        if let Some(path) = &self.yamnet {
+            let mut yamnet = load_yamnet(path, device)?;
+            // The AudioSet classifier plays no part in the embeddings.
+            yamnet.classifier = None;
+            model.audio = AudioEncoder::Yamnet(yamnet);
+        }
+        if let Some(dir) = &self.bert {
+            let TextEncoderConfig::Bert(bert) = &config.text else {
+                bail!("pretrained BERT weights given for a text encoder that is not BERT");
+            };
+            model.text = TextEncoder::Bert(
+                load_bert_with(dir, bert, device)
+                    .with_context(|| format!("loading BERT from `{}`", dir.display()))?,
+            );
+        }
+        Ok(model)
+    }
 }
 
 /// The error [`train`] returns when [`TrainJob::stop_after`] stops it.
@@ -303,7 +343,7 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         let model = job.model.init(&ad, o.seed);
         match &job.init {
             Some(path) => load_record(model, path),
-            None => Ok(model),
+            None => job.pretrained.apply(model, &job.model, &ad),
         }
     };
     let checkpoint = job.scratch_dir.join(CHECKPOINT_DIR);

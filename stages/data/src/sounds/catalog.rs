@@ -47,6 +47,9 @@ pub struct Recording {
     pub licence: String,
     /// Author credits where the package gives them per sound.
     pub credit: Option<String>,
+    /// Recordings of one package with the same group go to the same split (takes of one
+    /// sound, which may be cut from one original); `None`: a group of its own.
+    pub group: Option<String>,
     pub audio: AudioData,
 }
 
@@ -54,6 +57,8 @@ pub const OPENSFX: &str = "openttd-opensfx";
 pub const GCOMPRIS: &str = "gcompris-qt-data";
 pub const TUXPAINT: &str = "tuxpaint-stamps-default";
 pub const FREEDESKTOP: &str = "sound-theme-freedesktop";
+pub const WESNOTH: &str = "wesnoth-1.16-data";
+pub const WIDELANDS: &str = "widelands-data";
 
 /// A supported package, with the `fetch` entry of the version the tables were written for.
 pub struct Package {
@@ -63,7 +68,7 @@ pub struct Package {
     pub download_mb: f64,
 }
 
-pub const PACKAGES: [Package; 4] = [
+pub const PACKAGES: [Package; 6] = [
     Package {
         name: OPENSFX,
         version: "1.0.3-2",
@@ -88,6 +93,18 @@ pub const PACKAGES: [Package; 4] = [
         sha256: "135cc4893ba590d428577bc3bf42df756a165c05a2a43f84311ad7db779a70ea",
         download_mb: 0.4,
     },
+    Package {
+        name: WESNOTH,
+        version: "1:1.16.9-1",
+        sha256: "1012b964bd412a6770685e3324ae3b61e176caff7846192d1ee63d55cd621e26",
+        download_mb: 146.2,
+    },
+    Package {
+        name: WIDELANDS,
+        version: "2:1.1-3",
+        sha256: "0e23d645b15bcfb9e3bcae0de9bc1bdfa75a6ecb36b2e449759d6eb0b4bbd8fb",
+        download_mb: 381.4,
+    },
 ];
 
 pub fn package(name: &str) -> Option<&'static Package> {
@@ -101,22 +118,24 @@ pub fn collect(package: &'static str, dir: &Path) -> anyhow::Result<Vec<Recordin
         GCOMPRIS => gcompris(dir),
         TUXPAINT => tuxpaint(dir),
         FREEDESKTOP => freedesktop(dir),
+        WESNOTH => super::games::wesnoth(dir),
+        WIDELANDS => super::games::widelands(dir),
         other => anyhow::bail!("unsupported package `{other}`"),
     };
     recordings.with_context(|| format!("reading package `{package}` in `{}`", dir.display()))
 }
 
-fn split_category(category: &str) -> Vec<String> {
+pub(super) fn split_category(category: &str) -> Vec<String> {
     category.split('/').map(str::to_owned).collect()
 }
 
-fn read_copyright(dir: &Path, package: &str) -> anyhow::Result<String> {
+pub(super) fn read_copyright(dir: &Path, package: &str) -> anyhow::Result<String> {
     let path = dir.join(format!("usr/share/doc/{package}/copyright"));
     std::fs::read_to_string(&path).with_context(|| format!("reading `{}`", path.display()))
 }
 
 /// Licence of `path` per the package's DEP-5 `copyright`, or the package-wide statement.
-fn licence_of(copyright: &str, path: &str, package: &str) -> String {
+pub(super) fn licence_of(copyright: &str, path: &str, package: &str) -> String {
     container::dep5_licence(copyright, path)
         .unwrap_or_else(|| format!("see /usr/share/doc/{package}/copyright"))
 }
@@ -419,6 +438,7 @@ fn opensfx(dir: &Path) -> anyhow::Result<Vec<Recording>> {
             category: split_category(category),
             licence: licence.to_owned(),
             credit: Some(format!("\"{title}\". {credit}")),
+            group: None,
             audio: AudioData::Bytes {
                 ext: "wav".into(),
                 data: entry.wav.to_vec(),
@@ -1009,6 +1029,7 @@ fn gcompris(dir: &Path) -> anyhow::Result<Vec<Recording>> {
                 category: split_category(category),
                 licence: licence_of(&copyright, resource, GCOMPRIS),
                 credit: None,
+                group: None,
                 audio: AudioData::Bytes {
                     ext,
                     data: file.data,
@@ -1096,7 +1117,7 @@ pub fn tuxpaint_description(text: &str) -> Option<String> {
     })
 }
 
-fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+pub(super) fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing `{}`", dir.display()))? {
         let path = entry?.path();
         if path.is_dir() {
@@ -1151,6 +1172,7 @@ fn tuxpaint(dir: &Path) -> anyhow::Result<Vec<Recording>> {
             category,
             licence: licence_of(&copyright, &format!("stamps/{rel}"), TUXPAINT),
             credit: None,
+            group: None,
             audio: AudioData::File(file),
         });
     }
@@ -1225,6 +1247,7 @@ fn freedesktop(dir: &Path) -> anyhow::Result<Vec<Recording>> {
             category: split_category(category),
             licence: licence_of(&copyright, &rel, FREEDESKTOP),
             credit: None,
+            group: None,
             audio: AudioData::File(file),
         });
     }

@@ -4,7 +4,8 @@
 //! Each described sound of the selected packages ([`catalog`]) is one source recording; it is
 //! decoded, resampled to `sample_rate` and cut into clips of at most `max_seconds` (equal
 //! parts, so no short remainder). Recordings, not clips, are split into train/val/test, per
-//! package, by a seeded shuffle. Captions are drawn from templates around the description
+//! package, by a seeded shuffle; takes of one sound ([`catalog::Recording::group`]) share a
+//! split. Captions are drawn from templates around the description
 //! ([`caption`]); the graded relevance of a caption to every clip of its split comes from the
 //! two recordings' labels (category prefix and keyword overlap, [`caption::relevance`]).
 //!
@@ -15,6 +16,7 @@
 pub mod caption;
 pub mod catalog;
 pub mod container;
+pub mod games;
 #[cfg(test)]
 mod tests;
 
@@ -182,6 +184,30 @@ fn assign_splits(n: usize, params: &SoundsParams, package: &str) -> Vec<Split> {
     splits
 }
 
+/// Splits of one package's recordings: [`assign_splits`] over their groups (in order of first
+/// appearance), so that the takes of one sound share a split. Where every recording is a
+/// group of its own this is `assign_splits` over the recordings.
+fn grouped_splits(found: &[Recording], params: &SoundsParams, package: &str) -> Vec<Split> {
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut group_of = Vec::with_capacity(found.len());
+    let mut n_groups = 0;
+    for rec in found {
+        let g = match rec.group.as_deref() {
+            Some(key) => *index.entry(key).or_insert_with(|| {
+                n_groups += 1;
+                n_groups - 1
+            }),
+            None => {
+                n_groups += 1;
+                n_groups - 1
+            }
+        };
+        group_of.push(g);
+    }
+    let splits = assign_splits(n_groups, params, package);
+    group_of.into_iter().map(|g| splits[g]).collect()
+}
+
 /// Decodes a recording to mono at `sample_rate`; container members go through a file in
 /// `scratch` because the decoder reads files.
 fn load_audio(
@@ -282,6 +308,8 @@ fn prefix(package: &str) -> &'static str {
         catalog::OPENSFX => "opensfx",
         catalog::GCOMPRIS => "gcompris",
         catalog::TUXPAINT => "tuxpaint",
+        catalog::WESNOTH => "wesnoth",
+        catalog::WIDELANDS => "widelands",
         _ => "freedesktop",
     }
 }
@@ -310,7 +338,7 @@ pub fn write_dataset(
         if params.max_recordings_per_source > 0 {
             found.truncate(params.max_recordings_per_source);
         }
-        let splits = assign_splits(found.len(), params, package);
+        let splits = grouped_splits(&found, params, package);
         for (i, (rec, split)) in found.into_iter().zip(splits).enumerate() {
             recordings.push((format!("{}-{i:03}", prefix(package)), split, rec));
         }

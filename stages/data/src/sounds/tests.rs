@@ -121,6 +121,48 @@ fn fake_packages(root: &Path) {
         &dir.join("usr/share/sounds/freedesktop/stereo/bell.oga"),
         &wav(0.8, 1200.0),
     );
+
+    // Wesnoth: takes numbered `-<n>`, both `.ogg` and `.wav`; a copyright that is not DEP-5.
+    let dir = doc(
+        root,
+        catalog::WESNOTH,
+        "1:1.16.9-1",
+        "Upstream Author: David White\n\nLicense:\n    GNU General Public License version 2\n",
+    );
+    let sounds = dir.join(games::WESNOTH_DIR);
+    write(&sounds.join("wolf-growl-1.ogg"), &wav(0.7, 210.0));
+    write(&sounds.join("wolf-growl-2.wav"), &wav(0.6, 220.0));
+    write(&sounds.join("magic-missile-1-miss.ogg"), &wav(0.5, 1300.0));
+    write(&sounds.join("ambient/birds1.ogg"), &wav(1.5, 2000.0));
+    write(&sounds.join("poison.wav"), &wav(0.5, 100.0));
+    write(
+        &dir.join("usr/share/games/wesnoth/1.16/sounds/button.wav"),
+        &wav(0.2, 100.0),
+    );
+
+    // Widelands: `_<nn>` takes, a DEP-5 copyright and the upstream sound sheet.
+    let dir = doc(
+        root,
+        catalog::WIDELANDS,
+        "2:1.1-3",
+        "Files: *\nLicense: GPL-2+\n\nFiles: data/sound/animals/*\nLicense: CC0-1.0\n",
+    );
+    let sounds = dir.join(games::WIDELANDS_DIR);
+    write(&sounds.join("animals/wolf_00.ogg"), &wav(1.0, 230.0));
+    write(&sounds.join("animals/wolf_01.ogg"), &wav(1.1, 240.0));
+    write(&sounds.join("farm/sheep_00.ogg"), &wav(0.9, 450.0));
+    write(
+        &sounds.join("barbarians/taverns/tavern_01.ogg"),
+        &wav(0.9, 450.0),
+    );
+    write(&sounds.join("click.ogg"), &wav(0.1, 450.0));
+    write(
+        &sounds.join("wl-sound-docu.csv"),
+        b"Widelands Sound Documentation,,,,,,,,,,\n\
+          File Name,Format,Location,Usage,Author,License,reworked,Original File Name,Source,Orig. Format,BZR\n\
+          wolf_00.ogg,11025,data/sound/animals,,Someone,PD,yes,Howl-5.wav,http://x/howl,11025,8019\n\
+          tavern_01.ogg,,sound/barbarians/taverns,,DUPLICATE to tavern_00.ogg,,,,,,8145\n",
+    );
 }
 
 fn all_train() -> SoundsParams {
@@ -146,11 +188,14 @@ fn fake_packages_give_clips_captions_and_graded_relevance() {
     let (out, metrics) = run(&all_train(), root.path());
     let index = DatasetIndex::load(out.path()).unwrap();
 
-    // 3 OpenSFX (horse: 25 s in three parts), 3 GCompris, 2 Tux Paint, 1 freedesktop.
-    assert_eq!(metrics["recordings"], 9, "{metrics}");
+    // 3 OpenSFX (horse: 25 s in three parts), 3 GCompris, 2 Tux Paint, 1 freedesktop,
+    // 4 Wesnoth, 3 Widelands (the duplicate, the click and the unlisted sounds left out).
+    assert_eq!(metrics["recordings"], 16, "{metrics}");
     assert_eq!(metrics["recordings_skipped"], 0);
-    assert_eq!(index.clips.len(), 11);
-    assert_eq!(index.captions.len(), 11 * 5);
+    assert_eq!(metrics["recordings_wesnoth-1.16-data"], 4);
+    assert_eq!(metrics["recordings_widelands-data"], 3);
+    assert_eq!(index.clips.len(), 18);
+    assert_eq!(index.captions.len(), 18 * 5);
     let horse: Vec<&DatasetClip> = index
         .clips
         .iter()
@@ -178,6 +223,12 @@ fn fake_packages_give_clips_captions_and_graded_relevance() {
         ("gcompris-002-0", "coins"),
         ("tuxpaint-000-0", "crow"),
         ("freedesktop-000-0", "bell"),
+        ("wesnoth-000-0", "birds"),
+        ("wesnoth-001-0", "magic missile"),
+        ("wesnoth-002-0", "wolf growling"),
+        ("wesnoth-003-0", "wolf growling"),
+        ("widelands-000-0", "wolf howling"),
+        ("widelands-002-0", "sheep"),
     ];
     for (clip, word) in must_mention {
         let texts = &by_clip[clip];
@@ -214,13 +265,17 @@ fn fake_packages_give_clips_captions_and_graded_relevance() {
     // Crow and duck: same category `animal/bird`.
     assert!((rel[&("tuxpaint-000-0#1", "tuxpaint-001-0")] - 0.4).abs() < 1e-6);
     assert!(!rel.contains_key(&("opensfx-000-0#0", "freedesktop-000-0")));
+    // Wolf growling (Wesnoth) and wolf howling (Widelands): same category, one of three words.
+    assert!((rel[&("wesnoth-002-0#0", "widelands-000-0")] - (0.4 + 0.4 / 3.0)).abs() < 1e-6);
+    // Two takes of the same Wesnoth sound share every label but are different recordings.
+    assert!((rel[&("wesnoth-002-0#0", "wesnoth-003-0")] - 0.8).abs() < 1e-6);
 
     // Provenance names package, version, path and licence of every recording.
     let prov: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("provenance.json")).unwrap())
             .unwrap();
     let recs = prov["recordings"].as_array().unwrap();
-    assert_eq!(recs.len(), 9);
+    assert_eq!(recs.len(), 16);
     let money = recs
         .iter()
         .find(|r| r["recording_id"] == "gcompris-002")
@@ -242,6 +297,24 @@ fn fake_packages_give_clips_captions_and_graded_relevance() {
             .unwrap()["licence"],
         "CC-BY-3.0"
     );
+    let rec = |id: &str| recs.iter().find(|r| r["recording_id"] == id).unwrap();
+    let growl = rec("wesnoth-003");
+    assert_eq!(growl["licence"], "GPL-2+");
+    assert_eq!(growl["version"], "1:1.16.9-1");
+    assert_eq!(
+        growl["path"],
+        "usr/share/games/wesnoth/1.16/data/core/sounds/wolf-growl-2.wav"
+    );
+    assert_eq!(growl["category"], "animal/mammal/dog");
+    let wolf = rec("widelands-000");
+    assert_eq!(wolf["licence"], "CC0-1.0");
+    assert_eq!(
+        wolf["credit"],
+        "Original \"Howl-5.wav\", from http://x/howl, by Someone, upstream licence PD"
+    );
+    assert!(rec("widelands-001")["credit"].is_null());
+    assert_eq!(rec("widelands-002")["licence"], "GPL-2+");
+    assert_eq!(rec("widelands-002")["description"], "sheep bleating");
 }
 
 #[test]
@@ -325,7 +398,7 @@ fn plan_is_strict() {
     let inputs = InputCounts([("packages".to_owned(), 1)].into());
     let plan = PackagedSounds.plan(&toml::Table::new(), &inputs).unwrap();
     assert_eq!(plan.params["captions_per_clip"], 5);
-    assert_eq!(plan.params["sources"].as_array().unwrap().len(), 4);
+    assert_eq!(plan.params["sources"].as_array().unwrap().len(), 6);
     let bad = |text: &str| {
         let t: toml::Table = toml::from_str(text).unwrap();
         PackagedSounds.plan(&t, &inputs).unwrap_err()

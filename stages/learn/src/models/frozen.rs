@@ -38,7 +38,7 @@ impl FrozenHeadConfig {
 
     pub fn init(&self, device: &Device) -> FrozenHead {
         FrozenHead {
-            hidden: (self.hidden > 0).then(|| linear(self.input_dim, self.hidden, false, device)),
+            hidden: (self.hidden > 0).then(|| linear(self.input_dim, self.hidden, device)),
             dropout: self.dropout,
         }
     }

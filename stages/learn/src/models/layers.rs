@@ -46,9 +46,6 @@ pub struct SelfAttentionConfig {
     /// Dropout on the attention weights.
     #[config(default = 0.1)]
     pub dropout: f64,
-    /// Store linear weights as `[out, in]` (PyTorch's layout) in records.
-    #[config(default = false)]
-    pub torch_layout: bool,
 }
 
 /// Multi-head self-attention with a key padding mask.
@@ -62,14 +59,13 @@ pub struct SelfAttention {
     pub dropout: f64,
 }
 
-pub fn linear(d_in: usize, d_out: usize, torch_layout: bool, device: &Device) -> Linear {
-    let layout = if torch_layout {
-        LinearLayout::Col
-    } else {
-        LinearLayout::Row
-    };
+/// A linear layer with the weight stored `[in, out]` (Burn's row layout) in memory and in
+/// records. (Burn's column layout transposes on save but not when validating a loaded record,
+/// so its records do not load back; checkpoints in PyTorch's `[out, in]` are transposed by
+/// their loaders instead.)
+pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out)
-        .with_layout(layout)
+        .with_layout(LinearLayout::Row)
         .init(device)
 }
 
@@ -79,7 +75,7 @@ impl SelfAttentionConfig {
             self.d_model.is_multiple_of(self.n_heads),
             "n_heads must divide d_model"
         );
-        let l = || linear(self.d_model, self.d_model, self.torch_layout, device);
+        let l = || linear(self.d_model, self.d_model, device);
         SelfAttention {
             query: l(),
             key: l(),
@@ -133,8 +129,6 @@ pub struct TransformerLayerConfig {
     pub pre_norm: bool,
     #[config(default = 1e-5)]
     pub norm_eps: f64,
-    #[config(default = false)]
-    pub torch_layout: bool,
 }
 
 /// One transformer encoder layer: self-attention and a GELU feed-forward block, each with a
@@ -160,11 +154,10 @@ impl TransformerLayerConfig {
         TransformerLayer {
             attention: SelfAttentionConfig::new(self.d_model, self.n_heads)
                 .with_dropout(self.dropout)
-                .with_torch_layout(self.torch_layout)
                 .init(device),
             attention_norm: norm(),
-            ff_in: linear(self.d_model, self.d_ff, self.torch_layout, device),
-            ff_out: linear(self.d_ff, self.d_model, self.torch_layout, device),
+            ff_in: linear(self.d_model, self.d_ff, device),
+            ff_out: linear(self.d_ff, self.d_model, device),
             ff_norm: norm(),
             dropout: self.dropout,
             pre_norm: self.pre_norm,

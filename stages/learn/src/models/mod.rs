@@ -124,8 +124,8 @@ impl DualEncoderConfig {
         let model = DualEncoder {
             audio,
             text,
-            audio_projection: linear(self.audio.output_dim(), self.embed_dim, false, device),
-            text_projection: linear(self.text.output_dim(), self.embed_dim, false, device),
+            audio_projection: linear(self.audio.output_dim(), self.embed_dim, device),
+            text_projection: linear(self.text.output_dim(), self.embed_dim, device),
             log_inv_tau: self
                 .learnable_tau
                 .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device))),
@@ -303,6 +303,16 @@ mod tests {
         for row in v1.chunks(8) {
             assert!((row.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn bert_record_loads_back_into_a_fresh_model() {
+        let config = tiny_passt_bert();
+        let model = config.init(&Device::flex(), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.mpk");
+        crate::embedding::save_record(&model, &path).unwrap();
+        crate::embedding::load_record(config.init(&Device::flex(), 1), &path).unwrap();
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!   embeddings, post-LN layers (exact erf GELU), then either the pooler (dense + tanh) on the
 //!   first token (default) or, as sentence-transformers do, the mean over the non-padding
 //!   tokens. Its modules are laid out as BERT's (`embeddings.{word,position,token_type}_embeddings`,
-//!   `layers.N.attention.{query,key,value,output}`, ...), with linear weights recorded as
-//!   `[out, in]`; [`crate::pretrained::bert::load_bert`] maps a HuggingFace checkpoint onto it.
+//!   `layers.N.attention.{query,key,value,output}`, ...);
+//!   [`crate::pretrained::bert::load_bert`] maps a HuggingFace checkpoint onto it.
 //!   Padding follows HuggingFace's `attention_mask = ids != 0`: id 0 (`[PAD]`) is never
 //!   attended to, positions count from 0 on every row, and the segment id is 0 everywhere.
 
@@ -196,12 +196,11 @@ impl BertTextConfig {
                         .with_dropout(self.dropout)
                         .with_pre_norm(false)
                         .with_norm_eps(eps)
-                        .with_torch_layout(true)
                         .init(device)
                 })
                 .collect(),
             pooler: BertPooler {
-                dense: linear(h, h, true, device),
+                dense: linear(h, h, device),
             },
             dropout: self.dropout,
             mean_pooling: self.mean_pooling(),

@@ -128,7 +128,7 @@ impl YamnetConfig {
             blocks,
             classifier: self
                 .classifier
-                .then(|| linear(EMBEDDING_DIM, N_CLASSES, false, device)),
+                .then(|| linear(EMBEDDING_DIM, N_CLASSES, device)),
         }
     }
 }
@@ -289,7 +289,7 @@ fn load_classifier(model: &OnnxModel, node: &NodeProto, device: &Device) -> anyh
     check_shape("the weight", &weight, &[N_CLASSES, EMBEDDING_DIM])?;
     let bias = model.float_tensor(input(node, 2)?)?;
     check_shape("the bias", &bias, &[N_CLASSES])?;
-    let mut layer = linear(EMBEDDING_DIM, N_CLASSES, false, device);
+    let mut layer = linear(EMBEDDING_DIM, N_CLASSES, device);
     let w = Tensor::<2>::from_data(
         TensorData::new(weight.data, [N_CLASSES, EMBEDDING_DIM]),
         device,

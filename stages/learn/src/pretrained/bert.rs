@@ -7,9 +7,9 @@
 //! `config.json` selects mean pooling. (Its final `Normalize` module is not part of the encoder:
 //! the dual encoder L2-normalises after its projection.)
 //!
-//! Every parameter of the encoder must be in the checkpoint with the recorded shape (linear
-//! weights `[out, in]`, as PyTorch stores them); checkpoint keys the encoder has no use for are
-//! reported (see [`load_bert_weights`]).
+//! Every parameter of the encoder must be in the checkpoint with its shape (linear weights are
+//! `[out, in]` there, as PyTorch stores them, and transposed to Burn's `[in, out]`); checkpoint
+//! keys the encoder has no use for are reported (see [`load_bert_weights`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -59,25 +59,37 @@ struct Layout {
 }
 
 /// Reads the checkpoint in `dir` (see the module documentation) onto `device`; returns the
-/// configuration (to rebuild the encoder) and the encoder in evaluation-ready form. Unused
-/// checkpoint keys (e.g. a masked-LM head) are reported on stderr.
+/// configuration (to rebuild the encoder) and the encoder in evaluation-ready form (dropout 0).
+/// Checkpoint keys the encoder has no place for (e.g. a masked-LM head) are ignored.
 pub fn load_bert(dir: &Path, device: &Device) -> anyhow::Result<(BertTextConfig, BertTextEncoder)> {
-    let layout = layout(dir)?;
-    let mut config = read_config(&layout.model.join("config.json"))?;
-    if let Some(pooling) = &layout.pooling {
-        config = config.with_pooling(Some(read_pooling(pooling)?));
-    }
-    let weights = layout.model.join("model.safetensors");
-    let (encoder, unused) = load_bert_weights(config.init(device), &weights)?;
-    if !unused.is_empty() {
-        eprintln!(
-            "{}: {} keys not used by the BERT encoder: {}",
-            weights.display(),
-            unused.len(),
-            unused.join(", ")
-        );
-    }
+    let config = bert_config(dir)?;
+    let encoder = load_bert_with(dir, &config, device)?;
     Ok((config, encoder))
+}
+
+/// The checkpoint in `dir` on an encoder built from `config` (its [`bert_config`], possibly
+/// with another dropout).
+pub fn load_bert_with(
+    dir: &Path,
+    config: &BertTextConfig,
+    device: &Device,
+) -> anyhow::Result<BertTextEncoder> {
+    let weights = layout(dir)?.model.join("model.safetensors");
+    // Unused keys (the pooler of a mean-pooling model, ...) are expected; the caller has no
+    // use for the list.
+    let (encoder, _unused) = load_bert_weights(config.init(device), &weights)?;
+    Ok(encoder)
+}
+
+/// The configuration [`load_bert`] builds for `dir` (its `config.json`, and the pooling of a
+/// sentence-transformers folder), without reading the weights.
+pub fn bert_config(dir: &Path) -> anyhow::Result<BertTextConfig> {
+    let layout = layout(dir)?;
+    let config = read_config(&layout.model.join("config.json"))?;
+    Ok(match &layout.pooling {
+        Some(pooling) => config.with_pooling(Some(read_pooling(pooling)?)),
+        None => config,
+    })
 }
 
 /// Finds the model folder and the pooling config of `dir` (plain or sentence-transformers).
@@ -273,6 +285,14 @@ fn floats(view: &TensorView<'_>) -> anyhow::Result<Vec<f32>> {
     }
 }
 
+/// Whether the parameter at module path `path` (of rank `rank`) is a linear layer's weight,
+/// stored `[out, in]` in PyTorch checkpoints and `[in, out]` in Burn.
+fn is_linear_weight(path: &[String], rank: usize) -> bool {
+    rank == 2
+        && path.last().is_some_and(|p| p == "weight")
+        && !path.iter().any(|p| p == "embeddings")
+}
+
 impl ModuleMapper for HfWeights<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_owned());
@@ -287,12 +307,17 @@ impl ModuleMapper for HfWeights<'_> {
         if self.error.is_some() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        // The record layout (`on_save`) is the checkpoint's: `[out, in]` for torch-layout
-        // linears, whose in-memory weight is `[in, out]` (`on_load` transposes back).
-        let expected = mapper.on_save(tensor.clone()).dims();
+        // Linear weights are `[in, out]` here and `[out, in]` in the checkpoint; embedding
+        // tables (`[vocab, width]`) are the same in both.
+        let dims = tensor.dims();
+        let linear = is_linear_weight(&self.path, D);
+        let mut expected = dims;
+        if linear {
+            expected.swap(0, 1);
+        }
         match self.value(expected, &tensor.device()) {
             Ok(value) => {
-                let mut value = mapper.on_load(value);
+                let mut value = if linear { value.transpose() } else { value };
                 if tensor.is_require_grad() {
                     value = value.require_grad();
                 }
@@ -336,7 +361,12 @@ mod tests {
         }
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let (id, tensor, mapper) = p.consume();
-            let record = mapper.on_save(tensor.clone());
+            // The checkpoint layout: linear weights `[out, in]`.
+            let record = if is_linear_weight(&self.path, D) {
+                tensor.clone().transpose()
+            } else {
+                tensor.clone()
+            };
             let dims = record.dims().to_vec();
             let values = record.into_data().try_to_vec_as::<f32>().unwrap();
             self.params.push((self.path.join("."), dims, values));

