@@ -564,7 +564,9 @@ pub fn wesnoth(dir: &Path) -> anyhow::Result<Vec<Recording>> {
 // Widelands 1.1: `data/sound/<dir>/<name>[_<nn>].ogg`. The DEP-5 `copyright` gives the
 // licence (`data/*`: GPL-2+); `wl-sound-docu.csv` names, for part of the sounds, the author,
 // the original recording's name, its source and licence (kept as the credit), and marks
-// files that duplicate another one (`DUPLICATE to inn_01.ogg`; left out).
+// files that duplicate another one (`DUPLICATE to inn_01.ogg`; left out). Sounds cut from one
+// original (`goldping`, `ironping`: "metal-ping1.aiff") and the takes `_<nn>` of a sound the
+// sheet does not list share a split.
 
 pub const WIDELANDS_DIR: &str = "usr/share/games/widelands/data/sound";
 const WIDELANDS_DOC: &str = "wl-sound-docu.csv";

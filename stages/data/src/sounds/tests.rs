@@ -346,6 +346,8 @@ fn splits_keep_recordings_together_and_runs_are_deterministic() {
         13
     );
     assert!(split_of.values().all(|s| s.len() == 1), "{split_of:?}");
+    // The two takes of Wesnoth's `wolf-growl` are one group.
+    assert_eq!(split_of["wesnoth-002"], split_of["wesnoth-003"]);
     // Relevance never crosses splits.
     let split: BTreeMap<&str, Split> = ia
         .clips
@@ -359,6 +361,36 @@ fn splits_keep_recordings_together_and_runs_are_deterministic() {
     let other = SoundsParams { seed: 7, ..params };
     let (c, _) = run(&other, root.path());
     assert_ne!(ia.captions, DatasetIndex::load(c.path()).unwrap().captions);
+}
+
+#[test]
+fn takes_of_one_sound_share_a_split() {
+    let rec = |group: Option<&str>| catalog::Recording {
+        package: catalog::WESNOTH,
+        path: String::new(),
+        description: "a wolf growling".into(),
+        phrase: catalog::Phrase::Event,
+        category: vec!["animal".into()],
+        licence: String::new(),
+        credit: None,
+        group: group.map(str::to_owned),
+        audio: catalog::AudioData::File("x".into()),
+    };
+    let params = SoundsParams::default();
+    // Without groups: exactly the per-recording assignment.
+    let single: Vec<_> = (0..40).map(|_| rec(None)).collect();
+    assert_eq!(
+        grouped_splits(&single, &params, "p"),
+        assign_splits(40, &params, "p")
+    );
+    // Groups of four takes: the assignment of ten groups, each group in one split.
+    let keys: Vec<String> = (0..40).map(|i| format!("g{}", i % 10)).collect();
+    let takes: Vec<_> = keys.iter().map(|k| rec(Some(k))).collect();
+    let splits = grouped_splits(&takes, &params, "p");
+    let by_group = assign_splits(10, &params, "p");
+    for (i, split) in splits.iter().enumerate() {
+        assert_eq!(*split, by_group[i % 10]);
+    }
 }
 
 #[test]

@@ -1,0 +1,44 @@
+//! The shipped pipeline files plan: every node's params and inputs are accepted by its kind
+//! (`pipeline dag` expands and plans the whole DAG without running anything).
+
+#![cfg(feature = "stages")]
+
+mod common;
+
+use common::TestProject;
+
+/// Copies `pipelines/<file>` into a temporary project (same relative layout) and plans it.
+fn plans(file: &str, extra_dirs: &[&str]) -> String {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("pipelines").join(file)).unwrap();
+    let project = TestProject::new("");
+    project.write(&format!("pipelines/{file}"), &text);
+    for dir in extra_dirs {
+        std::fs::create_dir_all(project.path().join(dir)).unwrap();
+    }
+    let config = format!("pipelines/{file}");
+    project.run(&["-f", &config, "dag"]).ok().stdout
+}
+
+#[test]
+fn real_sounds_pipeline_plans() {
+    let dag = plans("real-sounds.toml", &[]);
+    for node in ["sounds (fetch)", "encode (encode)", "distill (distill)", "report (report)"] {
+        assert!(dag.contains(node), "{node} missing:\n{dag}");
+    }
+}
+
+#[test]
+fn clotho_gpu_pipeline_plans_with_only_the_data_folder_added() {
+    let dag = plans("clotho-gpu.toml", &["data/clotho"]);
+    assert!(dag.contains("root <- {path = ../data/clotho}"), "{dag}");
+    assert!(dag.contains("pretrained <- encoders"), "{dag}");
+}
+
+#[test]
+fn default_pipeline_plans() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let project = TestProject::new(&std::fs::read_to_string(repo.join("pipeline.toml")).unwrap());
+    let dag = project.run(&["dag"]).ok().stdout;
+    assert!(dag.contains("report (report)"), "{dag}");
+}
