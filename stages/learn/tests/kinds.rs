@@ -89,12 +89,12 @@ fn metrics(dir: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn registry_holds_three_documented_kinds() {
+fn registry_holds_four_documented_kinds() {
     let mut registry = Registry::default();
     pipeline_learn::register(&mut registry);
     assert_eq!(
         registry.names().collect::<Vec<_>>(),
-        vec!["distill", "embed", "train"]
+        vec!["distill", "embed", "encode", "train"]
     );
     assert!(registry.iter().all(|k| !k.summary().is_empty()));
 }
