@@ -592,6 +592,13 @@ params = { run = 'echo "{\"test\": {\"t2a_map10\": 0.3$PARAM_SEED, \"n\": 100}, 
         "node         test.t2a_map10\neval.seed-1  0.3100\n"
     );
     assert_eq!(p.run(&["metrics", "--all"]).ok().stdout.lines().count(), 3);
+    // After an edit, the last built metrics stay visible but are marked.
+    p.write_config(&p.read("pipeline.toml").replace("100", "101"));
+    let stale = p.run(&["metrics", "--all"]).ok().stdout;
+    assert!(
+        stale.contains("eval.seed-1 (stale)  1.000e-5  100"),
+        "{stale}"
+    );
     let r = p.run(&["show", "eval"]);
     assert_eq!(r.code, 2);
     assert_eq!(

@@ -23,7 +23,12 @@ fn plans(file: &str, extra_dirs: &[&str]) -> String {
 #[test]
 fn real_sounds_pipeline_plans() {
     let dag = plans("real-sounds.toml", &[]);
-    for node in ["sounds (fetch)", "encode (encode)", "distill (distill)", "report (report)"] {
+    for node in [
+        "sounds (fetch)",
+        "encode (encode)",
+        "distill (distill)",
+        "report (report)",
+    ] {
         assert!(dag.contains(node), "{node} missing:\n{dag}");
     }
 }

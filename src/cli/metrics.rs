@@ -1,10 +1,12 @@
 //! `pipeline metrics`: one table row per node with a `metrics.json`, nested objects flattened
 //! into dotted columns. Without arguments it shows the view declared in `[settings.metrics]`
-//! (for the default pipeline: the comparison of every model's test retrieval metrics).
+//! (for the default pipeline: the comparison of every model's test retrieval metrics). A node
+//! whose current output is not built shows its last built output, marked `(stale)`.
 
 use std::process::ExitCode;
 
 use crate::cli::{Env, UserError, emit, show, table};
+use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -137,8 +139,13 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     let mut columns: Vec<String> = Vec::new();
     let mut rows: Vec<(String, Vec<(String, serde_json::Value)>)> = Vec::new();
     for &i in &row_order {
-        let Some((_, Some(m))) = &current[i] else {
+        let Some((status, Some(m))) = &current[i] else {
             continue;
+        };
+        let name = &pipeline.nodes[i].name;
+        let name = match status {
+            NodeStatus::UpToDate { .. } => name.clone(),
+            NodeStatus::Stale { .. } => format!("{name} (stale)"),
         };
         let Some(metrics) = show::metrics(&store, m) else {
             continue;
@@ -150,7 +157,7 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
                 columns.push(k.clone());
             }
         }
-        rows.push((pipeline.nodes[i].name.clone(), flat));
+        rows.push((name, flat));
     }
     // Sorted (or in pattern order), so that the table does not depend on serde_json's map order.
     let columns = select_columns(columns, &patterns);
