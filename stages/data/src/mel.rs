@@ -511,6 +511,24 @@ impl MelExtractor {
     }
 }
 
+/// The deterministic test signal of the golden-value scripts (`tests/golden/make_golden.py`,
+/// `make_yamnet_golden.py`): LCG noise, two tones and a chirp, on the int16 grid, `n` samples at
+/// `sample_rate`. Shared by the front-end and YAMNet reference tests.
+pub fn golden_signal(n: usize, sample_rate: f64) -> Vec<f32> {
+    let mut state: u64 = 12345;
+    (0..n)
+        .map(|i| {
+            state = (1103515245 * state + 12345) % (1 << 31);
+            let noise = ((state >> 8) % 8192) as f64 - 4096.0;
+            let t = i as f64 / sample_rate;
+            let tone = 8000.0 * (std::f64::consts::TAU * 440.0 * t).sin()
+                + 4000.0 * (std::f64::consts::TAU * 5123.5 * t + 0.5).sin();
+            let chirp = 2000.0 * (std::f64::consts::TAU * (1000.0 * t + 40000.0 * t * t)).sin();
+            (((tone + chirp).round() + noise) / 32768.0) as f32
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,19 +614,7 @@ mod tests {
         let golden: serde_json::Value =
             serde_json::from_str(include_str!("../tests/golden/passt_logmel.json")).unwrap();
         let n = golden["n_samples"].as_u64().unwrap() as usize;
-        let sr = 32000.0f64;
-        let mut state: u64 = 12345;
-        let x: Vec<f32> = (0..n)
-            .map(|i| {
-                state = (1103515245 * state + 12345) % (1 << 31);
-                let noise = ((state >> 8) % 8192) as f64 - 4096.0;
-                let t = i as f64 / sr;
-                let tone = 8000.0 * (std::f64::consts::TAU * 440.0 * t).sin()
-                    + 4000.0 * (std::f64::consts::TAU * 5123.5 * t + 0.5).sin();
-                let chirp = 2000.0 * (std::f64::consts::TAU * (1000.0 * t + 40000.0 * t * t)).sin();
-                (((tone + chirp).round() + noise) / 32768.0) as f32
-            })
-            .collect();
+        let x = golden_signal(n, 32000.0);
         let checksum: f64 = x.iter().map(|v| v.abs() as f64).sum();
         assert!(
             (checksum - golden["signal_checksum"].as_f64().unwrap()).abs() < 1e-6,

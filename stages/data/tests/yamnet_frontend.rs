@@ -3,23 +3,7 @@
 //! `tests/golden/yamnet_logmel.json`).
 
 use pipeline_data::features::{FeaturesParams, Preset};
-use pipeline_data::mel::{MelConfig, MelExtractor, MelStyle, tf_mel_banks};
-
-/// The generator of make_yamnet_golden.py: LCG noise, two tones and a chirp on the int16 grid.
-fn signal(n: usize, sr: f64) -> Vec<f32> {
-    let mut state: u64 = 12345;
-    (0..n)
-        .map(|i| {
-            state = (1103515245 * state + 12345) % (1 << 31);
-            let noise = ((state >> 8) % 8192) as f64 - 4096.0;
-            let t = i as f64 / sr;
-            let tone = 8000.0 * (std::f64::consts::TAU * 440.0 * t).sin()
-                + 4000.0 * (std::f64::consts::TAU * 5123.5 * t + 0.5).sin();
-            let chirp = 2000.0 * (std::f64::consts::TAU * (1000.0 * t + 40000.0 * t * t)).sin();
-            (((tone + chirp).round() + noise) / 32768.0) as f32
-        })
-        .collect()
-}
+use pipeline_data::mel::{MelConfig, MelExtractor, MelStyle, golden_signal, tf_mel_banks};
 
 /// Tolerance: 1e-4 relative, as an absolute 1e-4 below magnitude 1 (log values cross 0).
 #[test]
@@ -27,7 +11,7 @@ fn yamnet_patches_match_numpy_golden_values() {
     let golden: serde_json::Value =
         serde_json::from_str(include_str!("golden/yamnet_logmel.json")).unwrap();
     let n = golden["n_samples"].as_u64().unwrap() as usize;
-    let x = signal(n, 16000.0);
+    let x = golden_signal(n, 16000.0);
     let checksum: f64 = x.iter().map(|v| v.abs() as f64).sum();
     assert!(
         (checksum - golden["signal_checksum"].as_f64().unwrap()).abs() < 1e-6,

@@ -7,29 +7,13 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use pipeline_data::mel::{MelConfig, MelExtractor};
+use pipeline_data::mel::{MelConfig, MelExtractor, golden_signal};
 use pipeline_learn::models::yamnet::{YamnetEncoder, load_yamnet};
 
 mod common;
 
 fn model(device: &Device) -> YamnetEncoder {
     load_yamnet(&common::yamnet_onnx(), device).unwrap()
-}
-
-/// The generator of the front-end golden signal (stages/data/tests/golden).
-fn signal(n: usize, sr: f64) -> Vec<f32> {
-    let mut state: u64 = 12345;
-    (0..n)
-        .map(|i| {
-            state = (1103515245 * state + 12345) % (1 << 31);
-            let noise = ((state >> 8) % 8192) as f64 - 4096.0;
-            let t = i as f64 / sr;
-            let tone = 8000.0 * (std::f64::consts::TAU * 440.0 * t).sin()
-                + 4000.0 * (std::f64::consts::TAU * 5123.5 * t + 0.5).sin();
-            let chirp = 2000.0 * (std::f64::consts::TAU * (1000.0 * t + 40000.0 * t * t)).sin();
-            (((tone + chirp).round() + noise) / 32768.0) as f32
-        })
-        .collect()
 }
 
 /// YAMNet patches `[frames × bands]` (row-major) of a 16 kHz clip, with the `yamnet` preset.
@@ -105,7 +89,7 @@ fn yamnet_matches_onnxruntime_on_the_float_graph() {
         serde_json::from_str(include_str!("golden/yamnet_onnx.json")).unwrap();
     let device = Device::flex();
     let model = model(&device);
-    let mut inputs = patches(&signal(19200, 16000.0));
+    let mut inputs = patches(&golden_signal(19200, 16000.0));
     assert_eq!(inputs.len(), 2);
     inputs.push(lcg_patch(7));
     inputs.push(vec![0.001f32.ln(); 96 * 64]);
