@@ -183,7 +183,6 @@ fn encode_windows(
         .filter(|&i| features.window_mask[i] != 0)
         .collect();
     let progress = ctx.reporter.step("YAMNet", valid.len() as u64);
-    let mut out: Vec<f32> = Vec::new();
     let mut dim = 0;
     let mut rows: Vec<(usize, Vec<f32>)> = Vec::with_capacity(valid.len());
     for chunk in valid.chunks(batch.max(1)) {
@@ -204,7 +203,7 @@ fn encode_windows(
         }
         progress.inc(chunk.len() as u64);
     }
-    out.resize(n_clips * n_windows * dim, 0.0);
+    let mut out = vec![0.0; n_clips * n_windows * dim];
     for (i, row) in rows {
         out[i * dim..(i + 1) * dim].copy_from_slice(&row);
     }
