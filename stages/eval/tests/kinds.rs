@@ -72,7 +72,10 @@ fn registry_has_the_three_kinds() {
         r.names().collect::<Vec<_>>(),
         vec!["correspondences", "evaluate", "report"]
     );
-    assert!(r.iter().all(|k| k.version() >= 1 && !k.summary().is_empty()));
+    assert!(
+        r.iter()
+            .all(|k| k.version() >= 1 && !k.summary().is_empty())
+    );
 }
 
 #[test]
