@@ -1,13 +1,16 @@
 //! The `train`, `distill` and `embed` kinds end to end on a tiny synthetic feature set, run
 //! through `plan` and `run` as the executor does.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pipeline_api::{InputArtifact, InputCounts, Registry, RunContext, SilentReporter, StageKind};
+use pipeline_api::{InputCounts, Registry, SilentReporter, StageKind};
 use pipeline_data::formats::{Embeddings, FeatureSet, Table, TeacherEmbeddings};
 use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::kinds::{DistillKind, EmbedKind, TrainKind};
+
+mod common;
+
+use common::{features_dir, run_kind, table};
 
 /// A small, fast model: the crate's suite must stay quick.
 const TINY: &str = r#"
@@ -25,64 +28,6 @@ d_model = 16
 n_heads = 2
 d_ff = 32
 "#;
-
-fn table(s: &str) -> toml::Table {
-    toml::from_str(s).unwrap()
-}
-
-struct Node {
-    out: tempfile::TempDir,
-    scratch: tempfile::TempDir,
-}
-
-fn run_kind(kind: &dyn StageKind, params: &str, inputs: &[(&str, &Path)]) -> anyhow::Result<Node> {
-    let counts = InputCounts(inputs.iter().map(|(n, _)| (n.to_string(), 1)).collect());
-    let plan = kind
-        .plan(&table(params), &counts)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node = Node {
-        out: tempfile::tempdir()?,
-        scratch: tempfile::tempdir()?,
-    };
-    run_in(kind, &plan.params, inputs, &node)?;
-    Ok(node)
-}
-
-fn run_in(
-    kind: &dyn StageKind,
-    params: &serde_json::Value,
-    inputs: &[(&str, &Path)],
-    node: &Node,
-) -> anyhow::Result<()> {
-    let inputs: BTreeMap<String, Vec<InputArtifact>> = inputs
-        .iter()
-        .map(|(n, p)| {
-            (
-                n.to_string(),
-                vec![InputArtifact {
-                    node: Some(format!("{n}-node")),
-                    path: p.to_path_buf(),
-                }],
-            )
-        })
-        .collect();
-    let ctx = RunContext {
-        node: "test-node",
-        params,
-        inputs: &inputs,
-        out_dir: node.out.path(),
-        scratch_dir: node.scratch.path(),
-        threads: 1,
-        reporter: &SilentReporter,
-    };
-    kind.run(&ctx)
-}
-
-fn features_dir(f: &FeatureSet) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    f.save(dir.path()).unwrap();
-    dir
-}
 
 fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()

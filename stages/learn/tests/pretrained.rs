@@ -2,11 +2,8 @@
 //! embeddings) feeding frozen-head training, and `train` fine-tuning both from their weights,
 //! on a small generated data set with the `yamnet` front end and MiniLM's tokenizer.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use burn::prelude::*;
-use pipeline_api::{InputArtifact, InputCounts, RunContext, SilentReporter, StageKind};
+use pipeline_api::{InputCounts, SilentReporter, StageKind};
 use pipeline_data::features::{FeaturesParams, Preset, compute_with};
 use pipeline_data::formats::FeatureSet;
 use pipeline_data::synth::{SynthParams, write_dataset};
@@ -18,6 +15,8 @@ use pipeline_learn::models::{AudioEncoder, TextEncoder};
 use pipeline_learn::pretrained::bert::load_bert;
 
 mod common;
+
+use common::run_kind;
 
 /// 12 / 4 / 4 generated clips of 1.5 s, cut to 2 s: 4 YAMNet patches (3 with audio) and
 /// MiniLM token ids.
@@ -44,39 +43,6 @@ fn yamnet_features() -> (tempfile::TempDir, FeatureSet) {
     (dir, set)
 }
 
-fn run(
-    kind: &dyn StageKind,
-    params: &str,
-    inputs: &[(&str, &Path)],
-) -> anyhow::Result<tempfile::TempDir> {
-    let counts = InputCounts(inputs.iter().map(|(n, _)| (n.to_string(), 1)).collect());
-    let table: toml::Table = toml::from_str(params).unwrap();
-    let plan = kind
-        .plan(&table, &counts)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bound: BTreeMap<String, Vec<InputArtifact>> = inputs
-        .iter()
-        .map(|(n, p)| {
-            let artifact = InputArtifact {
-                node: Some(n.to_string()),
-                path: p.to_path_buf(),
-            };
-            (n.to_string(), vec![artifact])
-        })
-        .collect();
-    let (out, scratch) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    kind.run(&RunContext {
-        node: "test-node",
-        params: &plan.params,
-        inputs: &bound,
-        out_dir: out.path(),
-        scratch_dir: scratch.path(),
-        threads: 2,
-        reporter: &SilentReporter,
-    })?;
-    Ok(out)
-}
-
 fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
@@ -85,12 +51,13 @@ fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
 fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     let (features_dir, features) = yamnet_features();
     let root = common::pretrained_root();
-    let encoded = run(
+    let encoded = run_kind(
         &EncodeKind,
         "batch_size = 16",
         &[("features", features_dir.path()), ("pretrained", root)],
     )
-    .unwrap();
+    .unwrap()
+    .out;
     let e = FeatureSet::load(encoded.path()).unwrap();
     let [n, w, _, _] = features.mel_shape;
     assert_eq!(e.mel_shape, [n, w, 1, 1024]);
@@ -133,12 +100,13 @@ fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
             .all(|&v| v == 0.0)
     );
 
-    let model = run(
+    let model = run_kind(
         &TrainKind,
         "epochs = 2\nbatch_size = 8\nthreads = 2\n[model]\naudio = \"frozen\"\ntext = \"frozen\"\nembed_dim = 32",
         &[("features", encoded.path())],
     )
-    .unwrap();
+    .unwrap()
+    .out;
     assert!(model.path().join("model.mpk").exists());
 
     // Token ids of another tokenizer are refused.
@@ -146,7 +114,7 @@ fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     other.vocab.truncate(100);
     let other_dir = tempfile::tempdir().unwrap();
     other.save(other_dir.path()).unwrap();
-    let err = run(
+    let err = run_kind(
         &EncodeKind,
         "",
         &[("features", other_dir.path()), ("pretrained", root)],
@@ -164,12 +132,13 @@ fn train_fine_tunes_from_the_pretrained_weights() {
         common::YAMNET_ONNX,
         common::MINILM_DIR
     );
-    let out = run(
+    let out = run_kind(
         &TrainKind,
         &params,
         &[("features", features_dir.path()), ("pretrained", root)],
     )
-    .unwrap();
+    .unwrap()
+    .out;
     let device = Device::flex();
     let (model, _) = load_model(out.path(), &device).unwrap();
     // One epoch at a small learning rate: near the pretrained weights, but trained.

