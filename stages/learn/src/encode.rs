@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::device::{resolve, wants_gpu, with_threads};
 use crate::models::text::BertTextEncoder;
-use crate::models::yamnet::{YamnetEncoder, load_yamnet};
+use crate::models::yamnet::{YamnetConfig, YamnetEncoder, load_yamnet};
 use crate::params::{DeviceChoice, pretrained_path};
 use crate::pretrained::bert::load_bert;
 
@@ -143,7 +143,7 @@ impl StageKind for EncodeKind {
             let text = encode_captions(&bert, &features, p.batch_size, ctx, device);
             Ok((audio, text))
         })??;
-        let audio_dim = audio.len() / (features.clips.len() * features.n_windows()).max(1);
+        let audio_dim = YamnetConfig::new().output_dim();
         features.mel_shape = [features.clips.len(), features.n_windows(), 1, audio_dim];
         features.mel = audio;
         features.text_vectors = Some(text);
@@ -183,8 +183,8 @@ fn encode_windows(
         .filter(|&i| features.window_mask[i] != 0)
         .collect();
     let progress = ctx.reporter.step("YAMNet", valid.len() as u64);
-    let mut dim = 0;
-    let mut rows: Vec<(usize, Vec<f32>)> = Vec::with_capacity(valid.len());
+    let dim = YamnetConfig::new().output_dim();
+    let mut out = vec![0.0; n_clips * n_windows * dim];
     for chunk in valid.chunks(batch.max(1)) {
         let mut values = Vec::with_capacity(chunk.len() * patch);
         for &i in chunk {
@@ -196,16 +196,11 @@ fn encode_windows(
             device,
         )
         .swap_dims(1, 2);
-        let embeddings = yamnet.forward(windows);
-        dim = embeddings.dims()[1];
-        for (&i, row) in chunk.iter().zip(to_vec(embeddings).chunks(dim)) {
-            rows.push((i, row.to_vec()));
+        let embeddings = to_vec(yamnet.forward(windows));
+        for (&i, row) in chunk.iter().zip(embeddings.chunks(dim)) {
+            out[i * dim..(i + 1) * dim].copy_from_slice(row);
         }
         progress.inc(chunk.len() as u64);
-    }
-    let mut out = vec![0.0; n_clips * n_windows * dim];
-    for (i, row) in rows {
-        out[i * dim..(i + 1) * dim].copy_from_slice(&row);
     }
     out
 }
