@@ -281,7 +281,14 @@ impl Config {
     pub fn parse(source: Source, path: PathBuf) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(&source.text).map_err(|err| {
             let message = err.message().trim().to_owned();
-            let message = match err.span().and_then(|span| stage_at(&source, span.start)) {
+            // A syntax error belongs to no stage (`[broken` after the last one is not an error
+            // of that stage); a wrong key or type inside a stage's table does.
+            let syntax_ok = DeTable::parse(&source.text).is_ok();
+            let stage = err
+                .span()
+                .filter(|_| syntax_ok)
+                .and_then(|span| stage_at(&source, span.start));
+            let message = match stage {
                 Some(stage) => format!("stage `{stage}`: {message}"),
                 None => message,
             };
@@ -390,6 +397,14 @@ mod tests {
             msg.starts_with("pipeline.toml:3:1: stage `a`: unknown field `paramz`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn syntax_error_after_the_last_stage_names_no_stage() {
+        let err = parse("[stages.report]\nkind = \"command\"\n\n[broken\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("pipeline.toml:4:"), "{msg}");
+        assert!(!msg.contains("stage `report`"), "{msg}");
     }
 
     #[test]

@@ -182,6 +182,16 @@ impl Builder<'_> {
 
     fn build(mut self) -> Result<Built, ConfigError> {
         let decls = &self.config.stages;
+        if decls.is_empty() {
+            return Err(self.src().error_hint(
+                None,
+                "declares no stages: there is nothing to run",
+                Some(
+                    "add a `[stages.<name>]` table with a `kind` (`pipeline kinds` lists them)"
+                        .into(),
+                ),
+            ));
+        }
         // Kinds first: an unknown kind is the most basic mistake.
         let mut kinds = Vec::new();
         for decl in decls {

@@ -2,6 +2,7 @@
 //! (hidden when stderr is not a terminal or with `--quiet`), and each node's log file, which
 //! receives every [`Reporter::log`] line (echoed to stderr with `-v`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +17,59 @@ pub struct Ui {
     hidden: bool,
     quiet: bool,
     verbose: bool,
+    progress: Mutex<Progress>,
+}
+
+/// Which nodes of a run have started and finished: what an interrupted run reports.
+#[derive(Debug, Default)]
+pub struct Progress {
+    running: Vec<String>,
+    finished: Vec<String>,
+}
+
+impl Progress {
+    pub fn started(&mut self, node: &str) {
+        self.running.push(node.to_owned());
+    }
+
+    /// `node` is done (built, cached, failed or skipped).
+    pub fn finished(&mut self, node: &str) {
+        self.running.retain(|n| n != node);
+        self.finished.push(node.to_owned());
+    }
+
+    /// What to print when the run is interrupted.
+    pub fn interrupted_summary(&self) -> String {
+        let list = |nodes: &[String]| {
+            nodes
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = String::from("interrupted\n");
+        if self.finished.is_empty() {
+            out.push_str("  finished: none\n");
+        } else {
+            out.push_str(&format!(
+                "  finished ({}): {}\n",
+                self.finished.len(),
+                list(&self.finished)
+            ));
+        }
+        if !self.running.is_empty() {
+            out.push_str(&format!(
+                "  interrupted ({}): {} (nothing of theirs was published)\n",
+                self.running.len(),
+                list(&self.running)
+            ));
+        }
+        out.push_str(
+            "  the next `pipeline run` keeps what finished and resumes the rest \
+             (from their checkpoints where a kind keeps them)",
+        );
+        out
+    }
 }
 
 impl Ui {
@@ -32,7 +86,18 @@ impl Ui {
             hidden,
             quiet,
             verbose,
+            progress: Mutex::new(Progress::default()),
         }
+    }
+
+    /// The run's progress, for the scheduler to update and an interruption to report.
+    pub fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the bars (before a final message).
+    pub fn clear(&self) {
+        let _ = self.multi.clear();
     }
 
     /// A status line (not shown with `--quiet`).
@@ -42,10 +107,11 @@ impl Ui {
         }
     }
 
-    /// Prints a line to stderr without tearing the bars.
+    /// Prints a line to stderr without tearing the bars. A closed stderr (`2>&1 | head -1`)
+    /// never stops the work: the line is dropped.
     pub fn println(&self, line: &str) {
         if self.hidden {
-            eprintln!("{line}");
+            eprint_line(line);
         } else {
             let _ = self.multi.println(line);
         }
@@ -76,12 +142,39 @@ impl Ui {
     }
 }
 
+/// Formats a duration for status lines and tables.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+/// Writes one line to stderr, ignoring errors (a closed pipe must not panic, unlike
+/// `eprintln!`).
+pub fn eprint_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+/// What a node reported of itself besides its outputs.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunNotes {
+    /// [`Reporter::warn`] lines, in order.
+    pub warnings: Vec<String>,
+    /// [`Reporter::measure`] values (the last one of each name).
+    pub measurements: BTreeMap<String, f64>,
+}
+
 /// The [`Reporter`] given to a running node: its log file, its bar, and the terminal.
 pub struct NodeReporter<'a> {
     pub node: String,
     pub ui: &'a Ui,
     pub bar: ProgressBar,
     log: Mutex<std::fs::File>,
+    notes: Mutex<RunNotes>,
 }
 
 impl<'a> NodeReporter<'a> {
@@ -91,7 +184,13 @@ impl<'a> NodeReporter<'a> {
             ui,
             bar: ui.node_bar(node),
             log: Mutex::new(log),
+            notes: Mutex::new(RunNotes::default()),
         }
+    }
+
+    /// The warnings and measurements reported so far.
+    pub fn notes(&self) -> RunNotes {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Writes a line to the log file only.
@@ -130,6 +229,18 @@ impl Reporter for NodeReporter<'_> {
         if self.ui.verbose {
             self.ui.println(&format!("[{}] {line}", self.node));
         }
+    }
+
+    fn warn(&self, line: &str) {
+        self.log(&format!("warning: {line}"));
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.warnings.push(line.to_owned());
+    }
+
+    fn measure(&self, name: &str, value: f64) {
+        self.log_quiet(&format!("measured {name} = {value}"));
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.measurements.insert(name.to_owned(), value);
     }
 }
 

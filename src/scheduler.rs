@@ -38,7 +38,8 @@ pub enum Outcome {
     Reused,
     Failed {
         error: anyhow::Error,
-        log: PathBuf,
+        /// The node's log, or why none could be kept.
+        log: Result<PathBuf, String>,
     },
     /// Not run because an upstream node failed.
     Skipped {
@@ -51,6 +52,8 @@ pub struct NodeResult {
     pub node: usize,
     pub outcome: Outcome,
     pub duration: Duration,
+    /// What the run worked around ([`pipeline_api::Reporter::warn`]), for the summary.
+    pub warnings: Vec<String>,
 }
 
 /// Results of every node in the mask, in completion order.
@@ -78,8 +81,32 @@ struct Job {
 /// A finished worker's message to the scheduler.
 struct Done {
     job: Job,
-    result: Result<(Manifest, bool), (anyhow::Error, PathBuf)>,
+    result: Result<Executed, Failure>,
     duration: Duration,
+}
+
+/// A published output: its manifest, whether this process ran it, what the run reported.
+struct Executed {
+    manifest: Manifest,
+    ran: bool,
+    warnings: Vec<String>,
+}
+
+/// A failed run: the error and the node's log, or why none could be kept.
+type Failure = (anyhow::Error, Result<PathBuf, String>);
+
+/// Why a run could not go on (a node's own failure is an [`Outcome`], not this).
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("cannot start a thread for node `{node}` ({threads} thread(s) budgeted by `--jobs`)")]
+    Spawn {
+        node: String,
+        threads: usize,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs every stale node of `opts.mask`.
@@ -89,7 +116,7 @@ pub fn run(
     cache: &mut StatCache,
     ui: &Ui,
     opts: &RunOptions,
-) -> Result<RunReport, InputError> {
+) -> Result<RunReport, SchedulerError> {
     let n = pipeline.nodes.len();
     let jobs = opts.jobs.max(1);
     store.clean_tmp();
@@ -130,7 +157,7 @@ pub fn run(
         }
     };
 
-    std::thread::scope(|s| -> Result<(), InputError> {
+    std::thread::scope(|s| -> Result<(), SchedulerError> {
         let (tx, rx) = mpsc::channel::<Done>();
         loop {
             // Key every ready node; cached ones complete at once.
@@ -138,7 +165,7 @@ pub fn run(
                 let upstream = |j: usize| outputs[j].as_ref().map(|(_, h)| h.clone());
                 let inputs = match staleness::input_hashes(pipeline, i, upstream, cache) {
                     Ok(inputs) => inputs,
-                    Err(Err(e)) => return Err(e),
+                    Err(Err(e)) => return Err(e.into()),
                     Err(Ok(_)) => unreachable!("ready nodes have their inputs"),
                 };
                 let fp = staleness::fingerprint(pipeline, i, inputs);
@@ -150,10 +177,12 @@ pub fn run(
                     record(i, &fp, &key);
                     outputs[i] = Some((key, m.output_hash));
                     finished[i] = true;
+                    ui.progress().finished(&pipeline.nodes[i].name);
                     report.results.push(NodeResult {
                         node: i,
                         outcome: Outcome::Cached,
                         duration: Duration::ZERO,
+                        warnings: Vec::new(),
                     });
                     release(
                         i,
@@ -187,25 +216,35 @@ pub fn run(
                     let tx = tx.clone();
                     let artifacts = input_artifacts(pipeline, store, job.node, &outputs);
                     let forced = opts.forced[job.node];
-                    s.spawn(move || {
-                        let start = Instant::now();
-                        // A panic must still report, or the scheduler would wait forever.
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            execute(pipeline, store, ui, &job, artifacts, forced)
-                        }))
-                        .unwrap_or_else(|payload| {
-                            let error = anyhow::anyhow!(
-                                "the executor panicked: {}",
-                                panic_message(&*payload)
-                            );
-                            Err((error, store.failed_log(&pipeline.nodes[job.node].name)))
-                        });
-                        let _ = tx.send(Done {
-                            job,
-                            result,
-                            duration: start.elapsed(),
-                        });
-                    });
+                    let name = pipeline.nodes[job.node].name.clone();
+                    let threads = job.threads;
+                    ui.progress().started(&name);
+                    std::thread::Builder::new()
+                        .name(format!("node {name}"))
+                        .spawn_scoped(s, move || {
+                            let start = Instant::now();
+                            // A panic must still report, or the scheduler would wait forever.
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                execute(pipeline, store, ui, &job, artifacts, forced)
+                            }))
+                            .unwrap_or_else(|payload| {
+                                let error = anyhow::anyhow!(
+                                    "the executor panicked: {}",
+                                    panic_message(&*payload)
+                                );
+                                Err((error, Err("the executor panicked".into())))
+                            });
+                            let _ = tx.send(Done {
+                                job,
+                                result,
+                                duration: start.elapsed(),
+                            });
+                        })
+                        .map_err(|source| SchedulerError::Spawn {
+                            node: name,
+                            threads,
+                            source,
+                        })?;
                 } else {
                     k += 1;
                 }
@@ -231,15 +270,21 @@ pub fn run(
                 gpu_busy = false;
             }
             finished[i] = true;
+            ui.progress().finished(&pipeline.nodes[i].name);
             match result {
-                Ok((m, ran)) => {
+                Ok(Executed {
+                    manifest,
+                    ran,
+                    warnings,
+                }) => {
                     record(i, &fp, &key);
-                    outputs[i] = Some((key, m.output_hash));
+                    outputs[i] = Some((key, manifest.output_hash));
                     let outcome = if ran { Outcome::Ran } else { Outcome::Reused };
                     report.results.push(NodeResult {
                         node: i,
                         outcome,
                         duration,
+                        warnings,
                     });
                     release(
                         i,
@@ -255,6 +300,7 @@ pub fn run(
                         node: i,
                         outcome: Outcome::Failed { error, log },
                         duration,
+                        warnings: Vec::new(),
                     });
                     // Skip everything downstream.
                     let mut stack = dependents[i].clone();
@@ -268,6 +314,7 @@ pub fn run(
                                     failed: pipeline.nodes[i].name.clone(),
                                 },
                                 duration: Duration::ZERO,
+                                warnings: Vec::new(),
                             });
                             stack.extend(dependents[d].iter().copied());
                         }
@@ -357,10 +404,10 @@ fn execute(
     job: &Job,
     artifacts: BTreeMap<String, Vec<InputArtifact>>,
     forced: bool,
-) -> Result<(Manifest, bool), (anyhow::Error, PathBuf)> {
+) -> Result<Executed, Failure> {
     let node = &pipeline.nodes[job.node];
     let failed_log = store.failed_log(&node.name);
-    let fail = |e: anyhow::Error| (e, failed_log.clone());
+    let fail = |e: anyhow::Error| (e, Err("the node did not start".into()));
     let _lock = lock::acquire(&store.lock_path(&job.key), |pid| {
         let who = pid.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
         ui.status(&format!(
@@ -373,7 +420,11 @@ fn execute(
         && let Some(m) = store.manifest(&job.key)
         && store.verify(&m).is_ok()
     {
-        return Ok((m, false));
+        return Ok(Executed {
+            manifest: m,
+            ran: false,
+            warnings: Vec::new(),
+        });
     }
     // We hold the lock: any other working directory of this key is a dead run's leftover.
     let tmp_root = store.root.join("tmp");
@@ -445,9 +496,10 @@ fn execute(
             ui.status(&format!(
                 "finished `{}` in {}",
                 node.name,
-                crate::cli::format_duration(elapsed)
+                crate::reporter::format_duration(elapsed)
             ));
             reporter.finish();
+            let notes = reporter.notes();
             drop(reporter);
             let manifest = Manifest {
                 format: crate::store::MANIFEST_FORMAT,
@@ -474,11 +526,16 @@ fn execute(
                 output_hash: String::new(),
                 started_unix_s: started_unix,
                 duration_s: elapsed.as_secs_f64(),
+                measurements: notes.measurements,
             };
-            let m = store.publish(&tmp, manifest).map_err(|e| fail(e.into()))?;
+            let manifest = store.publish(&tmp, manifest).map_err(|e| fail(e.into()))?;
             let _ = std::fs::remove_dir_all(&scratch);
             let _ = std::fs::remove_file(&failed_log);
-            Ok((m, true))
+            Ok(Executed {
+                manifest,
+                ran: true,
+                warnings: notes.warnings,
+            })
         }
         Err(error) => {
             reporter.log_quiet(&format!(
@@ -488,17 +545,17 @@ fn execute(
             ui.status(&format!(
                 "failed `{}` after {}",
                 node.name,
-                crate::cli::format_duration(elapsed)
+                crate::reporter::format_duration(elapsed)
             ));
             reporter.finish();
             drop(reporter);
             let copied = fs_err::create_dir_all(store.root.join("failed"))
                 .and_then(|()| fs_err::copy(tmp.join("log.txt"), &failed_log).map(|_| ()));
-            if let Err(e) = copied {
-                tracing::warn!("cannot keep the log of `{}`: {e}", node.name);
-            }
             let _ = std::fs::remove_dir_all(&tmp);
-            Err((error, failed_log))
+            match copied {
+                Ok(()) => Err((error, Ok(failed_log))),
+                Err(e) => Err((error, Err(format!("its log could not be kept ({e})")))),
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::fingerprint::{FORMAT, Fingerprint, StatCache};
 use crate::graph::{Binding, Pipeline};
-use crate::store::{Manifest, NodeState, Store};
+use crate::store::{Manifest, ManifestProblem, NodeState, Store};
 
 /// Why a node must run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,15 +264,23 @@ pub fn check_object(
     key: &str,
     state: Option<&NodeState>,
 ) -> Result<Manifest, Staleness> {
-    match store.manifest(key) {
-        Some(m) => match store.verify(&m) {
+    match store.read_manifest(key) {
+        Ok(m) => match store.verify(&m) {
             Ok(()) => Ok(m),
             Err(c) => Err(Staleness::OutputCorrupted {
                 file: c.file,
                 why: c.why,
             }),
         },
-        None => Err(explain(fp, key, state)),
+        Err(ManifestProblem::Unreadable(why)) => Err(Staleness::OutputCorrupted {
+            file: "manifest.json".into(),
+            why,
+        }),
+        Err(ManifestProblem::Corrupted(c)) => Err(Staleness::OutputCorrupted {
+            file: c.file,
+            why: format!("{} (found by `pipeline verify`)", c.why),
+        }),
+        Err(ManifestProblem::Missing) => Err(explain(fp, key, state)),
     }
 }
 

@@ -4,11 +4,14 @@
 //!
 //! Layout (under `artifacts/`):
 //! - `objects/<key>/{out/…, log.txt, manifest.json}`: a published result; the manifest is
-//!   written last, so an object without a valid manifest is not a result;
+//!   written last, then the directory appears (or replaces an older one) in one step, so an
+//!   object without a valid manifest is not a result; `corrupt.json` replaces the manifest of
+//!   an object that `pipeline verify` found damaged;
 //! - `tmp/<key>-<pid>/{out/, log.txt}`: a run in progress (leftovers are removed by the next
 //!   holder of the key's lock);
 //! - `scratch/<key>/`: survives interruptions of the same key, removed after publication;
-//! - `locks/<key>.lock`, `state/<node>.json`, `latest/<node>` → `objects/<key>/out`,
+//! - `locks/<key>.lock`, `state/<pipeline file name>/<node>.json`, `latest/<node>` →
+//!   `objects/<key>/out`,
 //!   `failed/<node>.log`, `cache/stat-cache.tsv`.
 
 use std::collections::BTreeMap;
@@ -49,6 +52,22 @@ pub struct Manifest {
     pub output_hash: String,
     pub started_unix_s: f64,
     pub duration_s: f64,
+    /// What the run measured of itself ([`pipeline_api::Reporter::measure`]: seconds,
+    /// throughput). Kept here because it is not a function of the key: the hashed files never
+    /// carry it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measurements: BTreeMap<String, f64>,
+}
+
+/// Why an object has no usable manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestProblem {
+    /// No manifest: never published, or interrupted before publication.
+    Missing,
+    /// A manifest that cannot be parsed (truncated, edited) or belongs to another key.
+    Unreadable(String),
+    /// `pipeline verify` found a published file that no longer matches the manifest.
+    Corrupted(Corruption),
 }
 
 /// Why a published object no longer matches its manifest.
@@ -84,11 +103,18 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub root: PathBuf,
+    /// Namespace of `state/` (the pipeline file's name): several pipeline files may share one
+    /// store, and each explains staleness against its own last build.
+    pub state_namespace: String,
 }
 
 impl Store {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root }
+    /// The store at `root`, for the pipeline file named `state_namespace`.
+    pub fn new(root: PathBuf, state_namespace: impl Into<String>) -> Self {
+        Self {
+            root,
+            state_namespace: state_namespace.into(),
+        }
     }
 
     pub fn object_dir(&self, key: &str) -> PathBuf {
@@ -103,6 +129,10 @@ impl Store {
     pub fn manifest_path(&self, key: &str) -> PathBuf {
         self.object_dir(key).join("manifest.json")
     }
+    /// Left by `pipeline verify` in place of the manifest of a corrupted object.
+    fn corrupt_path(&self, key: &str) -> PathBuf {
+        self.object_dir(key).join("corrupt.json")
+    }
     /// This process's working directory for `key`.
     pub fn tmp_dir(&self, key: &str) -> PathBuf {
         self.root
@@ -116,6 +146,13 @@ impl Store {
         self.root.join("locks").join(format!("{key}.lock"))
     }
     pub fn state_path(&self, node: &str) -> PathBuf {
+        self.root
+            .join("state")
+            .join(&self.state_namespace)
+            .join(format!("{node}.json"))
+    }
+    /// Where states were kept before they had namespaces (read as a fallback).
+    fn legacy_state_path(&self, node: &str) -> PathBuf {
         self.root.join("state").join(format!("{node}.json"))
     }
     pub fn latest_path(&self, node: &str) -> PathBuf {
@@ -130,9 +167,61 @@ impl Store {
 
     /// The manifest of `key`; `None` when missing or unreadable (never built).
     pub fn manifest(&self, key: &str) -> Option<Manifest> {
-        let bytes = std::fs::read(self.manifest_path(key)).ok()?;
-        let m: Manifest = serde_json::from_slice(&bytes).ok()?;
-        (m.format == MANIFEST_FORMAT && m.key == key).then_some(m)
+        self.read_manifest(key).ok()
+    }
+
+    /// The manifest of `key`, or why there is none usable.
+    pub fn read_manifest(&self, key: &str) -> Result<Manifest, ManifestProblem> {
+        let bytes = match std::fs::read(self.manifest_path(key)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(match std::fs::read(self.corrupt_path(key)) {
+                    Ok(bytes) => {
+                        let (file, why): (String, String) =
+                            serde_json::from_slice(&bytes).unwrap_or_default();
+                        ManifestProblem::Corrupted(Corruption { file, why })
+                    }
+                    Err(_) => ManifestProblem::Missing,
+                });
+            }
+            Err(e) => return Err(ManifestProblem::Unreadable(format!("cannot be read ({e})"))),
+        };
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| ManifestProblem::Unreadable(format!("cannot be parsed ({e})")))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(ManifestProblem::Unreadable(format!(
+                "has format {} (this executor reads {MANIFEST_FORMAT})",
+                m.format
+            )));
+        }
+        if m.key != key {
+            return Err(ManifestProblem::Unreadable(format!(
+                "belongs to key {}",
+                m.key
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Re-hashes every published file of `m` (ignoring the size/mtime/inode shortcut of
+    /// [`Store::verify`]): finds same-size edits whose mtime was restored.
+    pub fn verify_fully(&self, m: &Manifest) -> Result<(), Corruption> {
+        let out = self.out_dir(&m.key);
+        for f in &m.files {
+            let corrupt = |why: String| Corruption {
+                file: f.path.clone(),
+                why,
+            };
+            match fingerprint::hash_file(&out.join(&f.path)) {
+                Ok(h) if h == f.hash => {}
+                Ok(_) => return Err(corrupt("was modified".into())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(corrupt("was deleted".into()));
+                }
+                Err(e) => return Err(corrupt(format!("cannot be read ({e})"))),
+            }
+        }
+        Ok(())
     }
 
     /// Checks the published files against the manifest: size, mtime and inode first, the
@@ -167,43 +256,44 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a finished run (`tmp` holds `out/` and `log.txt`) into `objects/<key>` and writes
-    /// the manifest last. Files are synced before the rename, the manifest after.
+    /// Withdraws a published object whose file `c` is corrupt: its manifest goes (so that the
+    /// next run rebuilds it), a note of why stays (so that `status` can say so).
+    pub fn mark_corrupt(&self, key: &str, c: &Corruption) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&(&c.file, &c.why)).expect("strings serialise");
+        write_atomic(&self.corrupt_path(key), &json)?;
+        fs::remove_file(self.manifest_path(key))
+    }
+
+    /// Publishes a finished run (`tmp` holds `out/` and `log.txt`) as `objects/<key>`. The
+    /// files are synced and the manifest written inside `tmp` last, then the directory takes
+    /// its place in one step: a new key by `rename`, a replaced object (a forced rerun, the
+    /// leftover of a killed run) by an atomic exchange, so that at every instant either the old
+    /// or the new complete object is there.
     pub fn publish(&self, tmp: &Path, mut manifest: Manifest) -> Result<Manifest, StoreError> {
         let err = |source| StoreError::Publish {
             node: manifest.node.clone(),
             source,
         };
-        let out = tmp.join("out");
-        let files = listing_synced(&out).map_err(err)?;
-        manifest.output_hash = fingerprint::listing_hash(&files);
-        let dest = self.object_dir(&manifest.key);
-        fs::create_dir_all(self.root.join("objects")).map_err(err)?;
-        if dest.exists() {
-            // A forced rerun, or the leftover of a run killed after its rename.
-            let old =
-                self.root
-                    .join("tmp")
-                    .join(format!("{}-{}-old", manifest.key, std::process::id()));
-            fs::rename(&dest, &old).map_err(err)?;
-            let _ = fs::remove_dir_all(&old);
-        }
-        fs::rename(tmp, &dest).map_err(err)?;
-        sync_dir(&self.root.join("objects")).map_err(err)?;
-        // The rename keeps inodes and mtimes: re-read them for fast verification.
-        let out = dest.join("out");
-        manifest.files = files
-            .into_iter()
-            .map(|mut f| {
-                if let Ok(meta) = std::fs::metadata(out.join(&f.path)) {
-                    f.mtime_ns = fingerprint::mtime_ns(&meta);
-                    f.ino = meta.ino();
-                }
-                f
-            })
-            .collect();
+        // Inodes and mtimes survive the rename of the parent: read once, here.
+        manifest.files = listing_synced(&tmp.join("out")).map_err(err)?;
+        manifest.output_hash = fingerprint::listing_hash(&manifest.files);
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        write_atomic(&self.manifest_path(&manifest.key), &json).map_err(err)?;
+        write_atomic(&tmp.join("manifest.json"), &json).map_err(err)?;
+        sync_dir(tmp).map_err(err)?;
+        let objects = self.root.join("objects");
+        fs::create_dir_all(&objects).map_err(err)?;
+        let dest = self.object_dir(&manifest.key);
+        match std::fs::rename(tmp, &dest) {
+            Ok(()) => {}
+            // `dest` exists and is not empty: swap the two directories, then drop the old one,
+            // which now sits at `tmp` (a kill in between leaves it for `clean_tmp`).
+            Err(e) if is_existing_dir(&e) => {
+                exchange(tmp, &dest).map_err(err)?;
+                let _ = std::fs::remove_dir_all(tmp);
+            }
+            Err(e) => return Err(err(e)),
+        }
+        sync_dir(&objects).map_err(err)?;
         Ok(manifest)
     }
 
@@ -223,7 +313,9 @@ impl Store {
     }
 
     pub fn state(&self, node: &str) -> Option<NodeState> {
-        let bytes = std::fs::read(self.state_path(node)).ok()?;
+        let bytes = std::fs::read(self.state_path(node))
+            .or_else(|_| std::fs::read(self.legacy_state_path(node)))
+            .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -260,7 +352,16 @@ fn listing_synced(dir: &Path) -> std::io::Result<Vec<FileEntry>> {
     let mut files = Vec::new();
     for (rel, path, meta) in fingerprint::walk(dir)? {
         let file = std::fs::File::open(&path)?;
-        file.sync_all()?;
+        // A file reached through a link into a read-only data set cannot (and need not) be
+        // synced: only what the node wrote must be durable before publication.
+        if let Err(e) = file.sync_all()
+            && !matches!(
+                rustix::io::Errno::from_io_error(&e),
+                Some(rustix::io::Errno::ROFS | rustix::io::Errno::INVAL)
+            )
+        {
+            return Err(e);
+        }
         let hash = fingerprint::hash_file(&path)?;
         files.push(FileEntry {
             path: rel,
@@ -271,6 +372,31 @@ fn listing_synced(dir: &Path) -> std::io::Result<Vec<FileEntry>> {
         });
     }
     Ok(files)
+}
+
+/// Whether `rename` failed because the destination is an existing, non-empty directory.
+fn is_existing_dir(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::NOTEMPTY | Errno::EXIST)
+    )
+}
+
+/// Swaps two paths atomically (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(|e| {
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!(
+                "cannot exchange `{}` and `{}` atomically ({e}); the file system must support \
+                 renameat2(RENAME_EXCHANGE) (ext4, xfs, btrfs, tmpfs do)",
+                a.display(),
+                b.display()
+            ),
+        )
+    })
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -289,4 +415,106 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(f);
     fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn manifest(key: &str) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            key: key.into(),
+            node: "n".into(),
+            kind: "command".into(),
+            kind_version: 1,
+            executor_version: "test".into(),
+            params: serde_json::json!({}),
+            inputs: Vec::new(),
+            files: Vec::new(),
+            output_hash: String::new(),
+            started_unix_s: 0.0,
+            duration_s: 0.0,
+            measurements: BTreeMap::new(),
+        }
+    }
+
+    /// A finished run in `tmp/` with `files` of `content`.
+    fn finished_run(store: &Store, name: &str, content: &str) -> PathBuf {
+        let tmp = store.root.join("tmp").join(name);
+        fs::create_dir_all(tmp.join("out")).unwrap();
+        for i in 0..5 {
+            fs::write(tmp.join("out").join(format!("f{i}")), content).unwrap();
+        }
+        fs::write(tmp.join("log.txt"), "log").unwrap();
+        tmp
+    }
+
+    #[test]
+    fn replacing_an_object_never_leaves_it_absent_or_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_owned(), "pipeline.toml");
+        let key = "k";
+        let tmp = finished_run(&store, "first", "0");
+        store.publish(&tmp, manifest(key)).unwrap();
+        // A reader checks the object continuously while forced reruns replace it.
+        let stop = AtomicBool::new(false);
+        let (checks, gaps) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    // Every version has the same file names: a complete object has a
+                    // manifest and all the files it lists (their content may be a newer
+                    // version's by the time they are looked at).
+                    let complete = store.read_manifest(key).is_ok_and(|m| {
+                        m.files.len() == 5
+                            && m.files
+                                .iter()
+                                .all(|f| store.out_dir(key).join(&f.path).exists())
+                    });
+                    checks.fetch_add(1, Ordering::Relaxed);
+                    if !complete {
+                        gaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            for round in 1..=30 {
+                let tmp = finished_run(&store, &format!("run{round}"), &round.to_string());
+                store.publish(&tmp, manifest(key)).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert!(checks.load(Ordering::Relaxed) > 0);
+        assert_eq!(
+            gaps.load(Ordering::Relaxed),
+            0,
+            "the object was missing or incomplete"
+        );
+        let m = store.read_manifest(key).unwrap();
+        assert_eq!(
+            fs::read_to_string(store.out_dir(key).join("f0")).unwrap(),
+            "30"
+        );
+        assert!(store.verify_fully(&m).is_ok());
+        // The replaced objects were removed.
+        assert_eq!(fs::read_dir(store.root.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_truncated_manifest_is_unreadable_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_owned(), "pipeline.toml");
+        assert_eq!(store.read_manifest("k"), Err(ManifestProblem::Missing));
+        let tmp = finished_run(&store, "first", "0");
+        store.publish(&tmp, manifest("k")).unwrap();
+        let path = store.manifest_path("k");
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, &text[..text.len() / 3]).unwrap();
+        assert!(matches!(
+            store.read_manifest("k"),
+            Err(ManifestProblem::Unreadable(why)) if why.starts_with("cannot be parsed")
+        ));
+    }
 }

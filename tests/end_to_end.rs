@@ -169,3 +169,150 @@ fn tiny_pipeline_runs_end_to_end_and_reruns_only_what_an_edit_changes() {
         run.stderr
     );
 }
+
+/// Every node's key, from `pipeline show --json`.
+fn keys(p: &TestProject) -> std::collections::BTreeMap<String, String> {
+    status_of(p)
+        .into_keys()
+        .map(|node| {
+            let shown: serde_json::Value =
+                serde_json::from_str(&p.run(&["show", "--json", &node]).ok().stdout).unwrap();
+            (node, shown["key"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The nodes `pipeline run` reported as `ran`.
+fn ran(run: &common::Run) -> Vec<String> {
+    run.stderr
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.split_whitespace();
+            let node = cells.next()?;
+            (cells.next() == Some("ran")).then(|| node.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn outputs_are_reproducible_relocatable_and_rebuilt_nodes_leave_dependents_cached() {
+    // The same pipeline in two directories computes the same keys for every node: no output
+    // carries an absolute path, a timing or a random id.
+    let (here, there) = (TestProject::new(TINY), TestProject::new(TINY));
+    here.run(&["run", "-q"]).ok();
+    there.run(&["run", "-q"]).ok();
+    let keys_here = keys(&here);
+    assert_eq!(keys_here.len(), 13, "{keys_here:?}");
+    assert_eq!(keys_here, keys(&there));
+
+    // Rebuilding the data set from scratch reproduces its bytes: nothing after it reruns.
+    let run = here.run(&["run", "--force", "data"]).ok();
+    assert_eq!(ran(&run), ["data"], "{}", run.stderr);
+
+    // A damaged features file is rebuilt, and only it.
+    let damaged = std::fs::read_dir(here.latest("features"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .expect("a safetensors file in features");
+    let bytes = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+    let run = here.run(&["run"]).ok();
+    assert_eq!(ran(&run), ["features"], "{}", run.stderr);
+
+    // Retraining one member reproduces its model byte for byte: its embeddings stay cached.
+    let run = here.run(&["run", "--force", "train.seed-1"]).ok();
+    assert_eq!(ran(&run), ["train.seed-1"], "{}", run.stderr);
+    assert_eq!(keys(&here), keys_here);
+}
+
+#[test]
+fn a_misspelt_input_is_named_with_the_closest_known_name() {
+    let p = TestProject::new(&TINY.replace(
+        "inputs = { embeddings = \"embed-distill\", features = \"features\" }",
+        "inputs = { embedings = \"embed-distill\", features = \"features\" }",
+    ));
+    let r = p.run(&["status"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(
+            "error: pipeline.toml:45:12: stage `evaluate-distill`: inputs.`embedings`: \
+             unknown input; did you mean `embeddings`?"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A mono 16-bit PCM WAV of `samples` at 16 kHz.
+fn wav(samples: &[i16]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn skipped_audio_is_a_warning_in_the_summary_and_library_logs_stay_off_the_terminal() {
+    let p = TestProject::new(
+        r#"
+[stages.data]
+kind = "dataset"
+inputs = { root = { path = "sounds" } }
+params = { format = "csv", on_error = "skip" }
+"#,
+    );
+    let tone: Vec<i16> = (0..16_000)
+        .map(|i| ((i % 40) * 400 - 8000) as i16)
+        .collect();
+    std::fs::create_dir_all(p.path().join("sounds")).unwrap();
+    std::fs::write(p.path().join("sounds/good.wav"), wav(&tone)).unwrap();
+    std::fs::write(
+        p.path().join("sounds/noise.wav"),
+        b"not audio at all, just bytes",
+    )
+    .unwrap();
+    p.write(
+        "sounds/captions.csv",
+        "file,caption,split\ngood.wav,a steady buzzing tone,train\nnoise.wav,something else,train\n",
+    );
+    for args in [&["run", "-q"][..], &["run", "--force", "data"][..]] {
+        let r = p.run(args).ok();
+        let warnings: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("warning:"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{}", r.stderr);
+        assert!(
+            warnings[0].starts_with("warning: `data`: ") && warnings[0].contains("noise.wav"),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains('\u{1b}'),
+            "raw colour codes: {:?}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.to_lowercase().contains("symphonia"),
+            "{}",
+            r.stderr
+        );
+    }
+}

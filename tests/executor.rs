@@ -539,7 +539,7 @@ params = {{ run = 'touch "$PROJECT/waiting"; while [ ! -e "$PROJECT/go" ]; do sl
     let r = p.run(&["gc", "--dry-run"]).ok();
     assert!(
         r.stdout
-            .contains("would remove state `artifacts/state/wait.json`"),
+            .contains("would remove state `artifacts/state/pipeline.toml/wait.json`"),
         "{}",
         r.stdout
     );

@@ -5,6 +5,11 @@
 //! parameter, exported as `PARAM_<KEY>` (so that `matrix = { seed = [1, 2] }` reaches the
 //! command as `$PARAM_SEED`). Environment: `OUT` (the output directory, also the working
 //! directory), `SCRATCH`, `THREADS`, and `IN_<NAME>` per input (`:`-joined paths).
+//!
+//! Every line the command prints goes to the node's log. Two kinds of stdout line are also
+//! understood, as CI systems do: `::warning::TEXT` (a warning in the run's summary) and
+//! `::measure NAME=VALUE` (a number kept in the manifest, e.g. a timing that must not enter the
+//! hashed outputs).
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -122,7 +127,7 @@ impl StageKind for Command {
                 }
             });
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                reporter.log(&line);
+                report_line(reporter, &line);
             }
         });
         let status = child.wait().context("waiting for the command")?;
@@ -131,4 +136,18 @@ impl StageKind for Command {
         }
         Ok(())
     }
+}
+
+/// Logs a line of the command's stdout, or reports it as a warning or a measurement.
+fn report_line(reporter: &dyn pipeline_api::Reporter, line: &str) {
+    if let Some(text) = line.strip_prefix("::warning::") {
+        return reporter.warn(text.trim());
+    }
+    if let Some(rest) = line.strip_prefix("::measure ")
+        && let Some((name, value)) = rest.split_once('=')
+        && let Ok(value) = value.trim().parse::<f64>()
+    {
+        return reporter.measure(name.trim(), value);
+    }
+    reporter.log(line);
 }

@@ -60,6 +60,18 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
             keys.insert(state.key);
         }
     }
+    // Other pipeline files sharing this store keep what they last built.
+    let own_states = store.root.join("state").join(&store.state_namespace);
+    for (_, dir) in entries(&store.root.join("state")) {
+        if dir.is_dir() && dir != own_states {
+            for (_, file) in entries(&dir) {
+                let state = std::fs::read(&file)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<crate::store::NodeState>(&b).ok());
+                keys.extend(state.map(|s| s.key));
+            }
+        }
+    }
     let mut removed = 0usize;
     let mut freed = 0u64;
     let mut remove = |path: &Path, what: &str| {
@@ -73,7 +85,10 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
                 std::fs::remove_file(path)
             };
             if let Err(e) = r {
-                eprintln!("warning: cannot remove `{}`: {e}", rel(path));
+                crate::reporter::eprint_line(&format!(
+                    "warning: cannot remove `{}`: {e}",
+                    rel(path)
+                ));
                 return;
             }
             emit(&format!("removed {what} `{}`\n", rel(path)));
@@ -94,7 +109,10 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
             }
             match lock::try_acquire(&store.lock_path(&key))? {
                 Some(_held) => remove(&path, what),
-                None => eprintln!("skipping `{}`: in use by a running process", rel(&path)),
+                None => crate::reporter::eprint_line(&format!(
+                    "skipping `{}`: in use by a running process",
+                    rel(&path)
+                )),
             }
         }
     }
@@ -107,10 +125,13 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
             remove(&path, "lock");
         }
     }
-    for (name, path) in entries(&store.root.join("state")) {
-        let node = name.trim_end_matches(".json");
-        if !names.contains(node) {
-            remove(&path, "state");
+    // This file's states of removed nodes (and those kept before states had namespaces).
+    for dir in [own_states.clone(), store.root.join("state")] {
+        for (name, path) in entries(&dir) {
+            let node = name.trim_end_matches(".json");
+            if path.is_file() && !names.contains(node) {
+                remove(&path, "state");
+            }
         }
     }
     for (name, path) in entries(&store.root.join("failed")) {
@@ -129,9 +150,9 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         "removed"
     };
-    eprintln!(
+    crate::reporter::eprint_line(&format!(
         "{verb} {removed} item(s), {:.1} MiB",
         freed as f64 / (1024.0 * 1024.0)
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }

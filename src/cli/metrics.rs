@@ -162,10 +162,10 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     // Sorted (or in pattern order), so that the table does not depend on serde_json's map order.
     let columns = select_columns(columns, &patterns);
     if rows.is_empty() {
-        eprintln!(
+        crate::reporter::eprint_line(&format!(
             "no metrics: none of the selected nodes has a built `{}`",
             pipeline_api::METRICS_FILE
-        );
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     let header: Vec<String> = std::iter::once("node".to_owned())

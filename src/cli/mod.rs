@@ -9,6 +9,7 @@ mod metrics;
 mod run;
 mod show;
 mod status;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use pipeline_api::Registry;
 
 use crate::config::ConfigError;
 use crate::graph::Pipeline;
+use crate::reporter::eprint_line;
 use crate::store::Store;
 
 /// Declarative, content-hashed pipeline runner: runs the stale nodes of `pipeline.toml`.
@@ -62,6 +64,8 @@ pub enum Command {
     Show(show::Args),
     /// Print a table of the nodes' `metrics.json`.
     Metrics(metrics::Args),
+    /// Re-hash every published output byte for byte; withdraw the corrupted ones.
+    Verify(verify::Args),
     /// Remove artifacts that the current pipeline no longer references.
     Gc(gc::Args),
     /// List the registered stage kinds.
@@ -98,7 +102,11 @@ impl Env {
     /// Reads and validates the pipeline.
     pub fn load(&self) -> Result<(Pipeline, Store), ConfigError> {
         let pipeline = Pipeline::load(&self.file, &self.registry)?;
-        let store = Store::new(pipeline.config.artifacts.clone());
+        let namespace = self.file.file_name().map_or_else(
+            || "pipeline.toml".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let store = Store::new(pipeline.config.artifacts.clone(), namespace);
         Ok((pipeline, store))
     }
 }
@@ -112,15 +120,36 @@ pub fn rel(path: &Path) -> String {
     }
 }
 
+/// Logs of this project's crates (warnings; errors only with `-q`). Libraries' own log lines
+/// (a decoder's probe errors) are not for the terminal: a stage that works around a bad file
+/// reports it itself. `PIPELINE_LOG` (a tracing filter) overrides all of it.
+fn init_logging(quiet: bool) {
+    use std::io::IsTerminal;
+    let level = if quiet { "error" } else { "warn" };
+    let ours = [
+        "pipeline",
+        "pipeline_api",
+        "pipeline_data",
+        "pipeline_learn",
+        "pipeline_eval",
+    ];
+    let default = std::iter::once("off".to_owned())
+        .chain(ours.iter().map(|c| format!("{c}={level}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Runs the command line with the kinds of `registry`.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging(cli.quiet);
     let env = Env {
         registry,
         file: cli.file,
@@ -133,13 +162,14 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Dag(args) => dag::main(&env, args),
         Command::Show(args) => show::main(&env, args),
         Command::Metrics(args) => metrics::main(&env, args),
+        Command::Verify(args) => verify::main(&env, args),
         Command::Gc(args) => gc::main(&env, args),
         Command::Kinds => kinds::main(&env),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprint_line(&format!("error: {err:#}"));
             let hint = err
                 .downcast_ref::<ConfigError>()
                 .and_then(ConfigError::hint)
@@ -148,13 +178,19 @@ pub fn main(registry: Registry) -> ExitCode {
                         .and_then(|u| u.hint.as_deref())
                 });
             if let Some(hint) = hint {
-                eprintln!("hint: {hint}");
+                eprint_line(&format!("hint: {hint}"));
             }
             let user = err.downcast_ref::<ConfigError>().is_some()
                 || err.downcast_ref::<UserError>().is_some();
             ExitCode::from(if user { 2 } else { 1 })
         }
     }
+}
+
+/// Writes text to stderr; a closed pipe is not an error.
+pub fn eprint_text(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Writes data to stdout; a closed pipe (`pipeline dag | head`) is not an error.
@@ -164,15 +200,7 @@ pub fn emit(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// Formats a duration for tables.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
-}
+pub use crate::reporter::format_duration;
 
 /// Left-aligned text table with two spaces between columns.
 pub fn table(header: &[String], rows: &[Vec<String>]) -> String {

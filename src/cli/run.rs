@@ -2,10 +2,11 @@
 //! a summary.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use crate::cli::{Env, UserError, emit, format_duration, rel, table};
+use crate::cli::{Env, UserError, emit, eprint_text, format_duration, rel, table};
 use crate::fingerprint::StatCache;
-use crate::reporter::Ui;
+use crate::reporter::{Ui, eprint_line};
 use crate::scheduler::{self, Outcome, RunOptions};
 use crate::staleness::{self, NodeStatus};
 
@@ -14,7 +15,7 @@ pub struct Args {
     /// Nodes to run, with everything they need (a stage name selects all its members).
     /// Default: every node.
     pub nodes: Vec<String>,
-    /// Maximum CPU threads in use at once (default: the number of cores).
+    /// Maximum CPU threads in use at once (default, and at most: the number of cores).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Rerun this node (or stage) even if its artifact is cached; repeatable.
@@ -61,13 +62,22 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if jobs == 0 {
-        return Err(UserError::new("`--jobs` must be at least 1").into());
-    }
-    let ui = Ui::new(env.quiet, env.verbose);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = match args.jobs {
+        None => cores,
+        Some(0) => return Err(UserError::new("`--jobs` must be at least 1").into()),
+        Some(j) if j > cores => {
+            if !env.quiet {
+                eprint_line(&format!(
+                    "note: `--jobs {j}` is more than the {cores} core(s) of this machine; using {cores}"
+                ));
+            }
+            cores
+        }
+        Some(j) => j,
+    };
+    let ui = Arc::new(Ui::new(env.quiet, env.verbose));
+    report_interruptions(&ui)?;
     let report = scheduler::run(
         &pipeline,
         &store,
@@ -81,13 +91,16 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         .all(|r| matches!(r.outcome, Outcome::Cached));
     if all_cached {
         if !env.quiet {
-            eprintln!("everything is up to date ({} nodes)", report.results.len());
+            eprint_line(&format!(
+                "everything is up to date ({} nodes)",
+                report.results.len()
+            ));
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let mut results: Vec<_> = report.results.iter().collect();
+    results.sort_by_key(|r| pipeline.order.iter().position(|&o| o == r.node));
     if !env.quiet {
-        let mut results: Vec<_> = report.results.iter().collect();
-        results.sort_by_key(|r| pipeline.order.iter().position(|&o| o == r.node));
         let rows: Vec<Vec<String>> = results
             .iter()
             .map(|r| {
@@ -103,10 +116,16 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
                 vec![pipeline.nodes[r.node].name.clone(), what, time]
             })
             .collect();
-        eprint!(
-            "{}",
-            table(&["node".into(), "result".into(), "time".into()], &rows)
-        );
+        eprint_text(&table(
+            &["node".into(), "result".into(), "time".into()],
+            &rows,
+        ));
+    }
+    // Warnings are shown even with `-q`: they are about the data, not about progress.
+    for r in &results {
+        for w in &r.warnings {
+            eprint_line(&format!("warning: `{}`: {w}", pipeline.nodes[r.node].name));
+        }
     }
     let failures: Vec<_> = report.failures().collect();
     if failures.is_empty() {
@@ -114,21 +133,43 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     }
     for f in &failures {
         if let Outcome::Failed { error, log } = &f.outcome {
-            eprintln!(
+            eprint_line(&format!(
                 "error: node `{}` failed: {error:#}",
                 pipeline.nodes[f.node].name
-            );
-            eprintln!("  log: `{}`", rel(log));
+            ));
+            match log {
+                Ok(log) => eprint_line(&format!("  log: `{}`", rel(log))),
+                Err(why) => eprint_line(&format!("  no log: {why}")),
+            }
         }
     }
     let names: Vec<_> = failures
         .iter()
         .map(|f| format!("`{}`", pipeline.nodes[f.node].name))
         .collect();
-    eprintln!(
+    eprint_line(&format!(
         "error: {} node(s) failed: {}",
         failures.len(),
         names.join(", ")
-    );
+    ));
     Ok(ExitCode::from(1))
+}
+
+/// On Ctrl-C (or SIGTERM, as Slurm sends at a time limit) prints what finished and what was
+/// interrupted, then exits with 130. Nothing half-written is ever published, so stopping
+/// here is safe: the next run cleans the working directories and resumes.
+fn report_interruptions(ui: &Arc<Ui>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let ui = Arc::clone(ui);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                ui.clear();
+                eprint_line(&ui.progress().interrupted_summary());
+                std::process::exit(130);
+            }
+        })?;
+    Ok(())
 }

@@ -51,10 +51,20 @@ pub fn current(pipeline: &Pipeline, store: &Store, mask: &[bool]) -> anyhow::Res
         .collect())
 }
 
-/// Reads `metrics.json` of a published object.
+/// `metrics.json` of a published object, with what the run measured of itself (kept in the
+/// manifest, outside the hashed files) under `run`. `None` when there is neither.
 pub fn metrics(store: &Store, m: &Manifest) -> Option<serde_json::Value> {
-    let bytes = std::fs::read(store.out_dir(&m.key).join(pipeline_api::METRICS_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let file = std::fs::read(store.out_dir(&m.key).join(pipeline_api::METRICS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    if m.measurements.is_empty() {
+        return file;
+    }
+    let mut value = file.unwrap_or_else(|| json!({}));
+    if let Some(map) = value.as_object_mut() {
+        map.insert("run".into(), json!(m.measurements));
+    }
+    Some(value)
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {

@@ -10,6 +10,9 @@ use crate::staleness::{self, NodeStatus};
 pub struct Args {
     /// Nodes to show (with what they need; a stage name selects its members). Default: all.
     pub nodes: Vec<String>,
+    /// Exit with 1 when any node shown is stale (as `git diff --exit-code`), for scripts.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
@@ -32,14 +35,22 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(0);
     let mut out = String::new();
+    let mut stale = 0;
     for &i in &pipeline.order {
         let line = match &status[i] {
             None => continue,
             Some(NodeStatus::UpToDate { .. }) => "up to date".to_owned(),
-            Some(NodeStatus::Stale { reason, .. }) => format!("stale: {reason}"),
+            Some(NodeStatus::Stale { reason, .. }) => {
+                stale += 1;
+                format!("stale: {reason}")
+            }
         };
         out.push_str(&format!("{:<width$}  {line}\n", pipeline.nodes[i].name));
     }
     emit(&out);
-    Ok(ExitCode::SUCCESS)
+    Ok(if args.exit_code && stale > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

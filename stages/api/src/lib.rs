@@ -138,23 +138,25 @@ pub fn parse_params<T: DeserializeOwned>(params: &toml::Table) -> Result<T, Para
 pub struct InputCounts(pub BTreeMap<String, usize>);
 
 impl InputCounts {
-    /// Checks that every `required` input is present and that nothing outside
-    /// `required ∪ optional` is declared. Errors name the key as `inputs.<name>`.
+    /// Checks that nothing outside `required ∪ optional` is declared (suggesting the closest
+    /// known name for a misspelt one) and that every `required` input is present. Errors name
+    /// the key as `inputs.<name>`.
     pub fn expect(&self, required: &[&str], optional: &[&str]) -> Result<(), ParamError> {
+        let known: Vec<&str> = required.iter().chain(optional).copied().collect();
+        for name in self.0.keys() {
+            if !known.contains(&name.as_str()) {
+                let message = match closest(name, &known) {
+                    Some(close) => format!("unknown input; did you mean `{close}`?"),
+                    None => format!("unknown input (expected one of: {})", known.join(", ")),
+                };
+                return Err(ParamError::at(&format!("inputs.{name}"), message));
+            }
+        }
         for name in required {
             if !self.0.contains_key(*name) {
                 return Err(ParamError::at(
                     &format!("inputs.{name}"),
                     "this input is required",
-                ));
-            }
-        }
-        for name in self.0.keys() {
-            if !required.contains(&name.as_str()) && !optional.contains(&name.as_str()) {
-                let known: Vec<_> = required.iter().chain(optional).copied().collect();
-                return Err(ParamError::at(
-                    &format!("inputs.{name}"),
-                    format!("unknown input (expected one of: {})", known.join(", ")),
                 ));
             }
         }
@@ -173,6 +175,32 @@ impl InputCounts {
     }
 }
 
+/// The candidate nearest to `name` by edit distance, if near enough to be a typo.
+pub fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), *c))
+        .filter(|(d, c)| *d <= (c.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// One artifact bound to an input when the node runs.
 #[derive(Debug, Clone)]
 pub struct InputArtifact {
@@ -189,6 +217,20 @@ pub trait Reporter: Send + Sync {
     fn step(&self, label: &str, total: u64) -> Box<dyn StepProgress>;
     /// A line for the node's log (shown on the terminal with `-v`).
     fn log(&self, line: &str);
+
+    /// A problem the run worked around (a skipped file, a dropped row): kept in the node's log
+    /// and shown on the console in the run's summary. Name the file and row at fault.
+    fn warn(&self, line: &str) {
+        self.log(&format!("warning: {line}"));
+    }
+
+    /// A measurement of this run that is not an output (wall-clock seconds, throughput): the
+    /// executor keeps it in the manifest, outside the hashed files, so that two runs of the same
+    /// key still publish identical bytes. `pipeline show` and `pipeline metrics` display it
+    /// under `run.<name>`.
+    fn measure(&self, name: &str, value: f64) {
+        self.log(&format!("{name} = {value}"));
+    }
 }
 
 /// Handle of a step started with [`Reporter::step`]; the step ends when it is dropped.
@@ -364,12 +406,28 @@ mod tests {
     #[test]
     fn input_counts_require_and_refuse() {
         let counts = InputCounts([("features".to_owned(), 1), ("extra".to_owned(), 2)].into());
-        let err = counts.expect(&["features", "model"], &[]).unwrap_err();
+        let err = counts
+            .expect(&["features", "model"], &["extra"])
+            .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("inputs.model"));
         let err = counts.expect(&["features"], &[]).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("inputs.extra"));
         assert!(counts.expect(&["features"], &["extra"]).is_ok());
         assert!(counts.expect_single("extra").is_err());
         assert!(counts.expect_single("features").is_ok());
+    }
+
+    #[test]
+    fn a_misspelt_input_is_named_with_the_closest_known_one() {
+        let counts = InputCounts([("embedings".to_owned(), 1), ("features".to_owned(), 1)].into());
+        let err = counts.expect(&["embeddings", "features"], &[]).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("inputs.embedings"));
+        assert_eq!(err.message, "unknown input; did you mean `embeddings`?");
+        let far = InputCounts([("zzz".to_owned(), 1)].into());
+        let err = far.expect(&["features"], &["model"]).unwrap_err();
+        assert_eq!(
+            err.message,
+            "unknown input (expected one of: features, model)"
+        );
     }
 }

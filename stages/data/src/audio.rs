@@ -1,5 +1,5 @@
 //! Audio decoding (symphonia: WAV, FLAC, OGG/Vorbis, MP3), downmix to mono, resampling
-//! (rubato's FFT resampler) and the crop/pad/window layout of method.md.
+//! (rubato's FFT resampler) and the crop/pad/window layout of `docs/method.md`.
 
 use std::path::Path;
 
@@ -26,13 +26,20 @@ impl Audio {
     }
 }
 
-/// Decodes a whole file and averages its channels. Fails on unreadable, undecodable or empty
-/// audio, naming the file.
+/// Decodes a whole file and averages its channels. Fails on unreadable, undecodable, truncated
+/// or empty audio, naming the file.
 pub fn decode(path: &Path) -> anyhow::Result<Audio> {
-    decode_inner(path).with_context(|| format!("decoding `{}`", path.display()))
+    try_decode(path).with_context(|| format!("decoding `{}`", path.display()))
 }
 
-fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
+/// [`decode`] without the file in the error, for callers that report the file themselves (the
+/// message is then the same wherever the file lives).
+///
+/// A file is refused, besides when it cannot be read or decoded at all, when it ends before the
+/// end its header promises (a WAV whose data chunk, or a FLAC whose STREAMINFO sample count, is
+/// longer than what the file holds; an Ogg stream without its last page) and when a packet
+/// fails to decode.
+pub fn try_decode(path: &Path) -> anyhow::Result<Audio> {
     let file = std::fs::File::open(path)?;
     if file.metadata()?.len() == 0 {
         bail!("the file is empty");
@@ -50,10 +57,13 @@ fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
             MetadataOptions::default(),
         )
         .map_err(|e| anyhow::anyhow!("unsupported or corrupt audio: {e}"))?;
+    // Containers whose header states the exact number of samples.
+    let exact_length = matches!(format.format_info().short_name, "wave" | "flac");
     let track = format
         .default_track(TrackType::Audio)
         .context("no audio track")?;
     let track_id = track.id;
+    let promised = track.num_frames;
     let params = track
         .codec_params
         .as_ref()
@@ -66,21 +76,33 @@ fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut mono: Vec<f32> = Vec::new();
     let mut scratch: Vec<f32> = Vec::new();
+    let truncated = |promised: u64, read: usize| {
+        anyhow::anyhow!(
+            "truncated: the header promises {promised} samples per channel, {read} could be read"
+        )
+    };
     loop {
         let packet = match format.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
             Err(SymError::ResetRequired) => break,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => bail!("reading packets: {e}"),
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // The demuxers report the end of a stream of unknown length as the end of the
+                // stream; an end before the promised one is this error.
+                match promised {
+                    Some(n) => return Err(truncated(n, mono.len())),
+                    None if exact_length => break,
+                    None => bail!("truncated: the stream ends after {} samples", mono.len()),
+                }
+            }
+            Err(e) => bail!("reading packets after {} samples: {e}", mono.len()),
         };
         if packet.track_id != track_id {
             continue;
         }
         let buf = match decoder.decode(&packet) {
             Ok(buf) => buf,
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => bail!("decoding: {e}"),
+            Err(e) => bail!("corrupt audio after {} samples: {e}", mono.len()),
         };
         let channels = buf.spec().channels().count().max(1);
         sample_rate = buf.spec().rate();
@@ -96,6 +118,9 @@ fn decode_inner(path: &Path) -> anyhow::Result<Audio> {
                     .map(|f| f.iter().sum::<f32>() * scale),
             );
         }
+    }
+    if exact_length && let Some(n) = promised.filter(|&n| (mono.len() as u64) < n) {
+        return Err(truncated(n, mono.len()));
     }
     if mono.is_empty() {
         bail!("no audio samples");
@@ -215,6 +240,30 @@ mod tests {
         std::fs::write(&junk, b"this is not audio at all, not even close").unwrap();
         assert!(format!("{:#}", decode(&junk).unwrap_err()).contains("junk.wav"));
         assert!(decode(&dir.path().join("missing.wav")).is_err());
+    }
+
+    #[test]
+    fn a_wav_truncated_after_its_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.wav");
+        let frames: Vec<Vec<i16>> = (0..8000).map(|i| vec![(i % 300) as i16, 7]).collect();
+        write_wav(&path, 16000, 2, &frames);
+        let full = std::fs::metadata(&path).unwrap().len();
+        // Still a valid header and most of the data: only the end is missing.
+        for keep in [full - 1, full - 4 * 3000, 44 + 4] {
+            let bytes = std::fs::read(&path).unwrap();
+            let cut = dir.path().join(format!("cut-{keep}.wav"));
+            std::fs::write(&cut, &bytes[..keep as usize]).unwrap();
+            let err = format!("{:#}", try_decode(&cut).unwrap_err());
+            assert!(
+                err.starts_with("truncated: the header promises 8000 samples per channel"),
+                "{keep}: {err}"
+            );
+            let named = format!("{:#}", decode(&cut).unwrap_err());
+            assert!(named.contains(&format!("cut-{keep}.wav")), "{named}");
+        }
+        // The whole file is fine.
+        assert_eq!(try_decode(&path).unwrap().samples.len(), 8000);
     }
 
     #[test]

@@ -264,6 +264,9 @@ pub fn compute_with(
         window_mask.extend(mask);
         seconds += s;
     }
+    // Timings are measurements of the run, not outputs: they go to the manifest.
+    reporter.measure("features_seconds", compute_s);
+    reporter.measure("audio_seconds_per_second", seconds / compute_s.max(1e-9));
 
     // Captions, grouped by clip in data set order.
     let clip_row: HashMap<&str, usize> = index
@@ -301,9 +304,9 @@ pub fn compute_with(
         }
         clips.push(ClipRow {
             clip_id: clip.clip_id.clone(),
-            file: resolve(dataset_dir, &clip.file)
-                .to_string_lossy()
-                .into_owned(),
+            // As the data set has it (relative to the data set artifact), never resolved: the
+            // output must not depend on where the artifacts live.
+            file: clip.file.clone(),
             split: clip.split,
             duration_s: clip.duration_s,
             caption_indices,
@@ -359,12 +362,11 @@ pub fn compute_with(
         "captions_truncated": text.truncated,
         "unknown_word_rate_val": text.unknown_rate(&captions, Split::Val),
         "unknown_word_rate_test": text.unknown_rate(&captions, Split::Test),
-        "features_seconds": compute_s,
-        "audio_seconds_per_second": seconds / compute_s.max(1e-9),
     });
     if let Some(t) = &tokenizer {
         metrics["tokenizer"] = serde_json::json!({
-            "file": t.path().to_string_lossy(),
+            // The file name only: where the input lives is not part of the output.
+            "file": t.path().file_name().map(|n| n.to_string_lossy()),
             "model": t.model_type(),
             "vocab_size": t.vocab().len(),
             "pad_id": t.pad_id(),
@@ -496,7 +498,9 @@ impl StageKind for Features {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: `file` as the data set has it (not resolved to an absolute path), timings and the
+        // tokenizer's directory out of metrics.json.
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -515,8 +519,12 @@ impl StageKind for Features {
             Some(path) => Some(tokenizer_path(path, params.tokenizer_file.as_deref())?),
             None => None,
         };
-        let (set, metrics) = crate::synth::pool(ctx.threads)?
+        let (set, mut metrics) = crate::synth::pool(ctx.threads)?
             .install(|| compute_with(dataset, tokenizer.as_deref(), &params, ctx.reporter))?;
+        if let Some(file) = &params.tokenizer_file {
+            // The tokenizer's path inside its input.
+            metrics["tokenizer"]["file"] = file.as_str().into();
+        }
         set.save(ctx.out_dir)?;
         ctx.write_metrics(&metrics)
     }
@@ -635,6 +643,34 @@ mod tests {
                 .any(|r| r.caption_index == 0 && r.clip_index == 0 && r.relevance == 1.0)
         );
         assert_eq!(metrics["train_clips"], 12);
+        // The data set's relative path, not resolved against where it lives.
+        assert_eq!(loaded.clips[0].file, "audio/syn-train-00000.wav");
+    }
+
+    #[test]
+    fn timings_are_measured_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = SynthParams {
+            train_clips: 2,
+            val_clips: 1,
+            test_clips: 1,
+            captions_per_clip: 1,
+            ..Default::default()
+        };
+        write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        let recorder = crate::testing::Recorder::default();
+        let (_, metrics) = compute(dir.path(), &FeaturesParams::default(), &recorder).unwrap();
+        assert_eq!(
+            recorder.measured(),
+            ["features_seconds", "audio_seconds_per_second"]
+        );
+        let timed: Vec<_> = metrics
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.contains("second") && *k != "audio_seconds")
+            .collect();
+        assert!(timed.is_empty(), "{timed:?}");
     }
 
     #[test]
@@ -765,12 +801,8 @@ mod tests {
         assert_eq!(metrics["tokenizer"]["pad_id"], 3);
         assert_eq!(metrics["tokenizer"]["unk_id"], 0);
         assert_eq!(metrics["tokenizer"]["special_tokens"], 2);
-        assert!(
-            metrics["tokenizer"]["file"]
-                .as_str()
-                .unwrap()
-                .ends_with("tokenizer.json")
-        );
+        // The name only: where the input lives is not part of the output.
+        assert_eq!(metrics["tokenizer"]["file"], "tokenizer.json");
         let truncated = metrics["captions_truncated"].as_u64().unwrap();
         assert!(truncated > 0 && truncated < 100, "{truncated}");
         assert!(metrics["unknown_word_rate_val"].as_f64().unwrap() > 0.0);
@@ -779,6 +811,43 @@ mod tests {
         let (words, _) = compute(dir.path(), &params, &SilentReporter).unwrap();
         assert_eq!(words.mel, loaded.mel);
         assert_ne!(words.vocab, loaded.vocab);
+    }
+
+    /// Through the kind, with a folder `tokenizer` input: the metrics name the tokenizer by its
+    /// path inside the input, and no output names a directory of the inputs.
+    #[test]
+    fn the_kind_names_the_tokenizer_inside_its_input() {
+        let data = tempfile::tempdir().unwrap();
+        let synth = SynthParams {
+            train_clips: 2,
+            val_clips: 1,
+            test_clips: 1,
+            captions_per_clip: 1,
+            ..Default::default()
+        };
+        write_dataset(&synth, data.path(), &SilentReporter).unwrap();
+        let tok = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tok.path().join("sub")).unwrap();
+        std::fs::write(
+            tok.path().join("sub/tokenizer.json"),
+            crate::text::tests::TEST_TOKENIZER,
+        )
+        .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let recorder = crate::testing::Recorder::default();
+        crate::testing::run_kind(
+            &Features,
+            "tokenizer_file = \"sub/tokenizer.json\"",
+            &[("dataset", data.path()), ("tokenizer", tok.path())],
+            out.path(),
+            &recorder,
+        )
+        .unwrap();
+        let files = crate::testing::content(out.path());
+        let metrics: serde_json::Value = serde_json::from_slice(&files["metrics.json"]).unwrap();
+        assert_eq!(metrics["tokenizer"]["file"], "sub/tokenizer.json");
+        crate::testing::assert_no_path_in(&files, data.path());
+        crate::testing::assert_no_path_in(&files, tok.path());
     }
 
     #[test]

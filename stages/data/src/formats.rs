@@ -355,7 +355,12 @@ pub const EMBEDDINGS_FILE: &str = "embeddings.safetensors";
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetClip {
     pub clip_id: String,
-    /// Audio path: absolute, or relative to the data set artifact directory.
+    /// Audio path relative to the data set artifact directory (`audio/<clip_id>.wav` for the
+    /// generated sets; `audio/<path in the root>` for `dataset`, whose `audio` is a symbolic link
+    /// to the root), so that the index does not depend on where anything lives. Absolute only
+    /// where the data set's own index names an absolute file (a `csv` row outside the root);
+    /// artifacts of older versions may hold absolute paths. Resolve with
+    /// [`crate::features::resolve`].
     pub file: String,
     pub split: Split,
     pub duration_s: f64,
@@ -527,6 +532,8 @@ fn itertools_zip4<A, B, C, D>(
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipRow {
     pub clip_id: String,
+    /// The clip's audio as the data set has it ([`DatasetClip::file`]): relative to the data
+    /// set artifact (the `features` node's `dataset` input), never resolved.
     pub file: String,
     pub split: Split,
     pub duration_s: f64,

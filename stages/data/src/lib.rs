@@ -11,6 +11,8 @@ pub mod formats;
 pub mod mel;
 pub mod sounds;
 pub mod synth;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod text;
 
 use pipeline_api::Registry;

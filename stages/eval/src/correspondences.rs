@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `audio_index` | int64 | clip row in the features (`clips.parquet` `clip_index`) |
 //! | `audio_id` | utf8 (dictionary-encoded) | `clip_id` |
-//! | `audio_file` | utf8 (dictionary-encoded) | the clip's audio file, as in the features |
+//! | `audio_file` | utf8 (dictionary-encoded) | the clip's audio file, exactly as the features' `clips.parquet` holds it (relative to the data set's artifact directory; never joined with an input path) |
 //! | `caption_index` | int64 | caption row in the features (`captions.parquet` `caption_index`) |
 //! | `caption_id` | utf8 (dictionary-encoded) | `caption_id` |
 //! | `caption` | utf8 (dictionary-encoded) | caption text, as written |
@@ -29,7 +29,9 @@
 //! `C_hat / τ` over the items of each batch; they describe the same estimate at a different scale.
 //! The strings are dictionary-encoded in Parquet and read back as plain utf8 (the file carries
 //! no embedded Arrow schema). Key-value metadata: `teachers` (JSON list of the teacher node
-//! names, index `m` ↔ `teacher_<m>`), `split`, `tau`, `schema_version` (`1`).
+//! names, index `m` ↔ `teacher_<m>`; a teacher bound by an external path is named by the
+//! path's last component), `split`, `tau`, `schema_version` (`1`). Nothing in the file depends
+//! on where the project or its artifacts live.
 //!
 //! Memory stays bounded: the softmax normalisers (log-sum-exp per clip and per caption) are
 //! computed in a first pass over blocks of clips; the second pass recomputes each block and
@@ -78,6 +80,9 @@ pub const CORRESPONDENCES_FILE: &str = "correspondences.parquet";
 pub const SPEARMAN_MAX_PAIRS: usize = 2_000_000;
 /// Version of the Parquet schema written in the key-value metadata.
 pub const SCHEMA_VERSION: u32 = 1;
+/// Accepted softmax temperatures τ (as `train`'s): below 1e-3 the probabilities are one-hot in
+/// float32, beyond 10 uniform.
+pub const TAU_RANGE: (f64, f64) = (1e-3, 10.0);
 
 /// Parameters of `correspondences`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +133,9 @@ impl StageKind for Correspondences {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: a teacher bound by an external path is named by its last component in the
+        // `teachers` metadata, not by its absolute path.
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -141,8 +148,14 @@ impl StageKind for Correspondences {
             ));
         }
         let p: CorrespondencesParams = parse_params(params)?;
-        if !(p.tau.is_finite() && p.tau > 0.0) {
-            return Err(ParamError::at("tau", "must be a positive number"));
+        if !(p.tau.is_finite() && (TAU_RANGE.0..=TAU_RANGE.1).contains(&p.tau)) {
+            return Err(ParamError::at(
+                "tau",
+                format!(
+                    "must be in [{}, {}] (got {:e}); the paper's τ is 0.05",
+                    TAU_RANGE.0, TAU_RANGE.1, p.tau
+                ),
+            ));
         }
         if p.row_group_rows == 0 {
             return Err(ParamError::at("row_group_rows", "must be at least 1"));
@@ -177,10 +190,7 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
         text: Vec::new(),
     };
     for (m, artifact) in ctx.inputs("teachers").iter().enumerate() {
-        let name = artifact
-            .node
-            .clone()
-            .unwrap_or_else(|| artifact.path.display().to_string());
+        let name = crate::input_label(artifact);
         let emb =
             Embeddings::load(&artifact.path).with_context(|| format!("teacher {m} (`{name}`)"))?;
         if m == 0 {

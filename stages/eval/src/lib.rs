@@ -16,6 +16,19 @@ pub use correspondences::Correspondences;
 pub use evaluate::Evaluate;
 pub use report::Report;
 
+/// How an output names an input artifact: its producing node (`"embed.seed-1"`), or for an
+/// external path the path's last component, never the whole path: outputs must not depend on
+/// where the project lives (a node's key does not).
+pub fn input_label(artifact: &pipeline_api::InputArtifact) -> String {
+    match &artifact.node {
+        Some(node) => node.clone(),
+        None => artifact
+            .path
+            .file_name()
+            .map_or_else(|| "input".to_owned(), |n| n.to_string_lossy().into_owned()),
+    }
+}
+
 /// Registers this crate's stage kinds: `correspondences`, `evaluate`, `report`.
 pub fn register(registry: &mut Registry) {
     registry.register(Correspondences);

@@ -1,6 +1,6 @@
 //! Retrieval metrics: pure functions, no I/O.
 //!
-//! Conventions (see `shared/docs/method.md`, "Evaluation conventions"):
+//! Conventions (see `docs/method.md`, "Evaluation conventions"):
 //! - Similarity matrices are row-major `[n_captions, n_clips]` (`sim[q * n_clips + i]` is the
 //!   score of clip `i` for caption `q`), for both directions.
 //! - Ranks are 1-based. Score ties are broken deterministically, as a stable sort by descending
@@ -156,6 +156,24 @@ pub fn single_relevant_values(rank: usize) -> [f64; 4] {
         hit(10),
         if rank <= 10 { 1.0 / rank as f64 } else { 0.0 },
     ]
+}
+
+/// Chance level of single-relevant text → audio AP@10 among `n_clips` clips: the mean and the
+/// per-query standard deviation of [`single_relevant_values`]' AP@10 when the relevant clip's
+/// rank is uniform on `1..=n_clips` (a ranking that knows nothing). `(0, 0)` without clips.
+///
+/// The mean over `q` independent queries of such a ranking has standard deviation
+/// `sd / sqrt(q)`; `learn` fails a training whose best validation mAP@10 stays within three of
+/// those of the mean.
+pub fn chance_map10(n_clips: usize) -> (f64, f64) {
+    if n_clips == 0 {
+        return (0.0, 0.0);
+    }
+    let n = n_clips as f64;
+    let top = n_clips.min(10);
+    let mean = (1..=top).map(|r| 1.0 / r as f64).sum::<f64>() / n;
+    let square = (1..=top).map(|r| 1.0 / (r * r) as f64).sum::<f64>() / n;
+    (mean, (square - mean * mean).max(0.0).sqrt())
 }
 
 /// Multi-relevant AP@k (DCASE 2025) from the 1-based ranks of *all* relevant items (any order):
@@ -556,6 +574,23 @@ mod tests {
         assert_eq!(top_k(&s, 3), vec![1, 3, 0]);
         // NaN ranks last.
         assert_eq!(rank_of(&[f32::NAN, 0.0, -1.0], 0), 3);
+    }
+
+    #[test]
+    fn chance_map10_is_the_mean_over_uniform_ranks() {
+        for n in [1usize, 3, 8, 10, 11, 100] {
+            let values: Vec<f64> = (1..=n).map(|r| single_relevant_values(r)[3]).collect();
+            let m = mean(&values);
+            let sd = (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n as f64).sqrt();
+            let (cm, csd) = chance_map10(n);
+            assert!(
+                close(cm, m) && close(csd, sd),
+                "{n}: {cm} {csd} vs {m} {sd}"
+            );
+        }
+        // 8 clips: the ≈ 0.34 quoted in the tests of `learn`.
+        assert!((chance_map10(8).0 - 0.3397).abs() < 1e-4);
+        assert_eq!(chance_map10(0), (0.0, 0.0));
     }
 
     #[test]

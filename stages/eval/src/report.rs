@@ -4,7 +4,8 @@
 //!
 //! # Inputs
 //! - `evaluations` (required, one or more `evaluate` artifacts): the node name of each is its
-//!   label; those matching `baseline` are Stage-1 models, the others Stage-2 models.
+//!   label (for an external path: the path's last component, so that the report never prints
+//!   an absolute path); those matching `baseline` are Stage-1 models, the others Stage-2 models.
 //! - `training` (optional, `train` / `distill` artifacts with `curves.parquet`).
 //! - `correspondences` (optional, one `correspondences` artifact).
 //! - `features` (optional): split sizes for the report's header.
@@ -143,7 +144,9 @@ impl StageKind for Report {
 
     fn version(&self) -> u32 {
         // 2: the headline says that its two models are chosen on the test split.
-        2
+        // 3: inputs bound by an external path are labelled by its last component, not by the
+        // absolute path.
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -226,10 +229,7 @@ struct Margin {
 fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
     let mut models = Vec::new();
     for a in ctx.inputs("evaluations") {
-        let name = a
-            .node
-            .clone()
-            .unwrap_or_else(|| a.path.display().to_string());
+        let name = crate::input_label(a);
         let metrics = read_metrics(&a.path).with_context(|| format!("evaluation `{name}`"))?;
         let ranks = read_ranks(&a.path).with_context(|| format!("evaluation `{name}`"))?;
         models.push(Model {
@@ -433,10 +433,7 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
         let mut loss = Vec::new();
         let mut val = Vec::new();
         for a in training {
-            let name = a
-                .node
-                .clone()
-                .unwrap_or_else(|| a.path.display().to_string());
+            let name = crate::input_label(a);
             let (l, v) = read_curves(&a.path.join(CURVES_FILE))
                 .with_context(|| format!("training `{name}`"))?;
             loss.push(Series {

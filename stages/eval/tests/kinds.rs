@@ -559,3 +559,280 @@ fn report_compares_stages_with_paired_intervals() {
     assert!(h["ci_low"].as_f64().unwrap() <= v && v <= h["ci_high"].as_f64().unwrap());
     assert_eq!(m["stage1_models"], 1);
 }
+
+/// Every string value (plain or dictionary-encoded) and every key-value metadata entry of a
+/// Parquet file.
+fn parquet_strings(path: &Path) -> Vec<String> {
+    use arrow::datatypes::DataType;
+    let mut out = Vec::new();
+    let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    for kv in reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+    {
+        out.push(kv.key.clone());
+        out.extend(kv.value.clone());
+    }
+    let b = read_all(path);
+    for column in b.columns() {
+        let column = match column.data_type() {
+            DataType::Utf8 => column.clone(),
+            DataType::Dictionary(_, _) => arrow::compute::cast(column, &DataType::Utf8).unwrap(),
+            _ => continue,
+        };
+        out.extend(
+            column
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_owned),
+        );
+    }
+    out
+}
+
+/// Files (name → bytes) of an output directory.
+fn files_of(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The correspondences, evaluations and report of one project whose inputs are all bound by
+/// external paths under `root` (no producing node, as `{ path = ... }` references), computed
+/// with `threads` threads: returns the `correspondences` and `report` output directories.
+fn project_in(root: &Path, threads: usize) -> (PathBuf, PathBuf) {
+    let features = synthetic_features([8, 3, 6], 2, TOPICS, true);
+    let fdir = root.join("features");
+    std::fs::create_dir_all(&fdir).unwrap();
+    features.save(&fdir).unwrap();
+    let emb = |name: &str, noise: f32, seed: u64| {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        synthetic_embeddings(&features, 12, TOPICS, noise, seed)
+            .save(&d)
+            .unwrap();
+        d
+    };
+    let (t0, t1) = (emb("teacher-a", 0.5, 1), emb("teacher-b", 0.9, 2));
+    let corr = root.join("corr");
+    run_stage(
+        &Correspondences,
+        "correspondences",
+        "",
+        &[
+            ("teachers", vec![(None, t0.clone()), (None, t1.clone())]),
+            ("features", vec![(None, fdir.clone())]),
+        ],
+        &corr,
+        threads,
+    )
+    .unwrap();
+    let mut evaluations = Vec::new();
+    for (name, t) in [("eval-a", &t0), ("eval-b", &t1)] {
+        let out = root.join(name);
+        run_stage(
+            &Evaluate,
+            "evaluate",
+            "bootstrap = 50",
+            &[
+                ("embeddings", vec![(None, t.clone())]),
+                ("features", vec![(None, fdir.clone())]),
+            ],
+            &out,
+            threads,
+        )
+        .unwrap();
+        evaluations.push((None, out));
+    }
+    let train = root.join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    write_parquet(
+        &train.join("curves.parquet"),
+        &batch(vec![
+            ("epoch", i64_column([1i64, 2])),
+            ("step", i64_column([4i64, 8])),
+            ("train_loss", f64_column([2.0, 1.5])),
+            ("lr", f64_column([1e-3, 1e-5])),
+            ("val_map10", f64_column([0.2, 0.3])),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let report = root.join("report");
+    run_stage(
+        &Report,
+        "report",
+        "baseline = \"eval-a\"\nbootstrap = 50",
+        &[
+            ("evaluations", evaluations),
+            ("training", vec![(None, train)]),
+            ("correspondences", vec![(None, corr.clone())]),
+            ("features", vec![(None, fdir)]),
+        ],
+        &report,
+        1,
+    )
+    .unwrap();
+    (corr, report)
+}
+
+#[test]
+fn outputs_hold_no_absolute_path_and_relocate_byte_for_byte() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (corr_a, report_a) = project_in(a.path(), 2);
+    let (corr_b, report_b) = project_in(b.path(), 1);
+    // The same inputs in another directory, and with other thread counts (neither is part of a
+    // node's key), give the same bytes, for every file of the three kinds.
+    let same = |x: &Path, y: &Path| {
+        let (fx, fy) = (files_of(x), files_of(y));
+        assert_eq!(fx.keys().collect::<Vec<_>>(), fy.keys().collect::<Vec<_>>());
+        for (name, bytes) in &fx {
+            assert!(
+                *bytes == fy[name],
+                "`{name}` of `{}` differs when the project lives elsewhere",
+                x.file_name().unwrap().to_string_lossy()
+            );
+        }
+    };
+    same(&corr_a, &corr_b);
+    same(&report_a, &report_b);
+    for name in ["eval-a", "eval-b"] {
+        same(&a.path().join(name), &b.path().join(name));
+    }
+
+    let root = a.path().to_string_lossy().into_owned();
+    let strings = parquet_strings(&corr_a.join("correspondences.parquet"));
+    assert!(strings.iter().any(|s| s.ends_with(".wav")), "{strings:?}");
+    let absolute: Vec<&String> = strings
+        .iter()
+        .filter(|s| s.starts_with('/') || s.contains(&root))
+        .collect();
+    assert!(absolute.is_empty(), "absolute paths: {absolute:?}");
+    // The audio files exactly as the features index holds them.
+    let index =
+        pipeline_eval::index::SplitIndex::load(&a.path().join("features"), Split::Train).unwrap();
+    let b = read_all(&corr_a.join("correspondences.parquet"));
+    let files = arrow::compute::cast(
+        b.column_by_name("audio_file").unwrap(),
+        &arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    let n_c = index.n_captions();
+    for (i, file) in index.clip_files.iter().enumerate() {
+        assert_eq!(files.as_string::<i32>().value(i * n_c), file);
+    }
+    assert_eq!(
+        pipeline_eval::correspondences::teacher_names(&corr_a.join("correspondences.parquet"))
+            .unwrap(),
+        vec!["teacher-a", "teacher-b"]
+    );
+    for dir in [&corr_a, &report_a] {
+        for (name, bytes) in files_of(dir) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(&root),
+                "`{name}` names the project directory"
+            );
+        }
+    }
+    let md = std::fs::read_to_string(report_a.join("report.md")).unwrap();
+    assert!(
+        md.contains("| `eval-a` | 1 |") && md.contains("| `eval-b` | 2 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn correspondences_tau_outside_a_sane_range_is_refused() {
+    let inputs = InputCounts([("teachers".to_owned(), 1), ("features".to_owned(), 1)].into());
+    for tau in ["1e-30", "0.0", "-1.0", "100.0"] {
+        let err = Correspondences
+            .plan(&toml::from_str(&format!("tau = {tau}")).unwrap(), &inputs)
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("tau"), "{tau}: {err}");
+        assert!(err.message.contains("must be in [0.001, 10]"), "{err}");
+    }
+    for tau in ["0.001", "0.05", "10.0"] {
+        Correspondences
+            .plan(&toml::from_str(&format!("tau = {tau}")).unwrap(), &inputs)
+            .unwrap();
+    }
+}
+
+/// The data set and features kinds of `pipeline-data`, then `correspondences`: the audio files
+/// in the table are relative (to the data set's artifact directory) and name files there.
+#[test]
+fn correspondences_of_generated_features_name_files_relative_to_the_data_set() {
+    let mut registry = Registry::default();
+    pipeline_data::register(&mut registry);
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    run_stage(
+        registry.get("synth-dataset").unwrap().as_ref(),
+        "data",
+        "seed = 3\ntrain_clips = 6\nval_clips = 2\ntest_clips = 2\nclip_seconds = 2.5\ncaptions_per_clip = 2",
+        &[],
+        &data,
+        1,
+    )
+    .unwrap();
+    let fdir = root.path().join("features");
+    run_stage(
+        registry.get("features").unwrap().as_ref(),
+        "features",
+        "preset = \"light\"\nmax_seconds = 2.5\nwindow_seconds = 2.5",
+        &[("dataset", vec![(Some("data"), data.clone())])],
+        &fdir,
+        1,
+    )
+    .unwrap();
+    let features = FeatureSet::load(&fdir).unwrap();
+    let t = root.path().join("teacher");
+    std::fs::create_dir_all(&t).unwrap();
+    synthetic_embeddings(&features, 8, TOPICS, 0.5, 1)
+        .save(&t)
+        .unwrap();
+    let corr = root.path().join("corr");
+    run_stage(
+        &Correspondences,
+        "correspondences",
+        "",
+        &[
+            ("teachers", vec![(Some("embed"), t)]),
+            ("features", vec![(Some("features"), fdir)]),
+        ],
+        &corr,
+        1,
+    )
+    .unwrap();
+    let table = read_all(&corr.join("correspondences.parquet"));
+    let files = arrow::compute::cast(
+        table.column_by_name("audio_file").unwrap(),
+        &arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    let files: std::collections::BTreeSet<&str> =
+        files.as_string::<i32>().iter().flatten().collect();
+    assert_eq!(files.len(), 6);
+    for file in files {
+        assert!(
+            !Path::new(file).is_absolute(),
+            "absolute audio path `{file}`"
+        );
+        assert!(data.join(file).is_file(), "`{file}` is not in the data set");
+    }
+    let strings = parquet_strings(&corr.join("correspondences.parquet"));
+    let root = root.path().to_string_lossy().into_owned();
+    assert!(!strings.iter().any(|s| s.contains(&root)));
+}

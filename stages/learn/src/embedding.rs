@@ -9,6 +9,7 @@ use burn::store::ModuleRecord;
 use pipeline_data::formats::FeatureSet;
 
 use crate::batches::{audio_tensors, text_input};
+use crate::models::layers::canonical_ids;
 use crate::models::{DualEncoder, DualEncoderConfig};
 
 pub const MODEL_FILE: &str = "model.mpk";
@@ -78,10 +79,11 @@ pub fn load_record(model: DualEncoder, path: &Path) -> anyhow::Result<DualEncode
         .map_err(|e| anyhow::anyhow!("`{}` does not fit the model: {e}", path.display()))
 }
 
-/// Saves `model`'s parameters.
+/// Saves `model`'s parameters, with positional parameter ids ([`canonical_ids`]) so that the
+/// file is a function of the weights alone (byte-identical for identical trainings). A model
+/// whose ids are already positional (every model the training loop holds) keeps its ids.
 pub fn save_record(model: &DualEncoder, path: &Path) -> anyhow::Result<()> {
-    model
-        .clone()
+    canonical_ids(model.clone())
         .save_file(path)
         .map_err(|e| anyhow::anyhow!("writing `{}`: {e}", path.display()))
 }

@@ -77,7 +77,8 @@ impl StageKind for EncodeKind {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: no wall-clock `seconds` in `metrics.json` (a measurement now).
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -148,6 +149,9 @@ impl StageKind for EncodeKind {
         features.mel = audio;
         features.text_vectors = Some(text);
         features.save(ctx.out_dir)?;
+        // A measurement of this run (manifest), not an output: it differs between runs.
+        ctx.reporter
+            .measure("seconds", started.elapsed().as_secs_f64());
         ctx.write_metrics(&json!({
             "audio_dim": audio_dim,
             "text_dim": features.text_vectors.as_ref().map(|v| v.dim),
@@ -155,7 +159,6 @@ impl StageKind for EncodeKind {
             "n_windows": features.n_windows(),
             "n_captions": features.captions.len(),
             "device": compute.name,
-            "seconds": started.elapsed().as_secs_f64(),
         }))?;
         Ok(())
     }

@@ -49,7 +49,9 @@ fn run_training(
         .unwrap_or(ctx.threads)
         .min(ctx.threads.max(1))
         .max(1);
-    let fingerprint = json!({ "kind": kind, "params": ctx.params, "model": &model, "mel_shape": features.mel_shape });
+    // `checkpoint`: the layout of the scratch checkpoint (2: positional parameter ids, the kept
+    // model's embedding spread); a checkpoint of another layout is not resumed.
+    let fingerprint = json!({ "kind": kind, "checkpoint": 2, "params": ctx.params, "model": &model, "mel_shape": features.mel_shape });
     let job = TrainJob {
         node: ctx.node,
         features,
@@ -65,6 +67,18 @@ fn run_training(
         stop_after: None,
     };
     let summary = with_threads(threads, || train(&job))??;
+    // Measurements of this run, not outputs: they differ between two runs of one key, so they
+    // go to the manifest and never into a hashed file.
+    let r = ctx.reporter;
+    r.measure("threads", threads as f64);
+    r.measure("resumed_epochs", summary.resumed_epochs as f64);
+    r.measure("train_seconds", summary.train_seconds);
+    r.measure("wall_seconds", summary.wall_seconds);
+    r.measure("steps_per_second", summary.steps_per_second);
+    r.measure(
+        "seconds_per_epoch",
+        summary.wall_seconds / summary.curves.len().max(1) as f64,
+    );
     let out = ctx.out_dir;
     fs_err::copy(best_model_path(ctx.scratch_dir), out.join(MODEL_FILE))?;
     save_config(&model, out)?;
@@ -75,10 +89,8 @@ fn run_training(
         "params": ctx.params,
         "model": &model,
         "device": compute.name,
-        "threads": threads,
         "features": { "mel_shape": features.mel_shape, "max_tokens": features.max_tokens, "vocab_size": features.vocab.len() },
         "steps_per_epoch": summary.steps_per_epoch,
-        "resumed_epochs": summary.resumed_epochs,
     });
     fs_err::write(
         out.join("train_config.json"),
@@ -102,7 +114,9 @@ impl StageKind for TrainKind {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: no timings in `metrics.json`, `curves.parquet` and `train_config.json`;
+        // positional parameter ids in `model.mpk` (byte-identical for identical trainings).
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -168,7 +182,8 @@ impl StageKind for DistillKind {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`).
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

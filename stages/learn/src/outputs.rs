@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::train::{CurveRow, TrainSummary};
 
 /// `curves.parquet`: one row per epoch (`epoch`, `step` as int64; the rest float64, NaN where
-/// there is no validation split).
+/// there is no validation split). No wall-clock column: the file is a function of the node's
+/// key (timings are measurements, see `kinds::run_training`).
 pub fn write_curves(path: &Path, curves: &[CurveRow]) -> anyhow::Result<()> {
     let val = |f: fn(&crate::train::ValScores) -> f64| {
         f64_column(
@@ -31,7 +32,6 @@ pub fn write_curves(path: &Path, curves: &[CurveRow]) -> anyhow::Result<()> {
         ("val_r1", val(|v| v.r1)),
         ("val_r5", val(|v| v.r5)),
         ("val_r10", val(|v| v.r10)),
-        ("seconds", f64_column(curves.iter().map(|c| c.seconds))),
     ])?;
     write_parquet(path, &table)
 }
@@ -110,7 +110,9 @@ pub fn plot_curves(path: &Path, curves: &[CurveRow]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `metrics.json`: the kept epoch, its validation scores, throughput and device.
+/// `metrics.json`: the kept epoch, its validation scores and the device. No timing or
+/// throughput: those differ between two runs of one key and go to the manifest
+/// ([`pipeline_api::Reporter::measure`]).
 pub fn metrics_json(summary: &TrainSummary, device: &str) -> serde_json::Value {
     let val = summary
         .best_val
@@ -118,7 +120,6 @@ pub fn metrics_json(summary: &TrainSummary, device: &str) -> serde_json::Value {
     json!({
         "best_epoch": summary.best_epoch,
         "val": val,
-        "steps_per_second": summary.steps_per_second,
         "device": device,
     })
 }

@@ -537,8 +537,45 @@ fn positive(v: f64) -> bool {
     v.is_finite() && v > 0.0
 }
 
+/// Largest peak learning rate accepted: AdamW moves every weight by about `lr` per step, so
+/// beyond 1 a training can only diverge (the shipped pipelines use 2e-5 to 1e-3).
+pub const MAX_LR: f64 = 1.0;
+/// Accepted temperatures τ (those of `correspondences` too): the paper uses 0.05; at 1e-3 the
+/// logits `C / τ` already span ±1000, and beyond 10 every pair scores alike.
+pub const TAU_RANGE: (f64, f64) = pipeline_eval::correspondences::TAU_RANGE;
+/// Largest decoupled weight decay accepted (the shipped pipelines use 0 and 0.05).
+pub const MAX_WEIGHT_DECAY: f64 = 1.0;
+/// Largest loss weight λ accepted.
+pub const MAX_LAMBDA: f64 = 100.0;
+
+/// `v` as written in a pipeline file: `0.05`, `1e6`, `1e-30`.
+pub fn number(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-3..1e4).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Refuses `value` outside `[lo, hi]` (with `lo_open`: `(lo, hi]`), naming the key and the value.
+fn in_range(value: f64, key: &str, lo: f64, hi: f64, lo_open: bool) -> Result<(), ParamError> {
+    let ok = value.is_finite() && value <= hi && if lo_open { value > lo } else { value >= lo };
+    let open = if lo_open { "(" } else { "[" };
+    check(
+        ok,
+        key,
+        &format!(
+            "must be in {open}{}, {}] (got {})",
+            number(lo),
+            number(hi),
+            number(value)
+        ),
+    )
+}
+
 impl OptimParams {
-    /// Range checks.
+    /// Range checks: generous enough for every shipped pipeline, tight enough that a value that
+    /// can only diverge (or a typo by orders of magnitude) is refused before anything runs.
     pub fn validate(&self) -> Result<(), ParamError> {
         check(self.epochs >= 1, "epochs", "must be at least 1")?;
         check(
@@ -546,7 +583,7 @@ impl OptimParams {
             "batch_size",
             "must be at least 2 (a contrastive batch needs negatives)",
         )?;
-        check(positive(self.lr), "lr", "must be a positive number")?;
+        in_range(self.lr, "lr", 0.0, MAX_LR, true)?;
         check(
             self.warmup_epochs.is_finite()
                 && self.warmup_epochs >= 0.0
@@ -559,19 +596,17 @@ impl OptimParams {
             "final_lr",
             "must be between 0 and `lr`",
         )?;
-        check(
-            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+        in_range(
+            self.weight_decay,
             "weight_decay",
-            "must be ≥ 0",
+            0.0,
+            MAX_WEIGHT_DECAY,
+            false,
         )?;
         if let Some(c) = self.grad_clip {
             check(positive(c), "grad_clip", "must be a positive number")?;
         }
-        check(
-            positive(self.tau) && self.tau <= 10.0,
-            "tau",
-            "must be in (0, 10]",
-        )?;
+        in_range(self.tau, "tau", TAU_RANGE.0, TAU_RANGE.1, false)?;
         if let Some(t) = self.threads {
             check(t >= 1, "threads", "must be at least 1")?;
         }
@@ -875,16 +910,8 @@ impl TrainParams {
 impl DistillParams {
     pub fn canonical(self) -> Result<Self, ParamError> {
         self.optim().validate()?;
-        check(
-            self.lambda_sup.is_finite() && self.lambda_sup >= 0.0,
-            "lambda_sup",
-            "must be ≥ 0",
-        )?;
-        check(
-            self.lambda_dist.is_finite() && self.lambda_dist >= 0.0,
-            "lambda_dist",
-            "must be ≥ 0",
-        )?;
+        in_range(self.lambda_sup, "lambda_sup", 0.0, MAX_LAMBDA, false)?;
+        in_range(self.lambda_dist, "lambda_dist", 0.0, MAX_LAMBDA, false)?;
         check(
             self.lambda_sup + self.lambda_dist > 0.0,
             "lambda_dist",

@@ -7,7 +7,13 @@
 //! best model kept, and a checkpoint (model, optimizer, best model, curves) written to the
 //! scratch directory, so that a killed run resumes after its last finished epoch. All randomness
 //! is drawn from the seed, so a run is reproducible (and a resumed run equals an uninterrupted
-//! one) on the CPU.
+//! one) on the CPU. Wall-clock timings are kept out of the results ([`TrainSummary`] carries them
+//! for the caller to report as measurements).
+//!
+//! A run that diverges fails instead of publishing a useless model: a non-finite loss stops it at
+//! once; after the last epoch, a kept model whose validation embeddings have collapsed
+//! ([`Spread::collapsed`]) or whose best validation mAP@10 is not above chance
+//! ([`chance_verdict`]) fails it, with a message that says what to change.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +32,10 @@ use crate::batches::{
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
 use crate::losses::{dist_loss, positives, similarity, sup_loss};
+use crate::models::layers::canonical_ids;
 use crate::models::yamnet::load_yamnet;
 use crate::models::{AudioEncoder, DualEncoder, DualEncoderConfig, TextEncoder, TextEncoderConfig};
-use crate::params::OptimParams;
+use crate::params::{OptimParams, number};
 use crate::pretrained::bert::load_bert_with;
 
 /// What the loss is.
@@ -124,8 +131,6 @@ pub struct CurveRow {
     pub lr: f64,
     /// Validation scores (absent when the features have no `val` split).
     pub val: Option<ValScores>,
-    /// Wall-clock seconds since the start of training (summed over resumed runs).
-    pub seconds: f64,
 }
 
 /// What a finished run reports.
@@ -135,11 +140,161 @@ pub struct TrainSummary {
     pub best_epoch: usize,
     pub best_val: Option<ValScores>,
     pub curves: Vec<CurveRow>,
-    /// Optimizer steps per second of training (validation excluded).
+    /// Optimizer steps per second of training (validation excluded). A measurement of the run,
+    /// not a result: report it with [`Reporter::measure`], never in an output file.
     pub steps_per_second: f64,
+    /// Wall-clock seconds of the training steps (validation excluded), summed over resumed runs.
+    pub train_seconds: f64,
+    /// Wall-clock seconds of the epochs, validation included, summed over resumed runs.
+    pub wall_seconds: f64,
     pub steps_per_epoch: usize,
     /// Epochs restored from a checkpoint rather than trained by this call.
     pub resumed_epochs: usize,
+}
+
+/// How spread out a set of L2-normalised embeddings is: what tells a collapsed model (every
+/// input mapped to one point, or to a handful) from a trained or even an untrained one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Rows (clips or captions).
+    pub rows: usize,
+    /// Distinct inputs among them (distinct token sequences or caption vectors for captions;
+    /// clips count as distinct).
+    pub distinct_inputs: usize,
+    /// Distinct embeddings, comparing values rounded to multiples of [`Spread::RESOLUTION`].
+    pub distinct: usize,
+    /// Total variance: mean squared distance of the rows to their centroid (`1 - |centroid|²`
+    /// for unit rows; 0 when all rows are equal, `1 - 1/rows` for orthogonal ones).
+    pub variance: f64,
+    /// Rows holding a NaN or an infinite value.
+    pub non_finite: usize,
+}
+
+impl Spread {
+    /// Values closer than this count as equal when counting distinct embeddings.
+    pub const RESOLUTION: f32 = 1e-4;
+    /// Below this total variance the rows sit within about 0.01 of one point (a 0.6° cone).
+    /// Measured on the tiny test models: 0.09–0.5 at initialisation and after a healthy
+    /// training; 1e-15 after `lr = 1e6` (every caption one embedding), down to 1e-5 after
+    /// `lr = 1` or `0.3`, whose rankings are then the same for every query.
+    pub const MIN_VARIANCE: f64 = 1e-4;
+    /// Fewer distinct embeddings than `distinct_inputs / MAX_MERGE` (and at most
+    /// [`Spread::FEW`]) is a collapse.
+    pub const MAX_MERGE: usize = 4;
+    /// The number of distinct embeddings that counts as "a handful".
+    pub const FEW: usize = 16;
+
+    /// The spread of `rows` embeddings `[rows, dim]` (row-major) of `distinct_inputs` distinct
+    /// inputs.
+    pub fn of(values: &[f32], dim: usize, distinct_inputs: usize) -> Self {
+        let dim = dim.max(1);
+        let rows = values.len() / dim;
+        let mut keys = std::collections::HashSet::new();
+        let mut centroid = vec![0.0f64; dim];
+        let mut squares = 0.0f64;
+        let mut non_finite = 0;
+        let mut finite = 0usize;
+        for row in values.chunks_exact(dim) {
+            if row.iter().any(|x| !x.is_finite()) {
+                non_finite += 1;
+                continue;
+            }
+            finite += 1;
+            keys.insert(
+                row.iter()
+                    .map(|x| (x / Self::RESOLUTION).round() as i64)
+                    .collect::<Vec<_>>(),
+            );
+            for (c, &x) in centroid.iter_mut().zip(row) {
+                *c += x as f64;
+            }
+            squares += row.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        }
+        let n = finite.max(1) as f64;
+        let centroid_sq: f64 = centroid.iter().map(|c| (c / n) * (c / n)).sum();
+        Self {
+            rows,
+            distinct_inputs,
+            distinct: keys.len(),
+            variance: (squares / n - centroid_sq).max(0.0),
+            non_finite,
+        }
+    }
+
+    /// Whether the embeddings have collapsed: any non-finite row; or (with at least two
+    /// distinct inputs) rows all within a tiny distance of one point ([`Spread::MIN_VARIANCE`]),
+    /// or at most a handful ([`Spread::FEW`]) of distinct embeddings for more than
+    /// [`Spread::MAX_MERGE`] times as many distinct inputs. An untrained model passes: its
+    /// embeddings are similar but not equal.
+    pub fn collapsed(&self) -> bool {
+        if self.non_finite > 0 {
+            return true;
+        }
+        if self.distinct_inputs < 2 {
+            return false;
+        }
+        self.variance < Self::MIN_VARIANCE
+            || (self.distinct <= Self::FEW
+                && self.distinct * Self::MAX_MERGE < self.distinct_inputs)
+    }
+
+    /// "the 80 validation captions have 3 distinct embeddings (of 80 distinct inputs), total
+    /// variance 2.1e-9" (`what`: "validation captions").
+    pub fn describe(&self, what: &str) -> String {
+        let mut s = format!(
+            "the {} {what} have {} distinct embeddings (of {} distinct inputs), total variance {:.1e}",
+            self.rows, self.distinct, self.distinct_inputs, self.variance
+        );
+        if self.non_finite > 0 {
+            s.push_str(&format!(", {} of them NaN or infinite", self.non_finite));
+        }
+        s
+    }
+}
+
+/// Spread of the audio and the text embeddings the model gives the checked items.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spreads {
+    pub audio: Spread,
+    pub text: Spread,
+    /// Whether the items are the `val` split's (else the first training clips and captions).
+    pub val: bool,
+}
+
+/// What [`validate`] measures after an epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validation {
+    /// Text → audio retrieval on the `val` split (`None` without one).
+    pub scores: Option<ValScores>,
+    /// Clips and caption queries of the `val` split.
+    pub clips: usize,
+    pub queries: usize,
+    /// Spread of the embeddings (of the `val` split, or of up to [`SPREAD_ITEMS`] training
+    /// clips and captions without one).
+    pub spreads: Spreads,
+}
+
+/// Items whose embeddings are checked for a collapse when there is no `val` split.
+pub const SPREAD_ITEMS: usize = 256;
+
+/// Fewest validation clips for judging whether the validation mAP@10 is above chance.
+pub const MIN_CHANCE_CLIPS: usize = 20;
+
+/// Standard deviations (of the chance mean over the validation queries) that the best
+/// validation mAP@10 must exceed chance by.
+pub const CHANCE_SIGMAS: f64 = 3.0;
+
+/// Whether a best validation mAP@10 of `map10` over `queries` caption queries of `clips` clips
+/// is at chance level: `Some((chance, threshold))` when it is not above `threshold` = chance +
+/// [`CHANCE_SIGMAS`] standard deviations of the chance mean over the queries; `None` when it is
+/// above, or when there are fewer than [`MIN_CHANCE_CLIPS`] clips (too few to tell).
+pub fn chance_verdict(map10: f64, clips: usize, queries: usize) -> Option<(f64, f64)> {
+    if clips < MIN_CHANCE_CLIPS || queries == 0 {
+        return None;
+    }
+    let (chance, sd) = pipeline_eval::metrics::chance_map10(clips);
+    let threshold = chance + CHANCE_SIGMAS * sd / (queries as f64).sqrt();
+    (map10 <= threshold || !map10.is_finite()).then_some((chance, threshold))
 }
 
 /// The checkpoint's `state.json`.
@@ -150,6 +305,15 @@ struct State {
     step: usize,
     best_epoch: usize,
     best_val: Option<ValScores>,
+    /// Spread of the kept model's embeddings.
+    #[serde(default)]
+    best_spreads: Option<Spreads>,
+    /// Size of the `val` split (clips, caption queries).
+    #[serde(default)]
+    val_size: (usize, usize),
+    /// Epochs (1-based) whose embeddings had collapsed.
+    #[serde(default)]
+    collapsed_epochs: Vec<usize>,
     curves: Vec<CurveRow>,
     train_seconds: f64,
     wall_seconds: f64,
@@ -172,16 +336,51 @@ pub fn lr_at(step: usize, total: usize, warmup: usize, lr: f64, final_lr: f64) -
     final_lr + 0.5 * (lr - final_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Text → audio retrieval on the `val` split, or `None` without one.
+/// Distinct caption inputs among `captions` (rows of the features): token sequences, or caption
+/// vectors for frozen text features.
+fn distinct_captions(features: &FeatureSet, captions: &[usize]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for &j in captions {
+        let key: Vec<i64> = match &features.text_vectors {
+            Some(v) => v.values[j * v.dim..(j + 1) * v.dim]
+                .iter()
+                .map(|x| i64::from(x.to_bits()))
+                .collect(),
+            None => features.caption_tokens(j).to_vec(),
+        };
+        seen.insert(key);
+    }
+    seen.len()
+}
+
+/// Text → audio retrieval on the `val` split (none without one) and the spread of the
+/// embeddings (of the `val` split, or of the first [`SPREAD_ITEMS`] training clips and
+/// captions).
 pub fn validate(
     model: &DualEncoder,
     features: &FeatureSet,
     device: &Device,
-) -> anyhow::Result<Option<ValScores>> {
+) -> anyhow::Result<Validation> {
     let clips = features.split_clips(Split::Val);
     let captions = features.split_captions(Split::Val);
     if clips.is_empty() || captions.is_empty() {
-        return Ok(None);
+        let mut clips = features.split_clips(Split::Train);
+        let mut captions = features.split_captions(Split::Train);
+        clips.truncate(SPREAD_ITEMS);
+        captions.truncate(SPREAD_ITEMS);
+        let audio = embed_clips(model, features, &clips, 64, device);
+        let text = embed_captions(model, features, &captions, 256, device);
+        let dim = audio.len() / clips.len().max(1);
+        return Ok(Validation {
+            scores: None,
+            clips: 0,
+            queries: 0,
+            spreads: Spreads {
+                audio: Spread::of(&audio, dim, clips.len()),
+                text: Spread::of(&text, dim, distinct_captions(features, &captions)),
+                val: false,
+            },
+        });
     }
     let local: HashMap<usize, usize> = clips.iter().enumerate().map(|(k, &c)| (c, k)).collect();
     let relevant = captions
@@ -200,12 +399,21 @@ pub fn validate(
         }
     }
     let s = pipeline_eval::metrics::text_to_audio(&sim, n, &relevant);
-    Ok(Some(ValScores {
-        map10: s.map10,
-        r1: s.r1,
-        r5: s.r5,
-        r10: s.r10,
-    }))
+    Ok(Validation {
+        scores: Some(ValScores {
+            map10: s.map10,
+            r1: s.r1,
+            r5: s.r5,
+            r10: s.r10,
+        }),
+        clips: n,
+        queries: captions.len(),
+        spreads: Spreads {
+            audio: Spread::of(&audio, dim, n),
+            text: Spread::of(&text, dim, distinct_captions(features, &captions)),
+            val: true,
+        },
+    })
 }
 
 /// Maps feature rows to the teachers' split-local rows.
@@ -338,13 +546,15 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
     let total_steps = steps_per_epoch * o.epochs;
     let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
-    // Fresh start or resume.
+    // Fresh start or resume. Parameter ids are positional (`canonical_ids`) so that the saved
+    // records are a function of the weights; the optimizer's state is keyed by the same ids.
     let fresh = || -> anyhow::Result<DualEncoder> {
         let model = job.model.init(&ad, o.seed);
-        match &job.init {
-            Some(path) => load_record(model, path),
-            None => job.pretrained.apply(model, &job.model, &ad),
-        }
+        let model = match &job.init {
+            Some(path) => load_record(model, path)?,
+            None => job.pretrained.apply(model, &job.model, &ad)?,
+        };
+        Ok(canonical_ids(model))
     };
     let checkpoint = job.scratch_dir.join(CHECKPOINT_DIR);
     let (mut model, mut optim, mut state) =
@@ -371,6 +581,9 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
                     step: 0,
                     best_epoch: 0,
                     best_val: None,
+                    best_spreads: None,
+                    val_size: (0, 0),
+                    collapsed_epochs: Vec::new(),
                     curves: Vec::new(),
                     train_seconds: 0.0,
                     wall_seconds: 0.0,
@@ -433,12 +646,15 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             let value = scalar(loss.clone());
             if !value.is_finite() {
                 bail!(
-                    "node `{}`: the training loss is {value} at epoch {} step {} (global step {}, lr {lr:.3e})\n\
-                     hint: lower `lr`, set `grad_clip`, or check the features for NaN/infinite values",
+                    "node `{}`: the training diverged: the training loss is {value} at epoch {} step {} (global step {}, lr {lr:.3e})\n\
+                     hint: lower `lr` (now {}), set `grad_clip`{}, or check the features for NaN/infinite values",
                     job.node,
                     epoch + 1,
                     k + 1,
-                    state.step + 1
+                    state.step + 1,
+                    number(o.lr),
+                    o.grad_clip
+                        .map_or(String::new(), |c| format!(" (now {})", number(c))),
                 );
             }
             loss_sum += value;
@@ -450,7 +666,8 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         }
         drop(progress);
         let train_secs = started.elapsed().as_secs_f64();
-        let val = validate(&model.valid(), features, &device)?;
+        let validation = validate(&model.valid(), features, &device)?;
+        let val = validation.scores;
         state.train_seconds += train_secs;
         state.wall_seconds += started.elapsed().as_secs_f64();
         let train_loss = loss_sum / batches.len().max(1) as f64;
@@ -462,6 +679,23 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         if improved {
             state.best_epoch = epoch + 1;
             state.best_val = val;
+            state.best_spreads = Some(validation.spreads);
+        }
+        state.val_size = (validation.clips, validation.queries);
+        let Spreads {
+            audio,
+            text,
+            val: on_val,
+        } = validation.spreads;
+        if audio.collapsed() || text.collapsed() {
+            state.collapsed_epochs.push(epoch + 1);
+            let items = if on_val { "validation" } else { "training" };
+            job.reporter.log(&format!(
+                "epoch {}: the embeddings have collapsed: {}; {}",
+                epoch + 1,
+                audio.describe(&format!("{items} clips")),
+                text.describe(&format!("{items} captions"))
+            ));
         }
         state.epochs_done = epoch + 1;
         state.curves.push(CurveRow {
@@ -470,7 +704,6 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             train_loss,
             lr,
             val,
-            seconds: state.wall_seconds,
         });
         job.reporter.log(&format!(
             "epoch {}: loss {train_loss:.4}, val mAP@10 {}, {:.1} steps/s",
@@ -490,14 +723,81 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         }
     }
 
+    judge(job, &state)?;
     Ok(TrainSummary {
         best_epoch: state.best_epoch,
         best_val: state.best_val,
         steps_per_second: state.step as f64 / state.train_seconds.max(1e-9),
+        train_seconds: state.train_seconds,
+        wall_seconds: state.wall_seconds,
         curves: state.curves,
         steps_per_epoch,
         resumed_epochs,
     })
+}
+
+/// Fails a finished training whose kept model has collapsed embeddings or whose best validation
+/// mAP@10 stayed at chance level.
+fn judge(job: &TrainJob<'_>, state: &State) -> anyhow::Result<()> {
+    let o = &job.optim;
+    let lr_hint = format!(
+        "lower `lr` (now {}), raise `warmup_epochs` (now {}) or set `grad_clip`{}",
+        number(o.lr),
+        number(o.warmup_epochs),
+        o.grad_clip
+            .map_or(String::new(), |c| format!(" (now {})", number(c)))
+    );
+    if let Some(Spreads { audio, text, val }) = state.best_spreads {
+        let items = if val { "validation" } else { "training" };
+        let mut collapsed = Vec::new();
+        if audio.collapsed() {
+            collapsed.push(audio.describe(&format!("{items} clips")));
+        }
+        if text.collapsed() {
+            collapsed.push(text.describe(&format!("{items} captions")));
+        }
+        if !collapsed.is_empty() {
+            bail!(
+                "node `{}`: the training diverged: the embeddings of the kept model (epoch {} of {}) have collapsed: {}\n\
+                 hint: {lr_hint}{}",
+                job.node,
+                state.best_epoch,
+                o.epochs,
+                collapsed.join("; "),
+                if job.model.learnable_tau {
+                    format!(
+                        ", or fix τ (`learnable_tau = false`, `tau` now {})",
+                        number(o.tau)
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    if !state.collapsed_epochs.is_empty() {
+        job.reporter.warn(&format!(
+            "node `{}`: the embeddings collapsed after epoch(s) {:?} of {}; the kept model (epoch {}) has not, but the training is unstable: {lr_hint}",
+            job.node, state.collapsed_epochs, o.epochs, state.best_epoch
+        ));
+    }
+    let (clips, queries) = state.val_size;
+    if let Some(best) = state.best_val
+        && let Some((chance, threshold)) = chance_verdict(best.map10, clips, queries)
+    {
+        bail!(
+            "node `{}`: the validation mAP@10 stayed at chance level: best {:.4} (epoch {} of {}), where a random ranking of the {clips} validation clips gives {chance:.4} on average (needs > {threshold:.4} over {queries} queries)\n\
+             hint: train longer (`epochs` now {}), try another `lr` (now {}; lower it if the training loss jumps, raise it if the loss barely moves), \
+             or check that the features' captions describe their clips",
+            job.node,
+            best.map10,
+            state.best_epoch,
+            o.epochs,
+            o.epochs,
+            number(o.lr),
+        );
+    }
+    Ok(())
 }
 
 /// Where [`train`] leaves the best model.
@@ -512,4 +812,79 @@ pub fn scalar(t: Tensor<1>) -> f64 {
         .try_to_vec::<f32>()
         .map(|v| v[0] as f64)
         .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    fn unit(v: Vec<f32>) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn spread_tells_a_collapse_from_similar_embeddings() {
+        let dim = 8;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let random: Vec<f32> = (0..40)
+            .flat_map(|_| unit((0..dim).map(|_| rng.random::<f32>() - 0.5).collect()))
+            .collect();
+        let s = Spread::of(&random, dim, 40);
+        assert_eq!((s.rows, s.distinct, s.non_finite), (40, 40, 0));
+        assert!(s.variance > 0.5 && !s.collapsed(), "{s:?}");
+        // Similar but distinct (an untrained encoder): a common direction plus 10 % noise.
+        let similar: Vec<f32> = (0..40)
+            .flat_map(|_| {
+                unit(
+                    (0..dim)
+                        .map(|k| {
+                            if k == 0 {
+                                1.0
+                            } else {
+                                0.1 * (rng.random::<f32>() - 0.5)
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        assert!(!Spread::of(&similar, dim, 40).collapsed());
+        // One point.
+        let one: Vec<f32> = random[..dim].repeat(40);
+        let s = Spread::of(&one, dim, 40);
+        assert_eq!(s.distinct, 1);
+        assert!(s.variance < 1e-12 && s.collapsed(), "{s:?}");
+        // ... unless the inputs are one input too.
+        assert!(!Spread::of(&one, dim, 1).collapsed());
+        // A handful of points for many distinct inputs, far apart: still a collapse.
+        let few: Vec<f32> = (0..40)
+            .flat_map(|i| random[(i % 3) * dim..(i % 3 + 1) * dim].to_vec())
+            .collect();
+        let s = Spread::of(&few, dim, 40);
+        assert_eq!(s.distinct, 3);
+        assert!(s.variance > 0.1 && s.collapsed(), "{s:?}");
+        // Three distinct inputs, three embeddings: fine.
+        assert!(!Spread::of(&few, dim, 3).collapsed());
+        // NaN.
+        let mut nan = random.clone();
+        nan[3] = f32::NAN;
+        let s = Spread::of(&nan, dim, 40);
+        assert_eq!(s.non_finite, 1);
+        assert!(s.collapsed());
+        assert!(s.describe("validation clips").contains("1 of them NaN"));
+    }
+
+    #[test]
+    fn chance_needs_enough_clips_and_a_margin() {
+        // Too few clips to tell.
+        assert_eq!(chance_verdict(0.0, MIN_CHANCE_CLIPS - 1, 100), None);
+        // 100 clips, 500 queries: chance 0.029, three standard deviations of the mean 0.016.
+        let (chance, threshold) = chance_verdict(0.03, 100, 500).unwrap();
+        assert!((chance - 0.0293).abs() < 1e-4, "{chance}");
+        assert!((threshold - 0.0456).abs() < 1e-3, "{threshold}");
+        assert!(chance_verdict(0.05, 100, 500).is_none());
+        assert!(chance_verdict(f64::NAN, 100, 500).is_some());
+    }
 }

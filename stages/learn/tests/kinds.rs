@@ -10,7 +10,7 @@ use pipeline_learn::kinds::{DistillKind, EmbedKind, TrainKind};
 
 mod common;
 
-use common::{features_dir, run_kind, table};
+use common::{Recorder, features_dir, run_kind, run_kind_reporting, table};
 
 /// A small, fast model: the crate's suite must stay quick.
 const TINY: &str = r#"
@@ -131,7 +131,6 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
     let map10 = m["val"]["map10"].as_f64().unwrap();
     // 8 val clips: a random ranking gives mAP@10 ≈ 0.34; the class signal is easy.
     assert!(map10 > 0.4, "val mAP@10 {map10}");
-    assert!(m["steps_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(m["device"], "cpu");
 
     let emb = run_kind(
@@ -261,22 +260,377 @@ fn nan_in_the_features_stops_training_naming_epoch_and_step() {
 
 #[test]
 fn absurd_learning_rate_is_reported_not_silently_trained() {
+    // Refused when planning, naming the key and the value.
+    let counts = InputCounts([("features".into(), 1)].into());
+    for lr in ["1e30", "1e6", "2.0"] {
+        let err = TrainKind
+            .plan(&table(&format!("lr = {lr}\nfinal_lr = 0.0")), &counts)
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("lr"), "{err}");
+        assert!(err.message.contains("must be in (0, 1]"), "{err}");
+    }
+    // And a training that is given one anyway (as an accepted rate could on other data) fails
+    // with what happened and what to try, instead of publishing a collapsed model.
+    let f = Synthetic::tiny().build();
+    let params = TINY
+        .replace("lr = 3e-3", "lr = 1e6\nfinal_lr = 0.0")
+        .replace("warmup_epochs = 0.5", "warmup_epochs = 0.0");
+    let err = train_unchecked(&f, &params).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("the training diverged"), "{msg}");
+    assert!(msg.contains("have collapsed"), "{msg}");
+    assert!(msg.contains("lower `lr` (now 1e6)"), "{msg}");
+}
+
+/// Runs [`pipeline_learn::train::train`] on `f` with `params` parsed but not range-checked
+/// (what `plan` would refuse).
+fn train_unchecked(
+    f: &FeatureSet,
+    params: &str,
+) -> anyhow::Result<pipeline_learn::train::TrainSummary> {
+    use pipeline_learn::params::TrainParams;
+    use pipeline_learn::train::{Objective, TrainJob, train};
+    let p: TrainParams = pipeline_api::parse_params::<TrainParams>(&table(params)).unwrap();
+    let optim = p.optim();
+    let model = p
+        .model
+        .clone()
+        .canonical()
+        .unwrap()
+        .resolve(&optim, f, None)?;
+    let scratch = tempfile::tempdir()?;
+    train(&TrainJob {
+        node: "t",
+        features: f,
+        optim,
+        model,
+        init: None,
+        pretrained: Default::default(),
+        objective: Objective::Supervised,
+        fingerprint: serde_json::json!({"test": "unchecked"}),
+        compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,
+        scratch_dir: scratch.path(),
+        reporter: &SilentReporter,
+        stop_after: None,
+    })
+}
+
+#[test]
+fn out_of_range_parameters_are_refused_at_plan_time_naming_the_key() {
+    let counts = InputCounts([("features".into(), 1)].into());
+    let refused = |params: &str, key: &str, what: &str| {
+        let err = TrainKind.plan(&table(params), &counts).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{params}: {err}");
+        assert!(err.message.contains(what), "{params}: {err}");
+    };
+    refused("tau = 1e-30", "tau", "must be in [0.001, 10] (got 1e-30)");
+    refused("tau = 50.0", "tau", "must be in [0.001, 10]");
+    refused("lr = 0.0", "lr", "must be in (0, 1]");
+    refused("weight_decay = 5.0", "weight_decay", "must be in [0, 1]");
+    refused("weight_decay = -0.1", "weight_decay", "must be in [0, 1]");
+    refused("epochs = 0", "epochs", "at least 1");
+    refused("batch_size = 1", "batch_size", "at least 2");
+    refused(
+        "epochs = 2\nwarmup_epochs = 3.0",
+        "warmup_epochs",
+        "between 0 and `epochs`",
+    );
+    refused("[model.cnn]\ndropout = 1.0", "model.cnn.dropout", "[0, 1)");
+    // The edges and the paper's recipe plan.
+    for ok in [
+        "lr = 1.0",
+        "tau = 0.001",
+        "tau = 10.0",
+        "weight_decay = 1.0",
+        "tau = 0.05",
+    ] {
+        TrainKind.plan(&table(ok), &counts).unwrap();
+    }
+    let counts = InputCounts(
+        [
+            ("features".into(), 1),
+            ("init".into(), 3),
+            ("correspondences".into(), 1),
+        ]
+        .into(),
+    );
+    let err = DistillKind
+        .plan(&table("lambda_dist = 1e3"), &counts)
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("lambda_dist"), "{err}");
+    let err = DistillKind
+        .plan(&table("lambda_sup = -1.0"), &counts)
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("lambda_sup"), "{err}");
+    let err = DistillKind
+        .plan(&table("tau = 1e-30"), &counts)
+        .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("tau"), "{err}");
+    DistillKind
+        .plan(&table("lambda_sup = 1.0\nlambda_dist = 0.0"), &counts)
+        .unwrap();
+}
+
+/// Every `train`, `distill`, `embed` and `encode` stage of the shipped pipeline files plans with
+/// the range checks (each matrix value in turn).
+#[test]
+fn shipped_pipelines_plan() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = vec![root.join("pipeline.toml")];
+    let mut others: Vec<PathBuf> = std::fs::read_dir(root.join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    others.sort();
+    files.extend(others);
+    let mut registry = Registry::default();
+    pipeline_learn::register(&mut registry);
+    let mut planned = 0;
+    for file in &files {
+        let config: toml::Table = toml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let stages = config["stages"].as_table().unwrap();
+        for (name, stage) in stages {
+            let Some(kind) = registry.get(stage["kind"].as_str().unwrap()) else {
+                continue;
+            };
+            let inputs: std::collections::BTreeMap<String, usize> = stage
+                .get("inputs")
+                .and_then(|i| i.as_table())
+                .map(|t| t.keys().map(|k| (k.clone(), 1)).collect())
+                .unwrap_or_default();
+            let params = stage
+                .get("params")
+                .and_then(|p| p.as_table())
+                .cloned()
+                .unwrap_or_default();
+            let matrix = stage.get("matrix").and_then(|m| m.as_table());
+            let mut variants = vec![params.clone()];
+            for (key, values) in matrix.into_iter().flatten() {
+                variants = values
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|v| {
+                        variants.iter().map(move |p| {
+                            let mut p = p.clone();
+                            p.insert(key.clone(), v.clone());
+                            p
+                        })
+                    })
+                    .collect();
+            }
+            for p in variants {
+                kind.plan(&p, &InputCounts(inputs.clone()))
+                    .unwrap_or_else(|e| panic!("{}: stage `{name}`: {e}", file.display()));
+                planned += 1;
+            }
+        }
+    }
+    assert!(planned >= 20, "only {planned} nodes planned");
+}
+
+#[test]
+fn two_trainings_of_one_key_publish_identical_bytes() {
     let f = Synthetic::tiny().build();
     let dir = features_dir(&f);
-    let params = TINY
-        .replace("lr = 3e-3", "lr = 1e30\nfinal_lr = 0.0")
-        .replace("warmup_epochs = 0.5", "warmup_epochs = 0.0");
-    let err = run_kind(&TrainKind, &params, &[("features", dir.path())])
-        .err()
-        .unwrap();
-    assert!(
-        format!("{err:#}").contains("the training loss is"),
-        "{err:#}"
+    let params = TINY.replace("epochs = 3", "epochs = 2");
+    let a = run_kind(&TrainKind, &params, &[("features", dir.path())]).unwrap();
+    let b = run_kind(&TrainKind, &params, &[("features", dir.path())]).unwrap();
+    let files = assert_same_files(a.out.path(), b.out.path());
+    for f in [
+        "model.mpk",
+        "metrics.json",
+        "curves.parquet",
+        "train_config.json",
+    ] {
+        assert!(files.iter().any(|x| x == f), "{f} not written: {files:?}");
+    }
+    // The record still loads, with the numbers of the trained model.
+    assert_eq!(
+        model_outputs(a.out.path(), &f),
+        model_outputs(b.out.path(), &f)
+    );
+
+    // Distillation too (here: from its own embeddings).
+    let emb = run_kind(
+        &EmbedKind,
+        "threads = 1",
+        &[("model", a.out.path()), ("features", dir.path())],
+    )
+    .unwrap();
+    let e = Embeddings::load(emb.out.path()).unwrap();
+    let corr = self_teacher(&f, &e);
+    let distill = |_: u8| {
+        run_kind(
+            &DistillKind,
+            "epochs = 1\nbatch_size = 8\nlr = 1e-3\nthreads = 1",
+            &[
+                ("features", dir.path()),
+                ("init", a.out.path()),
+                ("correspondences", corr.path()),
+            ],
+        )
+        .unwrap()
+    };
+    let (da, db) = (distill(0), distill(1));
+    assert_same_files(da.out.path(), db.out.path());
+}
+
+/// Asserts that directories `a` and `b` hold the same files with the same bytes; returns the
+/// file names.
+fn assert_same_files(a: &Path, b: &Path) -> Vec<String> {
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = names(a);
+    assert_eq!(files, names(b));
+    for f in &files {
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        let differing = x.iter().zip(&y).filter(|(p, q)| p != q).count();
+        assert!(
+            x == y,
+            "`{f}` differs between two runs of one key: {} vs {} bytes, {differing} differ",
+            x.len(),
+            y.len()
+        );
+    }
+    files
+}
+
+/// A `correspondences` artifact whose single teacher is `e` on the train split.
+fn self_teacher(f: &FeatureSet, e: &Embeddings) -> tempfile::TempDir {
+    let train_clips = f.split_clips(pipeline_data::formats::Split::Train);
+    let train_caps = f.split_captions(pipeline_data::formats::Split::Train);
+    let teachers = TeacherEmbeddings {
+        teachers: 1,
+        dim: e.dim,
+        audio: train_clips
+            .iter()
+            .flat_map(|&i| e.audio_row(i).to_vec())
+            .collect(),
+        text: train_caps
+            .iter()
+            .flat_map(|&j| e.text_row(j).to_vec())
+            .collect(),
+        clip_index: train_clips,
+        caption_index: train_caps,
+    };
+    let corr = tempfile::tempdir().unwrap();
+    teachers.save(corr.path()).unwrap();
+    corr
+}
+
+#[test]
+fn timings_are_measured_not_written() {
+    let f = Synthetic::tiny().build();
+    let dir = features_dir(&f);
+    let recorder = Recorder::default();
+    let params = TINY.replace("epochs = 3", "epochs = 1");
+    let node =
+        run_kind_reporting(&TrainKind, &params, &[("features", dir.path())], &recorder).unwrap();
+    let out = node.out.path();
+    for name in [
+        "steps_per_second",
+        "train_seconds",
+        "wall_seconds",
+        "seconds_per_epoch",
+        "threads",
+        "resumed_epochs",
+    ] {
+        assert!(
+            recorder.measure(name).is_some(),
+            "`{name}` not measured: {:?}",
+            recorder.names()
+        );
+    }
+    assert!(recorder.measure("steps_per_second").unwrap() > 0.0);
+    assert!(recorder.measure("train_seconds").unwrap() > 0.0);
+    // No timing, throughput or thread count in what is published.
+    fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        if let Some(map) = v.as_object() {
+            for (k, v) in map {
+                out.push(format!("{prefix}{k}"));
+                keys(v, &format!("{prefix}{k}."), out);
+            }
+        }
+    }
+    for file in ["metrics.json", "train_config.json"] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(file)).unwrap()).unwrap();
+        let mut all = Vec::new();
+        keys(&v, "", &mut all);
+        let timing: Vec<&String> = all
+            .iter()
+            // (`params` are the node's parameters: part of its key.)
+            .filter(|k| !k.starts_with("params."))
+            .filter(|k| {
+                ["second", "per_s", "time", "threads", "resumed"]
+                    .iter()
+                    .any(|t| k.to_lowercase().contains(t))
+            })
+            .collect();
+        assert!(timing.is_empty(), "{file} has {timing:?}");
+    }
+    let curves = pipeline_data::formats::read_parquet(&out.join("curves.parquet")).unwrap();
+    let columns: Vec<String> = curves
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "epoch",
+            "step",
+            "train_loss",
+            "lr",
+            "val_map10",
+            "val_r1",
+            "val_r5",
+            "val_r10"
+        ]
     );
 }
 
-/// Audio and text embeddings of every clip/caption by a saved model (parameter ids inside
-/// the record differ between runs, so models are compared by what they compute).
+#[test]
+fn validation_at_chance_fails_naming_chance_and_what_to_try() {
+    // 40 validation clips whose captions carry no class word: nothing links them to their clips.
+    let mut shape = Synthetic::tiny();
+    shape.val_clips = 40;
+    let mut f = shape.build();
+    let filler = 2 + shape.classes as i64;
+    let l = f.max_tokens;
+    for j in f.split_captions(pipeline_data::formats::Split::Val) {
+        for t in &mut f.tokens[j * l..(j + 1) * l] {
+            if (2..filler).contains(t) {
+                *t = filler;
+            }
+        }
+    }
+    let dir = features_dir(&f);
+    let err = run_kind(&TrainKind, TINY, &[("features", dir.path())])
+        .err()
+        .unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("stayed at chance level"), "{msg}");
+    assert!(msg.contains("40 validation clips"), "{msg}");
+    assert!(msg.contains("train longer (`epochs` now 3)"), "{msg}");
+    // The same set with its class words trains.
+    let healthy = features_dir(&shape.build());
+    run_kind(&TrainKind, TINY, &[("features", healthy.path())]).unwrap();
+}
+
+/// Audio and text embeddings of every clip/caption by a saved model.
 fn outputs_of(record: &Path, config_dir: &Path, f: &FeatureSet) -> Vec<f32> {
     use burn::prelude::*;
     use pipeline_learn::embedding::{embed_captions, embed_clips, load_config, load_record};
@@ -313,6 +667,11 @@ fn same_seed_same_numbers() {
     assert_eq!(
         model_outputs(a.out.path(), &f),
         model_outputs(b.out.path(), &f)
+    );
+    assert!(
+        std::fs::read(a.out.path().join("model.mpk")).unwrap()
+            == std::fs::read(b.out.path().join("model.mpk")).unwrap(),
+        "model.mpk differs between two trainings with one seed"
     );
     let c = run_kind(
         &TrainKind,
@@ -385,6 +744,11 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
     assert_eq!(
         outputs_of(&best_model_path(whole.path()), config_dir.path(), &f),
         outputs_of(&best_model_path(killed.path()), config_dir.path(), &f)
+    );
+    assert!(
+        std::fs::read(best_model_path(whole.path())).unwrap()
+            == std::fs::read(best_model_path(killed.path())).unwrap(),
+        "the resumed training's record differs from the uninterrupted one's"
     );
 }
 

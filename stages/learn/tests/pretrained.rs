@@ -16,7 +16,7 @@ use pipeline_learn::pretrained::bert::load_bert;
 
 mod common;
 
-use common::run_kind;
+use common::{Recorder, run_kind, run_kind_reporting};
 
 /// 12 / 4 / 4 generated clips of 1.5 s, cut to 2 s: 4 YAMNet patches (3 with audio) and
 /// MiniLM token ids.
@@ -51,13 +51,22 @@ fn max_abs_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
 fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     let (features_dir, features) = yamnet_features();
     let root = common::pretrained_root();
-    let encoded = run_kind(
+    let recorder = Recorder::default();
+    let encoded = run_kind_reporting(
         &EncodeKind,
         "batch_size = 16",
         &[("features", features_dir.path()), ("pretrained", root)],
+        &recorder,
     )
     .unwrap()
     .out;
+    // The run time is a measurement (manifest), not part of `metrics.json`.
+    assert!(recorder.measure("seconds").is_some_and(|s| s > 0.0));
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(encoded.path().join("metrics.json")).unwrap())
+            .unwrap();
+    assert!(metrics.get("seconds").is_none(), "{metrics}");
+    assert_eq!(metrics["n_clips"], features.clips.len());
     let e = FeatureSet::load(encoded.path()).unwrap();
     let [n, w, _, _] = features.mel_shape;
     assert_eq!(e.mel_shape, [n, w, 1, 1024]);

@@ -209,24 +209,28 @@ fn grouped_splits(found: &[Recording], params: &SoundsParams, package: &str) -> 
 }
 
 /// Decodes a recording to mono at `sample_rate`; container members go through a file in
-/// `scratch` because the decoder reads files.
+/// `scratch` because the decoder reads files. The error names neither file: the recording is
+/// named by its path in the package, and the reason is written to `provenance.json`, which must
+/// not depend on where the input or the scratch directory live.
 fn load_audio(
     rec: &Recording,
     id: &str,
     scratch: &Path,
     sample_rate: u32,
-) -> anyhow::Result<Vec<f32>> {
-    match &rec.audio {
-        AudioData::File(path) => Ok(crate::audio::load(path, sample_rate)?.samples),
+) -> anyhow::Result<Result<Vec<f32>, String>> {
+    let decoded = match &rec.audio {
+        AudioData::File(path) => crate::audio::try_decode(path),
         AudioData::Bytes { ext, data } => {
             let tmp = scratch.join(format!("{id}.{ext}"));
             std::fs::write(&tmp, data).with_context(|| format!("writing `{}`", tmp.display()))?;
-            let audio = crate::audio::load(&tmp, sample_rate)
-                .with_context(|| format!("`{}` in package `{}`", rec.path, rec.package));
+            let audio = crate::audio::try_decode(&tmp);
             let _ = std::fs::remove_file(&tmp);
-            Ok(audio?.samples)
+            audio
         }
-    }
+    };
+    Ok(decoded
+        .and_then(|a| crate::audio::resample(&a.samples, a.sample_rate, sample_rate))
+        .map_err(|e| format!("{e:#}")))
 }
 
 /// Equal parts of at most `max` samples each.
@@ -264,9 +268,9 @@ fn decode_and_write(
     out_dir: &Path,
     scratch: &Path,
 ) -> anyhow::Result<Outcome> {
-    let samples = match load_audio(rec, id, scratch, params.sample_rate) {
+    let samples = match load_audio(rec, id, scratch, params.sample_rate)? {
         Ok(s) => s,
-        Err(e) => return Ok(Err(format!("{e:#}"))),
+        Err(reason) => return Ok(Err(reason)),
     };
     let sr = params.sample_rate as f64;
     if (samples.len() as f64) < MIN_SECONDS * sr {
@@ -372,25 +376,33 @@ pub fn write_dataset(
                 },
             }),
             Err(reason) => {
-                reporter.log(&format!("skipped {} ({}): {reason}", rec.path, rec.package));
+                if skipped.len() < crate::dataset::MAX_WARNINGS {
+                    reporter.warn(&format!(
+                        "skipped `{}` of package `{}`: {reason}",
+                        rec.path, rec.package
+                    ));
+                }
                 skipped.push(serde_json::json!({
                     "package": rec.package, "path": rec.path, "reason": reason,
                 }));
             }
         }
     }
+    if skipped.len() > crate::dataset::MAX_WARNINGS {
+        reporter.warn(&format!(
+            "skipped {} more recordings ({} in all, every one listed in provenance.json)",
+            skipped.len() - crate::dataset::MAX_WARNINGS,
+            skipped.len()
+        ));
+    }
 
     let index = build_index(&decoded, &recordings, params);
     index.save(out_dir)?;
     write_provenance(out_dir, &decoded, &recordings, &versions, &skipped, params)?;
-    Ok(metrics(
-        &index,
-        &decoded,
-        &recordings,
-        skipped.len(),
-        params,
-        started,
-    ))
+    let metrics = metrics(&index, &decoded, &recordings, skipped.len(), params);
+    // A measurement of the run, not an output: it goes to the manifest.
+    reporter.measure("generation_seconds", started.elapsed().as_secs_f64());
+    Ok(metrics)
 }
 
 /// Clips, captions and relevance of the decoded recordings (in recording order).
@@ -519,7 +531,6 @@ fn metrics(
     recordings: &[(String, Split, Recording)],
     skipped: usize,
     params: &SoundsParams,
-    started: Instant,
 ) -> serde_json::Value {
     let count = |s: Split| index.clips.iter().filter(|c| c.split == s).count();
     let rows = index.relevance.as_ref().map_or(0, Vec::len);
@@ -545,7 +556,6 @@ fn metrics(
         "audio_seconds": decoded.iter().map(|d| d.duration_s).sum::<f64>(),
         "relevance_rows": rows,
         "partial_match_fraction": (rows - own) as f64 / other_pairs.max(1) as f64,
-        "generation_seconds": started.elapsed().as_secs_f64(),
     });
     for p in &PACKAGES {
         let n = decoded
@@ -573,7 +583,9 @@ impl StageKind for PackagedSounds {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: `generation_seconds` out of metrics.json; reasons in provenance.json without the
+        // input's path; truncated recordings skipped.
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

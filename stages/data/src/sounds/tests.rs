@@ -520,3 +520,57 @@ fn the_kind_runs_on_its_input_artifact() {
     assert_eq!(metrics["recordings_openttd-opensfx"], 3);
     assert_eq!(DatasetIndex::load(out.path()).unwrap().clips.len(), 5);
 }
+
+/// The same packages in two places, one recording truncated: the outputs are the same bytes
+/// (no path of the input or the scratch directory in `provenance.json`), the truncated
+/// recording is skipped with a warning, and the time is a measurement, not a metric.
+#[test]
+fn outputs_do_not_depend_on_where_the_packages_live() {
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let root = tempfile::tempdir().unwrap();
+            fake_packages(root.path());
+            let duck = root
+                .path()
+                .join("debian")
+                .join(catalog::TUXPAINT)
+                .join("usr/share/tuxpaint/stamps/animals/birds/duck.wav");
+            let len = std::fs::metadata(&duck).unwrap().len();
+            let file = std::fs::OpenOptions::new().write(true).open(&duck).unwrap();
+            file.set_len(len - 2000).unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let scratch = tempfile::tempdir().unwrap();
+            let recorder = crate::testing::Recorder::default();
+            let metrics = write_dataset(
+                &all_train(),
+                root.path(),
+                out.path(),
+                scratch.path(),
+                &recorder,
+            )
+            .unwrap();
+            assert_eq!(metrics["recordings_skipped"], 1);
+            assert!(metrics.get("generation_seconds").is_none(), "{metrics}");
+            assert_eq!(recorder.measured(), ["generation_seconds"]);
+            let warnings = recorder.warnings();
+            assert!(
+                warnings.len() == 1
+                    && warnings[0].contains("animals/birds/duck.wav")
+                    && warnings[0].contains("truncated"),
+                "{warnings:?}"
+            );
+            let files = crate::testing::content(out.path());
+            crate::testing::assert_no_path_in(&files, root.path());
+            crate::testing::assert_no_path_in(&files, scratch.path());
+            files
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&runs[0]["provenance.json"]).unwrap();
+    let reason = provenance["skipped"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("truncated: the header promises"),
+        "{reason}"
+    );
+}

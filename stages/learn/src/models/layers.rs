@@ -7,7 +7,7 @@
 //! runs bit-reproducible even when several trainings share one process (the tests), and gives the
 //! same initial weights on CPU and GPU.
 
-use burn::module::{ModuleMapper, Param};
+use burn::module::{Flag, ModuleMapper, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, LinearLayout};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
@@ -188,6 +188,56 @@ impl TransformerLayer {
             let f = self.ff_out.forward(gelu(self.ff_in.forward(x.clone())));
             self.ff_norm.forward(x + dropout(f, p, noise))
         }
+    }
+}
+
+/// Gives every parameter of `module` the id of its position in traversal order (1, 2, ...).
+///
+/// Burn draws a random [`ParamId`] for every new parameter and writes it into the saved record
+/// (`model.mpk`), so two identical trainings would otherwise publish files that differ in those
+/// ids alone. The ids only have to be unique within one module (the optimizer's state is keyed by
+/// them), so positional ids are as good and make the record a function of the weights. Values
+/// are untouched; applying it twice is the identity.
+pub fn canonical_ids<M: Module>(module: M) -> M {
+    module.map(&mut CanonicalIds { next: 0 })
+}
+
+struct CanonicalIds {
+    next: u64,
+}
+
+impl CanonicalIds {
+    fn id(&mut self) -> ParamId {
+        self.next += 1;
+        ParamId::from(self.next)
+    }
+}
+
+impl ModuleMapper for CanonicalIds {
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.id = self.id();
+        param
+    }
+
+    fn map_int<const D: usize>(
+        &mut self,
+        mut param: Param<Tensor<D, Int>>,
+    ) -> Param<Tensor<D, Int>> {
+        param.id = self.id();
+        param
+    }
+
+    fn map_bool<const D: usize>(
+        &mut self,
+        mut param: Param<Tensor<D, Bool>>,
+    ) -> Param<Tensor<D, Bool>> {
+        param.id = self.id();
+        param
+    }
+
+    fn map_flag(&mut self, mut flag: Param<Flag>) -> Param<Flag> {
+        flag.id = self.id();
+        flag
     }
 }
 

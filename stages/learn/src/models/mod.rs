@@ -108,7 +108,8 @@ pub struct DualEncoder {
 }
 
 impl DualEncoderConfig {
-    /// Builds the model with parameters drawn from `seed` (see [`layers::init_parameters`]).
+    /// Builds the model with parameters drawn from `seed` (see [`layers::init_parameters`]) and
+    /// positional parameter ids ([`layers::canonical_ids`]).
     pub fn init(&self, device: &Device, seed: u64) -> DualEncoder {
         let audio = match &self.audio {
             AudioEncoderConfig::Cnn(c) => AudioEncoder::Cnn(c.init(device)),
@@ -131,7 +132,7 @@ impl DualEncoderConfig {
                 .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device))),
             tau: self.tau,
         };
-        layers::init_parameters(model, seed, self.tau)
+        layers::canonical_ids(layers::init_parameters(model, seed, self.tau))
     }
 }
 

@@ -10,9 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-use pipeline_api::{InputArtifact, InputCounts, RunContext, SilentReporter, StageKind};
+use pipeline_api::{
+    InputArtifact, InputCounts, Reporter, RunContext, SilentReporter, StageKind, StepProgress,
+};
 
 use pipeline_data::fetch::{Pin, Registry, fetch_wheel, package_root};
 use pipeline_data::formats::FeatureSet;
@@ -76,11 +78,65 @@ pub struct Node {
     pub scratch: tempfile::TempDir,
 }
 
+/// A reporter that keeps what a run measures ([`Reporter::measure`]), warns and logs.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub measures: Mutex<Vec<(String, f64)>>,
+    pub warnings: Mutex<Vec<String>>,
+    pub logs: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    /// The value measured under `name`, if any.
+    pub fn measure(&self, name: &str) -> Option<f64> {
+        let measures = self.measures.lock().unwrap();
+        measures.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// The names measured, in order.
+    pub fn names(&self) -> Vec<String> {
+        let measures = self.measures.lock().unwrap();
+        measures.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+struct NoStep;
+
+impl StepProgress for NoStep {
+    fn inc(&self, _delta: u64) {}
+    fn set_message(&self, _message: &str) {}
+}
+
+impl Reporter for Recorder {
+    fn step(&self, _label: &str, _total: u64) -> Box<dyn StepProgress> {
+        Box::new(NoStep)
+    }
+    fn log(&self, line: &str) {
+        self.logs.lock().unwrap().push(line.to_owned());
+    }
+    fn warn(&self, line: &str) {
+        self.warnings.lock().unwrap().push(line.to_owned());
+    }
+    fn measure(&self, name: &str, value: f64) {
+        self.measures.lock().unwrap().push((name.to_owned(), value));
+    }
+}
+
 /// Plans `kind` with `params` (TOML) and runs it on `inputs`, as the executor does.
 pub fn run_kind(
     kind: &dyn StageKind,
     params: &str,
     inputs: &[(&str, &Path)],
+) -> anyhow::Result<Node> {
+    run_kind_reporting(kind, params, inputs, &SilentReporter)
+}
+
+/// [`run_kind`] reporting to `reporter`.
+pub fn run_kind_reporting(
+    kind: &dyn StageKind,
+    params: &str,
+    inputs: &[(&str, &Path)],
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<Node> {
     let counts = InputCounts(inputs.iter().map(|(n, _)| (n.to_string(), 1)).collect());
     let plan = kind
@@ -90,7 +146,7 @@ pub fn run_kind(
         out: tempfile::tempdir()?,
         scratch: tempfile::tempdir()?,
     };
-    run_in(kind, &plan.params, inputs, &node)?;
+    run_in_reporting(kind, &plan.params, inputs, &node, reporter)?;
     Ok(node)
 }
 
@@ -100,6 +156,17 @@ pub fn run_in(
     params: &serde_json::Value,
     inputs: &[(&str, &Path)],
     node: &Node,
+) -> anyhow::Result<()> {
+    run_in_reporting(kind, params, inputs, node, &SilentReporter)
+}
+
+/// [`run_in`] reporting to `reporter`.
+pub fn run_in_reporting(
+    kind: &dyn StageKind,
+    params: &serde_json::Value,
+    inputs: &[(&str, &Path)],
+    node: &Node,
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
     let inputs: BTreeMap<String, Vec<InputArtifact>> = inputs
         .iter()
@@ -120,7 +187,7 @@ pub fn run_in(
         out_dir: node.out.path(),
         scratch_dir: node.scratch.path(),
         threads: 1,
-        reporter: &SilentReporter,
+        reporter,
     };
     kind.run(&ctx)
 }
