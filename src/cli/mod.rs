@@ -111,6 +111,26 @@ impl Env {
     }
 }
 
+/// The status of `nodes` and what they need (every node when empty), nothing forced; other
+/// nodes are `None`.
+pub fn assess_selection(
+    pipeline: &Pipeline,
+    store: &Store,
+    nodes: &[String],
+) -> anyhow::Result<Vec<Option<crate::staleness::NodeStatus>>> {
+    let n = pipeline.nodes.len();
+    let targets = if nodes.is_empty() {
+        (0..n).collect()
+    } else {
+        pipeline.select(nodes).map_err(UserError::new)?
+    };
+    let mask = pipeline.with_ancestors(&targets);
+    let mut cache = crate::fingerprint::StatCache::load(&store.stat_cache_path());
+    let status = crate::staleness::assess(pipeline, store, &mut cache, &mask, &vec![false; n])?;
+    let _ = cache.save();
+    Ok(status)
+}
+
 /// `path` relative to the current directory when it is below it, for messages.
 pub fn rel(path: &Path) -> String {
     let cwd = std::env::current_dir().ok();

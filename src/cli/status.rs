@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Env, UserError, emit};
-use crate::fingerprint::StatCache;
-use crate::staleness::{self, NodeStatus};
+use crate::cli::{Env, assess_selection, emit};
+use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,20 +16,11 @@ pub struct Args {
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     let (pipeline, store) = env.load()?;
-    let n = pipeline.nodes.len();
-    let targets = if args.nodes.is_empty() {
-        (0..n).collect()
-    } else {
-        pipeline.select(&args.nodes).map_err(UserError::new)?
-    };
-    let mask = pipeline.with_ancestors(&targets);
-    let mut cache = StatCache::load(&store.stat_cache_path());
-    let status = staleness::assess(&pipeline, &store, &mut cache, &mask, &vec![false; n])?;
-    let _ = cache.save();
+    let status = assess_selection(&pipeline, &store, &args.nodes)?;
     let width = pipeline
         .order
         .iter()
-        .filter(|&&i| mask[i])
+        .filter(|&&i| status[i].is_some())
         .map(|&i| pipeline.nodes[i].name.len())
         .max()
         .unwrap_or(0);
