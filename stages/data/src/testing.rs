@@ -3,54 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 
-use pipeline_api::{InputArtifact, InputCounts, Reporter, RunContext, StageKind, StepProgress};
+use pipeline_api::{InputArtifact, InputCounts, RunContext, StageKind};
 
 /// Records `log`, `warn` and `measure` calls.
-#[derive(Debug, Default)]
-pub struct Recorder {
-    pub logs: Mutex<Vec<String>>,
-    pub warnings: Mutex<Vec<String>>,
-    pub measures: Mutex<Vec<(String, f64)>>,
-}
-
-struct NoStep;
-
-impl StepProgress for NoStep {
-    fn inc(&self, _delta: u64) {}
-    fn set_message(&self, _message: &str) {}
-}
-
-impl Reporter for Recorder {
-    fn step(&self, _label: &str, _total: u64) -> Box<dyn StepProgress> {
-        Box::new(NoStep)
-    }
-    fn log(&self, line: &str) {
-        self.logs.lock().unwrap().push(line.to_owned());
-    }
-    fn warn(&self, line: &str) {
-        self.warnings.lock().unwrap().push(line.to_owned());
-    }
-    fn measure(&self, name: &str, value: f64) {
-        self.measures.lock().unwrap().push((name.to_owned(), value));
-    }
-}
-
-impl Recorder {
-    pub fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().unwrap().clone()
-    }
-
-    pub fn measured(&self) -> Vec<String> {
-        self.measures
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| m.0.clone())
-            .collect()
-    }
-}
+pub use pipeline_api::RecordingReporter as Recorder;
 
 /// Plans `kind` with `params` (TOML) and runs it on `inputs` into `out` (which must exist and
 /// be empty), as the executor would.

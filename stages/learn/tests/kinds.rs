@@ -547,13 +547,13 @@ fn timings_are_measured_not_written() {
         "resumed_epochs",
     ] {
         assert!(
-            recorder.measure(name).is_some(),
+            recorder.measurement(name).is_some(),
             "`{name}` not measured: {:?}",
-            recorder.names()
+            recorder.measured()
         );
     }
-    assert!(recorder.measure("steps_per_second").unwrap() > 0.0);
-    assert!(recorder.measure("train_seconds").unwrap() > 0.0);
+    assert!(recorder.measurement("steps_per_second").unwrap() > 0.0);
+    assert!(recorder.measurement("train_seconds").unwrap() > 0.0);
     // No timing, throughput or thread count in what is published.
     fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
         if let Some(map) = v.as_object() {

@@ -61,7 +61,7 @@ fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     .unwrap()
     .out;
     // The run time is a measurement (manifest), not part of `metrics.json`.
-    assert!(recorder.measure("seconds").is_some_and(|s| s > 0.0));
+    assert!(recorder.measurement("seconds").is_some_and(|s| s > 0.0));
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(encoded.path().join("metrics.json")).unwrap())
             .unwrap();

@@ -10,11 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use pipeline_api::{
-    InputArtifact, InputCounts, Reporter, RunContext, SilentReporter, StageKind, StepProgress,
-};
+use pipeline_api::{InputArtifact, InputCounts, Reporter, RunContext, SilentReporter, StageKind};
 
 use pipeline_data::fetch::{Pin, Registry, fetch_wheel, package_root};
 use pipeline_data::formats::FeatureSet;
@@ -78,49 +76,9 @@ pub struct Node {
     pub scratch: tempfile::TempDir,
 }
 
-/// A reporter that keeps what a run measures ([`Reporter::measure`]), warns and logs.
-#[derive(Debug, Default)]
-pub struct Recorder {
-    pub measures: Mutex<Vec<(String, f64)>>,
-    pub warnings: Mutex<Vec<String>>,
-    pub logs: Mutex<Vec<String>>,
-}
-
-impl Recorder {
-    /// The value measured under `name`, if any.
-    pub fn measure(&self, name: &str) -> Option<f64> {
-        let measures = self.measures.lock().unwrap();
-        measures.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-    }
-
-    /// The names measured, in order.
-    pub fn names(&self) -> Vec<String> {
-        let measures = self.measures.lock().unwrap();
-        measures.iter().map(|(n, _)| n.clone()).collect()
-    }
-}
-
-struct NoStep;
-
-impl StepProgress for NoStep {
-    fn inc(&self, _delta: u64) {}
-    fn set_message(&self, _message: &str) {}
-}
-
-impl Reporter for Recorder {
-    fn step(&self, _label: &str, _total: u64) -> Box<dyn StepProgress> {
-        Box::new(NoStep)
-    }
-    fn log(&self, line: &str) {
-        self.logs.lock().unwrap().push(line.to_owned());
-    }
-    fn warn(&self, line: &str) {
-        self.warnings.lock().unwrap().push(line.to_owned());
-    }
-    fn measure(&self, name: &str, value: f64) {
-        self.measures.lock().unwrap().push((name.to_owned(), value));
-    }
-}
+/// A reporter that keeps what a run measures, warns and logs (not every test binary uses it).
+#[allow(unused_imports)]
+pub use pipeline_api::RecordingReporter as Recorder;
 
 /// Plans `kind` with `params` (TOML) and runs it on `inputs`, as the executor does.
 pub fn run_kind(
