@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{TestProject, counted};
+use common::{TestProject, counted, wait_for};
 
 /// data (external dir) -> a -> b -> c, and an independent d.
 fn chain(b_run: &str) -> String {
@@ -400,17 +398,6 @@ params = { run = "echo fine > f.txt" }
             .next()
             .is_none()
     );
-}
-
-/// Polls for `path` (not a timing assertion: the test fails only if it never appears).
-fn wait_for(path: &std::path::Path) {
-    for _ in 0..1000 {
-        if path.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{} never appeared", path.display());
 }
 
 fn kill_group(child: &std::process::Child) {

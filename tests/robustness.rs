@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestProject, counted};
+use common::{TestProject, counted, wait_for};
 
 /// a (reads an external dir) -> b -> c.
 fn chain() -> String {
@@ -345,14 +345,7 @@ inputs = { q = "quick" }
         .process_group(0)
         .spawn()
         .unwrap();
-    let started = p.path().join("started");
-    for _ in 0..1000 {
-        if started.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(started.exists(), "the slow node never started");
+    wait_for(&p.path().join("started"));
     // As a terminal does: SIGINT to the whole foreground process group.
     let kill = std::process::Command::new("kill")
         .args(["-INT", "--", &format!("-{}", child.id())])

@@ -112,3 +112,14 @@ impl TestProject {
 pub fn counted(name: &str, body: &str) -> String {
     format!("echo x >> \"$PROJECT/count.{name}\"; {body}")
 }
+
+/// Polls for `path` (not a timing assertion: the test fails only if it never appears).
+pub fn wait_for(path: &Path) {
+    for _ in 0..1000 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
+}

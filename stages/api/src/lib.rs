@@ -176,7 +176,7 @@ impl InputCounts {
 }
 
 /// The candidate nearest to `name` by edit distance, if near enough to be a typo.
-pub fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(name, c), *c))

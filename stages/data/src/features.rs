@@ -647,8 +647,8 @@ mod tests {
         assert_eq!(loaded.clips[0].file, "audio/syn-train-00000.wav");
     }
 
-    #[test]
-    fn timings_are_measured_not_written() {
+    /// A generated data set of 2 / 1 / 1 clips with one caption each.
+    fn tiny_synthetic_set() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let synth = SynthParams {
             train_clips: 2,
@@ -658,6 +658,12 @@ mod tests {
             ..Default::default()
         };
         write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        dir
+    }
+
+    #[test]
+    fn timings_are_measured_not_written() {
+        let dir = tiny_synthetic_set();
         let recorder = crate::testing::Recorder::default();
         let (_, metrics) = compute(dir.path(), &FeaturesParams::default(), &recorder).unwrap();
         assert_eq!(
@@ -817,15 +823,7 @@ mod tests {
     /// path inside the input, and no output names a directory of the inputs.
     #[test]
     fn the_kind_names_the_tokenizer_inside_its_input() {
-        let data = tempfile::tempdir().unwrap();
-        let synth = SynthParams {
-            train_clips: 2,
-            val_clips: 1,
-            test_clips: 1,
-            captions_per_clip: 1,
-            ..Default::default()
-        };
-        write_dataset(&synth, data.path(), &SilentReporter).unwrap();
+        let data = tiny_synthetic_set();
         let tok = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tok.path().join("sub")).unwrap();
         std::fs::write(
@@ -852,15 +850,7 @@ mod tests {
 
     #[test]
     fn an_invalid_or_missing_tokenizer_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let synth = SynthParams {
-            train_clips: 2,
-            val_clips: 1,
-            test_clips: 1,
-            captions_per_clip: 1,
-            ..Default::default()
-        };
-        write_dataset(&synth, dir.path(), &SilentReporter).unwrap();
+        let dir = tiny_synthetic_set();
         let params = FeaturesParams::default();
         let bad = dir.path().join("bad-tokenizer.json");
         std::fs::write(&bad, r#"{"model": {"type": "WordPiece"}}"#).unwrap();
