@@ -878,14 +878,29 @@ pub fn warn_skipped(
     root: &Path,
     listed_in: &str,
 ) {
-    for s in skipped.iter().take(MAX_WARNINGS) {
-        reporter.warn(&format!("skipped {}", s.describe(root)));
+    let lines: Vec<String> = skipped
+        .iter()
+        .map(|s| format!("skipped {}", s.describe(root)))
+        .collect();
+    warn_capped(reporter, &lines, "items", listed_in);
+}
+
+/// Reports `lines` (one per skipped thing) as warnings: the first [`MAX_WARNINGS`] one each,
+/// then one line counting the rest of `what`, every one of which `listed_in` lists.
+pub fn warn_capped(
+    reporter: &dyn pipeline_api::Reporter,
+    lines: &[String],
+    what: &str,
+    listed_in: &str,
+) {
+    for line in lines.iter().take(MAX_WARNINGS) {
+        reporter.warn(line);
     }
-    if skipped.len() > MAX_WARNINGS {
+    if lines.len() > MAX_WARNINGS {
         reporter.warn(&format!(
-            "skipped {} more ({} in all, every one listed in {listed_in})",
-            skipped.len() - MAX_WARNINGS,
-            skipped.len()
+            "skipped {} more {what} ({} in all, every one listed in {listed_in})",
+            lines.len() - MAX_WARNINGS,
+            lines.len()
         ));
     }
 }

@@ -362,6 +362,7 @@ pub fn write_dataset(
 
     let mut decoded = Vec::new();
     let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
     for (n, ((id, split, rec), result)) in recordings.iter().zip(results).enumerate() {
         match result? {
             Ok(clips) => decoded.push(Decoded {
@@ -376,25 +377,17 @@ pub fn write_dataset(
                 },
             }),
             Err(reason) => {
-                if skipped.len() < crate::dataset::MAX_WARNINGS {
-                    reporter.warn(&format!(
-                        "skipped `{}` of package `{}`: {reason}",
-                        rec.path, rec.package
-                    ));
-                }
+                warnings.push(format!(
+                    "skipped `{}` of package `{}`: {reason}",
+                    rec.path, rec.package
+                ));
                 skipped.push(serde_json::json!({
                     "package": rec.package, "path": rec.path, "reason": reason,
                 }));
             }
         }
     }
-    if skipped.len() > crate::dataset::MAX_WARNINGS {
-        reporter.warn(&format!(
-            "skipped {} more recordings ({} in all, every one listed in provenance.json)",
-            skipped.len() - crate::dataset::MAX_WARNINGS,
-            skipped.len()
-        ));
-    }
+    crate::dataset::warn_capped(reporter, &warnings, "recordings", "provenance.json");
 
     let index = build_index(&decoded, &recordings, params);
     index.save(out_dir)?;
