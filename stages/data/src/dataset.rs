@@ -39,7 +39,7 @@ use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKi
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::formats::{DatasetCaption, DatasetClip, DatasetIndex, Split};
+use pipeline_formats::{DatasetCaption, DatasetClip, DatasetIndex, Split};
 
 /// Name of the symbolic link, in the output, to the data set root; clip files are relative to
 /// the output through it.
@@ -1460,7 +1460,7 @@ mod tests {
         assert_eq!(outputs[0].1, outputs[1].1);
         assert!(outputs[0].0.contains_key("skipped.json"));
         assert!(outputs[0].1.contains_key("features.safetensors"));
-        let set = crate::formats::FeatureSet::load(keep[0].2.path()).unwrap();
+        let set = pipeline_formats::FeatureSet::load(keep[0].2.path()).unwrap();
         assert_eq!(set.clips[0].file, "audio/development/x.wav");
         let skipped = String::from_utf8(outputs[0].0["skipped.json"].clone()).unwrap();
         assert!(skipped.contains("development/y.wav") && skipped.contains("truncated"));

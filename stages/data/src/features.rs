@@ -14,9 +14,9 @@ use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKi
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::formats::{CaptionRow, ClipRow, DatasetIndex, FeatureSet, RelevanceRow, Split};
 use crate::mel::{MelConfig, MelExtractor};
 use crate::text::{PretrainedTokenizer, Vocab, normalize};
+use pipeline_formats::{CaptionRow, ClipRow, DatasetIndex, FeatureSet, RelevanceRow, Split};
 
 /// Front-end preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

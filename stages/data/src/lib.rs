@@ -1,4 +1,4 @@
-//! Data sets, audio and text front ends, and the artifact formats shared by every stage.
+//! Data sets and the audio and text front ends.
 //!
 //! Kinds: `synth-dataset` ([`synth`]), `dataset` ([`dataset`]), `features` ([`features`]),
 //! `fetch` ([`fetch`]), `packaged-sounds` ([`sounds`]).
@@ -7,7 +7,6 @@ pub mod audio;
 pub mod dataset;
 pub mod features;
 pub mod fetch;
-pub mod formats;
 pub mod mel;
 pub mod sounds;
 pub mod synth;

@@ -65,7 +65,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
-use pipeline_data::formats::{Embeddings, Split, TeacherEmbeddings};
+use pipeline_formats::{Embeddings, Split, TeacherEmbeddings};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, ensure};
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
-use pipeline_data::formats::{
+use pipeline_formats::{
     Embeddings, Split, batch, f64_column, i64_column, string_column, write_parquet,
 };
 use rayon::prelude::*;
@@ -330,7 +330,7 @@ pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<EvaluationMetrics> 
 /// Reads an `evaluate` artifact's `ranks.parquet` as `caption_index → rank`.
 pub fn read_ranks(dir: &std::path::Path) -> anyhow::Result<BTreeMap<i64, usize>> {
     let path = dir.join(RANKS_FILE);
-    let t = pipeline_data::formats::Table::open(&path)?;
+    let t = pipeline_formats::Table::open(&path)?;
     Ok(t.i64s("caption_index")?
         .into_iter()
         .zip(t.i64s("rank")?.into_iter().map(|r| r as usize))

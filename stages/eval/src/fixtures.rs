@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipeline_api::{InputArtifact, InputCounts, RunContext, SilentReporter, StageKind};
-use pipeline_data::formats::{CaptionRow, ClipRow, Embeddings, FeatureSet, RelevanceRow, Split};
+use pipeline_formats::{CaptionRow, ClipRow, Embeddings, FeatureSet, RelevanceRow, Split};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

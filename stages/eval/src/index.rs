@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, ensure};
-use pipeline_data::formats::{CAPTIONS_FILE, CLIPS_FILE, RELEVANCE_FILE, Split, Table};
+use pipeline_formats::{CAPTIONS_FILE, CLIPS_FILE, RELEVANCE_FILE, Split, Table};
 
 /// One split's clips and captions, in feature-row order.
 #[derive(Debug, Clone, PartialEq)]

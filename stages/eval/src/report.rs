@@ -34,7 +34,7 @@ use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
-use pipeline_data::formats::{CLIPS_FILE, Split, Table};
+use pipeline_formats::{CLIPS_FILE, Split, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::correspondences::{CORRESPONDENCES_FILE, teacher_names};

@@ -8,13 +8,13 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use pipeline_api::{InputCounts, Registry, StageKind};
-use pipeline_data::formats::{
-    Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet,
-    write_parquet,
-};
 use pipeline_eval::evaluate::{EvaluationMetrics, read_metrics};
 use pipeline_eval::fixtures::{run_stage, synthetic_embeddings, synthetic_features};
 use pipeline_eval::{Correspondences, Evaluate, Report, metrics};
+use pipeline_formats::{
+    Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet,
+    write_parquet,
+};
 
 const TOPICS: usize = 3;
 

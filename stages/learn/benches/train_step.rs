@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use pipeline_data::formats::Split;
+use pipeline_formats::Split;
 use pipeline_learn::batches::{Row, audio_tensors, epoch_batches, rows, text_input};
 use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::losses::{positives, similarity, sup_loss};
@@ -170,7 +170,7 @@ fn torch(
 /// Trains the default model with the default schedule on the pipeline-scale synthetic set and
 /// prints the validation curve (does it learn?).
 fn learn(
-    f: &pipeline_data::formats::FeatureSet,
+    f: &pipeline_formats::FeatureSet,
     optim: OptimParams,
     model: pipeline_learn::models::DualEncoderConfig,
     threads: usize,

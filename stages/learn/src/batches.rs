@@ -2,7 +2,7 @@
 //! caption of the split; tensors are copied out of the feature set per batch.
 
 use burn::prelude::*;
-use pipeline_data::formats::{FeatureSet, Split};
+use pipeline_formats::{FeatureSet, Split};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
-use pipeline_data::formats::FeatureSet;
+use pipeline_formats::FeatureSet;
 
 use crate::batches::{audio_tensors, text_input};
 use crate::models::layers::canonical_ids;

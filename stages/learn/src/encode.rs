@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use burn::prelude::*;
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
-use pipeline_data::formats::{FeatureSet, TextVectors};
+use pipeline_formats::{FeatureSet, TextVectors};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 //! Each clip has a class; its log-mel shows a bright band at a class-specific frequency (plus
 //! noise) and its captions contain a class word among random filler words.
 
-use pipeline_data::formats::{CaptionRow, ClipRow, FeatureSet, Split};
+use pipeline_formats::{CaptionRow, ClipRow, FeatureSet, Split};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

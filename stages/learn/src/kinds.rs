@@ -7,7 +7,7 @@ use pipeline_api::{
     InputArtifact, InputCounts, METRICS_FILE, ParamError, Plan, Resources, RunContext, StageKind,
     parse_params,
 };
-use pipeline_data::formats::{Embeddings, FeatureSet, TeacherEmbeddings};
+use pipeline_formats::{Embeddings, FeatureSet, TeacherEmbeddings};
 use serde_json::json;
 
 use crate::device::{resolve, wants_gpu, with_threads};

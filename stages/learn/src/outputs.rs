@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pipeline_data::formats::{batch, f64_column, i64_column, write_parquet};
+use pipeline_formats::{batch, f64_column, i64_column, write_parquet};
 use plotters::prelude::*;
 use serde_json::json;
 

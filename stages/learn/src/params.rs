@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use pipeline_api::ParamError;
-use pipeline_data::formats::FeatureSet;
+use pipeline_formats::FeatureSet;
 use serde::{Deserialize, Serialize};
 
 use crate::models::cnn::CnnEncoderConfig;

@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use pipeline_api::Reporter;
-use pipeline_data::formats::{FeatureSet, Split, TeacherEmbeddings};
+use pipeline_formats::{FeatureSet, Split, TeacherEmbeddings};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::{

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use pipeline_api::{InputCounts, Registry, SilentReporter, StageKind};
-use pipeline_data::formats::{Embeddings, FeatureSet, Table, TeacherEmbeddings};
+use pipeline_formats::{Embeddings, FeatureSet, Table, TeacherEmbeddings};
 use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::kinds::{DistillKind, EmbedKind, TrainKind};
 
@@ -165,8 +165,8 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
     }
 
     // Distillation from this model's own embeddings (self-distillation) on the train split.
-    let train_clips = f.split_clips(pipeline_data::formats::Split::Train);
-    let train_caps = f.split_captions(pipeline_data::formats::Split::Train);
+    let train_clips = f.split_clips(pipeline_formats::Split::Train);
+    let train_caps = f.split_captions(pipeline_formats::Split::Train);
     let teachers = TeacherEmbeddings {
         teachers: 1,
         dim: e.dim,
@@ -508,8 +508,8 @@ fn assert_same_files(a: &Path, b: &Path) -> Vec<String> {
 
 /// A `correspondences` artifact whose single teacher is `e` on the train split.
 fn self_teacher(f: &FeatureSet, e: &Embeddings) -> tempfile::TempDir {
-    let train_clips = f.split_clips(pipeline_data::formats::Split::Train);
-    let train_caps = f.split_captions(pipeline_data::formats::Split::Train);
+    let train_clips = f.split_clips(pipeline_formats::Split::Train);
+    let train_caps = f.split_captions(pipeline_formats::Split::Train);
     let teachers = TeacherEmbeddings {
         teachers: 1,
         dim: e.dim,
@@ -580,7 +580,7 @@ fn timings_are_measured_not_written() {
             .collect();
         assert!(timing.is_empty(), "{file} has {timing:?}");
     }
-    let curves = pipeline_data::formats::read_parquet(&out.join("curves.parquet")).unwrap();
+    let curves = pipeline_formats::read_parquet(&out.join("curves.parquet")).unwrap();
     let columns: Vec<String> = curves
         .schema()
         .fields()
@@ -610,7 +610,7 @@ fn validation_at_chance_fails_naming_chance_and_what_to_try() {
     let mut f = shape.build();
     let filler = 2 + shape.classes as i64;
     let l = f.max_tokens;
-    for j in f.split_captions(pipeline_data::formats::Split::Val) {
+    for j in f.split_captions(pipeline_formats::Split::Val) {
         for t in &mut f.tokens[j * l..(j + 1) * l] {
             if (2..filler).contains(t) {
                 *t = filler;
@@ -767,7 +767,7 @@ fn as_encoded(mut f: FeatureSet) -> FeatureSet {
             }
         }
     }
-    f.text_vectors = Some(pipeline_data::formats::TextVectors { dim, values });
+    f.text_vectors = Some(pipeline_formats::TextVectors { dim, values });
     f
 }
 

@@ -5,8 +5,8 @@
 use burn::prelude::*;
 use pipeline_api::{InputCounts, SilentReporter, StageKind};
 use pipeline_data::features::{FeaturesParams, Preset, compute_with};
-use pipeline_data::formats::FeatureSet;
 use pipeline_data::synth::{SynthParams, write_dataset};
+use pipeline_formats::FeatureSet;
 use pipeline_learn::embedding::load_model;
 use pipeline_learn::encode::EncodeKind;
 use pipeline_learn::kinds::TrainKind;

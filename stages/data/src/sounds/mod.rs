@@ -31,9 +31,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::formats::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance, Split};
 use caption::Labels;
 use catalog::{AudioData, PACKAGES, Recording};
+use pipeline_formats::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance, Split};
 
 /// Parameters of `packaged-sounds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::formats::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance, Split};
+use pipeline_formats::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance, Split};
 use scene::{Fact, HELD_OUT_PAIRS, Scene, Source};
 
 /// Parameters of `synth-dataset`.

