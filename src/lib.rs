@@ -3,14 +3,18 @@
 //!
 //! The domain (what a stage computes) lives in the `stages/*` crates behind
 //! [`pipeline_api::StageKind`]; this crate knows nothing about audio. The binary (`src/main.rs`)
-//! builds a [`pipeline_api::Registry`] and hands it to [`cli::main`].
+//! builds a [`pipeline_api::Registry`] and hands it to [`cli::main`], which parses the command
+//! line, makes one [`project::Project`] call per command and renders what it returns; a run
+//! reports to [`events::RunEvents`], which the command line draws as progress bars.
 
 pub mod builtin;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod fingerprint;
 pub mod graph;
 pub mod lock;
+pub mod project;
 pub mod reporter;
 pub mod scheduler;
 pub mod staleness;

@@ -1,7 +1,8 @@
 //! Running the stale nodes: keys are computed as upstream outputs become known (so a rerun
 //! that reproduces the same bytes leaves downstream cached), ready nodes start in dependency
 //! order on scoped threads within a thread budget (`--jobs`) and one GPU, a failure stops its
-//! dependents only, and every run publishes atomically under the key's lock.
+//! dependents only, and every run publishes atomically under the key's lock. What happens is
+//! reported to a [`RunEvents`]; nothing here prints.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -11,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pipeline_api::{InputArtifact, RunContext};
 
+use crate::events::{Finish, RunEvents};
 use crate::fingerprint::{Fingerprint, StatCache};
 use crate::graph::{Binding, Pipeline};
 use crate::lock;
-use crate::reporter::{NodeReporter, Ui};
+use crate::reporter::NodeReporter;
 use crate::staleness::{self, InputError};
 use crate::store::{Manifest, ManifestInput, NodeState, Store};
 
@@ -32,10 +34,7 @@ pub struct RunOptions {
 /// How a node ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Cached,
-    Ran,
-    /// Another process built it while this one waited for the lock.
-    Reused,
+    Finished(Finish),
     Failed {
         error: anyhow::Error,
         /// The node's log, or why none could be kept.
@@ -114,7 +113,7 @@ pub fn run(
     pipeline: &Pipeline,
     store: &Store,
     cache: &mut StatCache,
-    ui: &Ui,
+    events: &dyn RunEvents,
     opts: &RunOptions,
 ) -> Result<RunReport, SchedulerError> {
     let n = pipeline.nodes.len();
@@ -177,10 +176,10 @@ pub fn run(
                     record(i, &fp, &key);
                     outputs[i] = Some((key, m.output_hash));
                     finished[i] = true;
-                    ui.progress().finished(&pipeline.nodes[i].name);
+                    events.finished(&pipeline.nodes[i].name, Finish::Cached, Duration::ZERO);
                     report.results.push(NodeResult {
                         node: i,
-                        outcome: Outcome::Cached,
+                        outcome: Outcome::Finished(Finish::Cached),
                         duration: Duration::ZERO,
                         warnings: Vec::new(),
                     });
@@ -218,14 +217,13 @@ pub fn run(
                     let forced = opts.forced[job.node];
                     let name = pipeline.nodes[job.node].name.clone();
                     let threads = job.threads;
-                    ui.progress().started(&name);
                     std::thread::Builder::new()
                         .name(format!("node {name}"))
                         .spawn_scoped(s, move || {
                             let start = Instant::now();
                             // A panic must still report, or the scheduler would wait forever.
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                execute(pipeline, store, ui, &job, artifacts, forced)
+                                execute(pipeline, store, events, &job, artifacts, forced)
                             }))
                             .unwrap_or_else(|payload| {
                                 let error = anyhow::anyhow!(
@@ -270,7 +268,7 @@ pub fn run(
                 gpu_busy = false;
             }
             finished[i] = true;
-            ui.progress().finished(&pipeline.nodes[i].name);
+            let name = &pipeline.nodes[i].name;
             match result {
                 Ok(Executed {
                     manifest,
@@ -279,10 +277,11 @@ pub fn run(
                 }) => {
                     record(i, &fp, &key);
                     outputs[i] = Some((key, manifest.output_hash));
-                    let outcome = if ran { Outcome::Ran } else { Outcome::Reused };
+                    let how = if ran { Finish::Ran } else { Finish::Reused };
+                    events.finished(name, how, duration);
                     report.results.push(NodeResult {
                         node: i,
-                        outcome,
+                        outcome: Outcome::Finished(how),
                         duration,
                         warnings,
                     });
@@ -296,6 +295,7 @@ pub fn run(
                     );
                 }
                 Err((error, log)) => {
+                    events.failed(name, &error, &log, duration);
                     report.results.push(NodeResult {
                         node: i,
                         outcome: Outcome::Failed { error, log },
@@ -311,7 +311,7 @@ pub fn run(
                             report.results.push(NodeResult {
                                 node: d,
                                 outcome: Outcome::Skipped {
-                                    failed: pipeline.nodes[i].name.clone(),
+                                    failed: name.clone(),
                                 },
                                 duration: Duration::ZERO,
                                 warnings: Vec::new(),
@@ -395,12 +395,12 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs one node under its key's lock and publishes its output. `Ok((manifest, false))` when
+/// Runs one node under its key's lock and publishes its output; `ran` is false when
 /// another process published it meanwhile.
 fn execute(
     pipeline: &Pipeline,
     store: &Store,
-    ui: &Ui,
+    events: &dyn RunEvents,
     job: &Job,
     artifacts: BTreeMap<String, Vec<InputArtifact>>,
     forced: bool,
@@ -409,11 +409,7 @@ fn execute(
     let failed_log = store.failed_log(&node.name);
     let fail = |e: anyhow::Error| (e, Err("the node did not start".into()));
     let _lock = lock::acquire(&store.lock_path(&job.key), |pid| {
-        let who = pid.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
-        ui.status(&format!(
-            "`{}`: waiting for {who}, which is building the same artifact",
-            node.name
-        ));
+        events.waiting(&node.name, pid);
     })
     .map_err(|e| fail(e.into()))?;
     if !forced
@@ -450,10 +446,8 @@ fn execute(
     let log = setup().map_err(|e| {
         fail(anyhow::Error::from(e).context(format!("cannot prepare `{}`", tmp.display())))
     })?;
-    let reporter = NodeReporter::new(&node.name, ui, log);
-    if !ui.bars() {
-        ui.status(&format!("started `{}`", node.name));
-    }
+    events.started(&node.name);
+    let reporter = NodeReporter::new(&node.name, events, log);
     let started_unix = unix_now();
     let start = Instant::now();
     reporter.log_quiet(&format!(
@@ -493,12 +487,6 @@ fn execute(
     match result {
         Ok(()) => {
             reporter.log_quiet(&format!("finished in {:.2}s", elapsed.as_secs_f64()));
-            ui.status(&format!(
-                "finished `{}` in {}",
-                node.name,
-                crate::reporter::format_duration(elapsed)
-            ));
-            reporter.finish();
             let notes = reporter.notes();
             drop(reporter);
             let manifest = Manifest {
@@ -542,12 +530,6 @@ fn execute(
                 "failed after {:.2}s: {error:#}",
                 elapsed.as_secs_f64()
             ));
-            ui.status(&format!(
-                "failed `{}` after {}",
-                node.name,
-                crate::reporter::format_duration(elapsed)
-            ));
-            reporter.finish();
             drop(reporter);
             let copied = fs_err::create_dir_all(store.root.join("failed"))
                 .and_then(|()| fs_err::copy(tmp.join("log.txt"), &failed_log).map(|_| ()));

@@ -1,9 +1,15 @@
-//! End-to-end tests of the executor through the `pipeline` binary, with the built-in `command`
-//! kind only.
+//! End-to-end tests of the executor through the `pipeline` binary, and of the events a run
+//! reports to a library caller, with the built-in `command` kind only.
 
 mod common;
 
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use common::{TestProject, counted, wait_for};
+use pipeline::events::{Finish, RunEvents};
+use pipeline::project::{Project, RunTargets};
 
 /// data (external dir) -> a -> b -> c, and an independent d.
 fn chain(b_run: &str) -> String {
@@ -619,5 +625,89 @@ fn dag_formats_and_kinds() {
     assert!(
         command.contains(" 1 ") && command.contains("Runs a shell command"),
         "{command}"
+    );
+}
+
+/// The events of a run, one line each, as a caller other than the terminal receives them.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn push(&self, event: String) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl RunEvents for Recorder {
+    fn started(&self, node: &str) {
+        self.push(format!("started {node}"));
+    }
+    fn log(&self, node: &str, line: &str) {
+        self.push(format!("log {node}: {line}"));
+    }
+    fn finished(&self, node: &str, how: Finish, _: Duration) {
+        self.push(format!("finished {node}: {how:?}"));
+    }
+    fn failed(
+        &self,
+        node: &str,
+        error: &anyhow::Error,
+        log: &Result<PathBuf, String>,
+        _: Duration,
+    ) {
+        let log = log.as_ref().unwrap();
+        self.push(format!("failed {node}: {error:#}; log {}", log.display()));
+    }
+}
+
+#[test]
+fn a_run_reports_started_finished_cached_and_failed_nodes_to_its_events() {
+    let p = TestProject::new(
+        r#"
+[stages.good]
+kind = "command"
+params = { run = "echo hello; echo hello > out.txt" }
+
+[stages.bad]
+kind = "command"
+params = { run = "echo about to fail; exit 3" }
+inputs = { x = "good" }
+"#,
+    );
+    let project = Project::open(
+        &p.path().join("pipeline.toml"),
+        &pipeline::builtin_registry(),
+    )
+    .unwrap();
+    let run = || {
+        let events = Recorder::default();
+        let report = project.run(&RunTargets::default(), 1, &events).unwrap();
+        assert_eq!(report.failures().count(), 1);
+        events.0.into_inner().unwrap()
+    };
+    let failed = format!(
+        "failed bad: command `echo about to fail; exit 3` failed (exit status: 3); log {}",
+        p.path().join("artifacts/failed/bad.log").display()
+    );
+    assert_eq!(
+        run(),
+        [
+            "started good",
+            "log good: hello",
+            "finished good: Ran",
+            "started bad",
+            "log bad: about to fail",
+            &failed,
+        ]
+    );
+    // The second run finds `good` cached and tries `bad` again.
+    assert_eq!(
+        run(),
+        [
+            "finished good: Cached",
+            "started bad",
+            "log bad: about to fail",
+            &failed,
+        ]
     );
 }

@@ -104,7 +104,6 @@ pub fn render(p: &Pipeline, format: Format) -> String {
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
-    let (pipeline, _) = env.load()?;
-    emit(&render(&pipeline, args.format));
+    emit(&render(&env.load()?.pipeline, args.format));
     Ok(ExitCode::SUCCESS)
 }

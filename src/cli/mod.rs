@@ -1,7 +1,9 @@
 //! The command line: argument parsing (clap derive; doc comments are the help text), loading
 //! the pipeline, and turning errors into one sentence and an exit code (2 for configuration and
-//! usage errors, 1 for failed nodes). One module per command.
+//! usage errors, 1 for failed nodes). One module per command, each one call into
+//! [`crate::project`] and the rendering of what it returns.
 
+mod console;
 mod dag;
 mod gc;
 mod kinds;
@@ -11,16 +13,16 @@ mod show;
 mod status;
 mod verify;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pipeline_api::Registry;
 
 use crate::config::ConfigError;
-use crate::graph::Pipeline;
-use crate::reporter::eprint_line;
-use crate::store::Store;
+use crate::project::{Project, ProjectError, UserError};
 
 /// Declarative, content-hashed pipeline runner: runs the stale nodes of `pipeline.toml`.
 #[derive(Debug, Parser)]
@@ -72,23 +74,6 @@ pub enum Command {
     Kinds,
 }
 
-/// A mistake of the user (bad node name, bad flag value): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct UserError {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl UserError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            hint: None,
-        }
-    }
-}
-
 /// Shared by the commands: the parsed global flags and the kinds.
 #[derive(Debug)]
 pub struct Env {
@@ -100,35 +85,9 @@ pub struct Env {
 
 impl Env {
     /// Reads and validates the pipeline.
-    pub fn load(&self) -> Result<(Pipeline, Store), ConfigError> {
-        let pipeline = Pipeline::load(&self.file, &self.registry)?;
-        let namespace = self.file.file_name().map_or_else(
-            || "pipeline.toml".into(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let store = Store::new(pipeline.config.artifacts.clone(), namespace);
-        Ok((pipeline, store))
+    pub fn load(&self) -> Result<Project, ConfigError> {
+        Project::open(&self.file, &self.registry)
     }
-}
-
-/// The status of `nodes` and what they need (every node when empty), nothing forced; other
-/// nodes are `None`.
-pub fn assess_selection(
-    pipeline: &Pipeline,
-    store: &Store,
-    nodes: &[String],
-) -> anyhow::Result<Vec<Option<crate::staleness::NodeStatus>>> {
-    let n = pipeline.nodes.len();
-    let targets = if nodes.is_empty() {
-        (0..n).collect()
-    } else {
-        pipeline.select(nodes).map_err(UserError::new)?
-    };
-    let mask = pipeline.with_ancestors(&targets);
-    let mut cache = crate::fingerprint::StatCache::load(&store.stat_cache_path());
-    let status = crate::staleness::assess(pipeline, store, &mut cache, &mask, &vec![false; n])?;
-    let _ = cache.save();
-    Ok(status)
 }
 
 /// `path` relative to the current directory when it is below it, for messages.
@@ -190,37 +149,53 @@ pub fn main(registry: Registry) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprint_line(&format!("error: {err:#}"));
-            let hint = err
-                .downcast_ref::<ConfigError>()
+            let config = err.downcast_ref::<ConfigError>();
+            let user = err.downcast_ref::<UserError>().or_else(|| {
+                err.downcast_ref::<ProjectError>()
+                    .and_then(ProjectError::user)
+            });
+            let hint = config
                 .and_then(ConfigError::hint)
-                .or_else(|| {
-                    err.downcast_ref::<UserError>()
-                        .and_then(|u| u.hint.as_deref())
-                });
+                .or_else(|| user.and_then(|u| u.hint.as_deref()));
             if let Some(hint) = hint {
                 eprint_line(&format!("hint: {hint}"));
             }
-            let user = err.downcast_ref::<ConfigError>().is_some()
-                || err.downcast_ref::<UserError>().is_some();
-            ExitCode::from(if user { 2 } else { 1 })
+            ExitCode::from(if config.is_some() || user.is_some() {
+                2
+            } else {
+                1
+            })
         }
     }
 }
 
+/// Writes one line to stderr, ignoring errors (a closed pipe must not panic, unlike
+/// `eprintln!`).
+pub fn eprint_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
 /// Writes text to stderr; a closed pipe is not an error.
 pub fn eprint_text(text: &str) {
-    use std::io::Write;
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Writes data to stdout; a closed pipe (`pipeline dag | head`) is not an error.
 pub fn emit(text: &str) {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-pub use crate::reporter::format_duration;
+/// Formats a duration for status lines and tables.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
 
 /// Left-aligned text table with two spaces between columns.
 pub fn table(header: &[String], rows: &[Vec<String>]) -> String {

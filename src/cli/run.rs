@@ -2,13 +2,13 @@
 //! a summary.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use crate::cli::{Env, UserError, emit, eprint_text, format_duration, rel, table};
-use crate::fingerprint::StatCache;
-use crate::reporter::{Ui, eprint_line};
-use crate::scheduler::{self, Outcome, RunOptions};
-use crate::staleness::{self, NodeStatus};
+use crate::cli::console::Console;
+use crate::cli::{Env, emit, eprint_line, eprint_text, format_duration, rel, table};
+use crate::events::Finish;
+use crate::project::{RunTargets, UserError};
+use crate::scheduler::Outcome;
+use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,28 +27,17 @@ pub struct Args {
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
-    let (pipeline, store) = env.load()?;
-    let n = pipeline.nodes.len();
-    let targets = if args.nodes.is_empty() {
-        (0..n).collect()
-    } else {
-        let mut t = pipeline.select(&args.nodes).map_err(UserError::new)?;
-        t.extend(pipeline.select(&args.force).map_err(UserError::new)?);
-        t
+    let project = env.load()?;
+    let pipeline = &project.pipeline;
+    let targets = RunTargets {
+        nodes: args.nodes,
+        force: args.force,
     };
-    let mut forced = vec![false; n];
-    for i in pipeline.select(&args.force).map_err(UserError::new)? {
-        forced[i] = true;
-    }
-    let mask = pipeline.with_ancestors(&targets);
-    let mut cache = StatCache::load(&store.stat_cache_path());
 
     if args.dry_run {
-        let status = staleness::assess(&pipeline, &store, &mut cache, &mask, &forced)?;
-        let _ = cache.save();
         let mut any = false;
-        for &i in &pipeline.order {
-            if let Some(NodeStatus::Stale { reason, .. }) = &status[i] {
+        for (i, status) in project.plan(&targets)? {
+            if let NodeStatus::Stale { reason, .. } = status {
                 any = true;
                 emit(&format!(
                     "would run `{}`: {reason}\n",
@@ -76,19 +65,11 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(j) => j,
     };
-    let ui = Arc::new(Ui::new(env.quiet, env.verbose));
-    report_interruptions(&ui)?;
-    let report = scheduler::run(
-        &pipeline,
-        &store,
-        &mut cache,
-        &ui,
-        &RunOptions { jobs, mask, forced },
-    )?;
+    let report = project.run(&targets, jobs, &Console::new(env.quiet, env.verbose))?;
     let all_cached = report
         .results
         .iter()
-        .all(|r| matches!(r.outcome, Outcome::Cached));
+        .all(|r| matches!(r.outcome, Outcome::Finished(Finish::Cached)));
     if all_cached {
         if !env.quiet {
             eprint_line(&format!(
@@ -105,9 +86,13 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|r| {
                 let (what, time) = match &r.outcome {
-                    Outcome::Cached => ("cached".to_owned(), "-".to_owned()),
-                    Outcome::Ran => ("ran".to_owned(), format_duration(r.duration)),
-                    Outcome::Reused => ("reused".to_owned(), format_duration(r.duration)),
+                    Outcome::Finished(Finish::Cached) => ("cached".to_owned(), "-".to_owned()),
+                    Outcome::Finished(Finish::Ran) => {
+                        ("ran".to_owned(), format_duration(r.duration))
+                    }
+                    Outcome::Finished(Finish::Reused) => {
+                        ("reused".to_owned(), format_duration(r.duration))
+                    }
                     Outcome::Failed { .. } => ("FAILED".to_owned(), format_duration(r.duration)),
                     Outcome::Skipped { failed } => {
                         (format!("skipped (`{failed}` failed)"), "-".to_owned())
@@ -153,23 +138,4 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         names.join(", ")
     ));
     Ok(ExitCode::from(1))
-}
-
-/// On Ctrl-C (or SIGTERM, as Slurm sends at a time limit) prints what finished and what was
-/// interrupted, then exits with 130. Nothing half-written is ever published, so stopping
-/// here is safe: the next run cleans the working directories and resumes.
-fn report_interruptions(ui: &Arc<Ui>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let ui = Arc::clone(ui);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                ui.clear();
-                eprint_line(&ui.progress().interrupted_summary());
-                std::process::exit(130);
-            }
-        })?;
-    Ok(())
 }

@@ -5,11 +5,10 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::cli::{Env, UserError, emit, rel};
-use crate::fingerprint::StatCache;
-use crate::graph::{Binding, Pipeline};
-use crate::staleness::{self, NodeStatus};
-use crate::store::{Manifest, Store};
+use crate::cli::{Env, emit, rel};
+use crate::graph::Binding;
+use crate::project::NodeView;
+use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,80 +19,15 @@ pub struct Args {
     pub json: bool,
 }
 
-/// A node's status and the manifest to show for it.
-pub type Current = Option<(NodeStatus, Option<Manifest>)>;
-
-/// The artifact to show for each node of `mask`: the current one when up to date, else the
-/// last one built (if it still exists), with the status.
-pub fn current(pipeline: &Pipeline, store: &Store, mask: &[bool]) -> anyhow::Result<Vec<Current>> {
-    let mut cache = StatCache::load(&store.stat_cache_path());
-    let status = staleness::assess(
-        pipeline,
-        store,
-        &mut cache,
-        mask,
-        &vec![false; pipeline.nodes.len()],
-    )?;
-    let _ = cache.save();
-    Ok(status
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let s = s?;
-            let manifest = match &s {
-                NodeStatus::UpToDate { manifest, .. } => Some((**manifest).clone()),
-                NodeStatus::Stale { .. } => store
-                    .state(&pipeline.nodes[i].name)
-                    .and_then(|st| store.manifest(&st.key)),
-            };
-            Some((s, manifest))
-        })
-        .collect())
-}
-
-/// `metrics.json` of a published object, with what the run measured of itself (kept in the
-/// manifest, outside the hashed files) under `run`. `None` when there is neither.
-pub fn metrics(store: &Store, m: &Manifest) -> Option<serde_json::Value> {
-    let file = std::fs::read(store.out_dir(&m.key).join(pipeline_api::METRICS_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
-    if m.measurements.is_empty() {
-        return file;
-    }
-    let mut value = file.unwrap_or_else(|| json!({}));
-    if let Some(map) = value.as_object_mut() {
-        map.insert("run".into(), json!(m.measurements));
-    }
-    Some(value)
-}
-
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
-    let (pipeline, store) = env.load()?;
-    let i = match pipeline.node_index(&args.node) {
-        Some(i) => i,
-        None => match pipeline
-            .select(std::slice::from_ref(&args.node))
-            .map_err(UserError::new)?
-            .as_slice()
-        {
-            [one] => *one,
-            many => {
-                let names: Vec<_> = many
-                    .iter()
-                    .map(|&j| pipeline.nodes[j].name.as_str())
-                    .collect();
-                return Err(UserError {
-                    message: format!("stage `{}` has {} members", args.node, many.len()),
-                    hint: Some(format!("name one of: {}", names.join(", "))),
-                }
-                .into());
-            }
-        },
-    };
-    let mask = pipeline.with_ancestors(&[i]);
-    let (status, manifest) = current(&pipeline, &store, &mask)?
-        .swap_remove(i)
-        .expect("in the mask");
+    let project = env.load()?;
+    let (pipeline, store) = (&project.pipeline, &project.store);
+    let NodeView {
+        node: i,
+        status,
+        manifest,
+        metrics,
+    } = project.show(&args.node)?;
     let node = &pipeline.nodes[i];
     let status_text = match &status {
         NodeStatus::UpToDate { .. } => "up to date".to_owned(),
@@ -114,7 +48,6 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
             (input.name.clone(), serde_json::Value::Array(list))
         })
         .collect();
-    let metrics = manifest.as_ref().and_then(|m| metrics(&store, m));
     let paths = manifest.as_ref().map(|m| {
         json!({
             "out": store.out_dir(&m.key),

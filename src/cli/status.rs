@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Env, assess_selection, emit};
+use crate::cli::{Env, emit};
 use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
@@ -15,27 +15,25 @@ pub struct Args {
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
-    let (pipeline, store) = env.load()?;
-    let status = assess_selection(&pipeline, &store, &args.nodes)?;
-    let width = pipeline
-        .order
+    let project = env.load()?;
+    let names = &project.pipeline.nodes;
+    let status = project.status(&args.nodes)?;
+    let width = status
         .iter()
-        .filter(|&&i| status[i].is_some())
-        .map(|&i| pipeline.nodes[i].name.len())
+        .map(|(i, _)| names[*i].name.len())
         .max()
         .unwrap_or(0);
     let mut out = String::new();
     let mut stale = 0;
-    for &i in &pipeline.order {
-        let line = match &status[i] {
-            None => continue,
-            Some(NodeStatus::UpToDate { .. }) => "up to date".to_owned(),
-            Some(NodeStatus::Stale { reason, .. }) => {
+    for (i, status) in &status {
+        let line = match status {
+            NodeStatus::UpToDate { .. } => "up to date".to_owned(),
+            NodeStatus::Stale { reason, .. } => {
                 stale += 1;
                 format!("stale: {reason}")
             }
         };
-        out.push_str(&format!("{:<width$}  {line}\n", pipeline.nodes[i].name));
+        out.push_str(&format!("{:<width$}  {line}\n", names[*i].name));
     }
     emit(&out);
     Ok(if args.exit_code && stale > 0 {

@@ -5,8 +5,8 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Env, assess_selection, emit};
-use crate::staleness::NodeStatus;
+use crate::cli::{Env, emit};
+use crate::project::Verification;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,35 +15,23 @@ pub struct Args {
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
-    let (pipeline, store) = env.load()?;
-    let status = assess_selection(&pipeline, &store, &args.nodes)?;
-    let width = pipeline
-        .nodes
-        .iter()
-        .map(|n| n.name.len())
-        .max()
-        .unwrap_or(0);
+    let project = env.load()?;
+    let names = &project.pipeline.nodes;
+    let width = names.iter().map(|n| n.name.len()).max().unwrap_or(0);
     let mut corrupt = 0;
-    for &i in &pipeline.order {
-        let name = &pipeline.nodes[i].name;
-        let line = match &status[i] {
-            None => continue,
-            Some(NodeStatus::Stale { reason, .. }) => format!("not checked (stale: {reason})"),
-            Some(NodeStatus::UpToDate { key, manifest, .. }) => {
-                match store.verify_fully(manifest) {
-                    Ok(()) => format!("ok ({} files)", manifest.files.len()),
-                    Err(c) => {
-                        corrupt += 1;
-                        store.mark_corrupt(key, &c)?;
-                        format!(
-                            "CORRUPT: output file `{}` {} (the next run rebuilds it)",
-                            c.file, c.why
-                        )
-                    }
-                }
+    for (i, verification) in project.verify(&args.nodes)? {
+        let line = match verification {
+            Verification::Stale(reason) => format!("not checked (stale: {reason})"),
+            Verification::Intact { files } => format!("ok ({files} files)"),
+            Verification::Corrupt(c) => {
+                corrupt += 1;
+                format!(
+                    "CORRUPT: output file `{}` {} (the next run rebuilds it)",
+                    c.file, c.why
+                )
             }
         };
-        emit(&format!("{name:<width$}  {line}\n"));
+        emit(&format!("{:<width$}  {line}\n", names[i].name));
     }
     Ok(if corrupt > 0 {
         ExitCode::from(1)

@@ -17,6 +17,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "testing")]
+mod testing;
+#[cfg(feature = "testing")]
+pub use testing::RecordingReporter;
+
 /// File a node may write at the top of its output directory: a JSON object of metrics
 /// (numbers, or nested objects of numbers). `pipeline show` and `pipeline metrics` read it.
 pub const METRICS_FILE: &str = "metrics.json";
@@ -243,7 +248,7 @@ pub trait StepProgress: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SilentReporter;
 
-struct SilentStep;
+pub(crate) struct SilentStep;
 
 impl StepProgress for SilentStep {
     fn inc(&self, _delta: u64) {}
@@ -255,61 +260,6 @@ impl Reporter for SilentReporter {
         Box::new(SilentStep)
     }
     fn log(&self, _line: &str) {}
-}
-
-/// A reporter that keeps what it is told: for tests of stage kinds (what a run warned about and
-/// measured, and its log lines).
-#[derive(Debug, Default)]
-pub struct RecordingReporter {
-    logs: std::sync::Mutex<Vec<String>>,
-    warnings: std::sync::Mutex<Vec<String>>,
-    measurements: std::sync::Mutex<Vec<(String, f64)>>,
-}
-
-impl RecordingReporter {
-    pub fn logs(&self) -> Vec<String> {
-        lock(&self.logs).clone()
-    }
-
-    pub fn warnings(&self) -> Vec<String> {
-        lock(&self.warnings).clone()
-    }
-
-    /// The names measured, in order.
-    pub fn measured(&self) -> Vec<String> {
-        lock(&self.measurements)
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
-    /// The last value measured under `name`.
-    pub fn measurement(&self, name: &str) -> Option<f64> {
-        lock(&self.measurements)
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-    }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Reporter for RecordingReporter {
-    fn step(&self, _label: &str, _total: u64) -> Box<dyn StepProgress> {
-        Box::new(SilentStep)
-    }
-    fn log(&self, line: &str) {
-        lock(&self.logs).push(line.to_owned());
-    }
-    fn warn(&self, line: &str) {
-        lock(&self.warnings).push(line.to_owned());
-    }
-    fn measure(&self, name: &str, value: f64) {
-        lock(&self.measurements).push((name.to_owned(), value));
-    }
 }
 
 /// Everything a node's run may use.

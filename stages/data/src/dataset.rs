@@ -1,6 +1,6 @@
 //! The `dataset` kind: an index of a real data set on disk (input `root`, an external path).
 //!
-//! Formats (see method.md):
+//! Formats (see `docs/method.md`):
 //! - `clotho`: `clotho_captions_{development,validation,evaluation}.csv` (`file_name,caption_1..5`),
 //!   audio in `development/`, `validation/`, `evaluation/`; `clotho_metadata_<subset>.csv`
 //!   (ISO-8859-1) is parsed when present and its rows counted.

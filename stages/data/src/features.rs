@@ -35,7 +35,7 @@ pub enum Preset {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesParams {
-    /// Front-end preset: "light" (CPU default) or "passt" (method.md).
+    /// Front-end preset: "light" (CPU default) or "passt" (`docs/method.md`).
     #[serde(default = "default_preset")]
     pub preset: Preset,
     /// Override: sample rate in Hz audio is resampled to.

@@ -69,7 +69,8 @@ pub struct MelConfig {
 }
 
 impl MelConfig {
-    /// PaSST's front end, as in method.md: 32 kHz, 30 s in 10 s windows, 128 mels 0-15 kHz.
+    /// PaSST's front end, as in `docs/method.md`: 32 kHz, 30 s in 10 s windows, 128 mels
+    /// 0-15 kHz.
     pub fn passt() -> Self {
         Self {
             sample_rate: 32000,

@@ -73,6 +73,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{SplitIndex, gather_normalised};
 use crate::metrics::{self, dot};
+use crate::statistics;
 
 /// The correspondence table's file name.
 pub const CORRESPONDENCES_FILE: &str = "correspondences.parquet";
@@ -362,44 +363,6 @@ pub fn table_schema(teachers: usize, with_probabilities: bool, with_relevance: b
         fields.push(Field::new("relevance", DataType::Float32, false));
     }
     Arc::new(Schema::new(fields))
-}
-
-/// A human-readable description of the schema (for the README): `(column, type, meaning)`.
-pub fn schema_description() -> Vec<(&'static str, &'static str, &'static str)> {
-    vec![
-        ("audio_index", "int64", "clip row in the features"),
-        ("audio_id", "utf8 (dictionary)", "clip_id"),
-        ("audio_file", "utf8 (dictionary)", "audio file of the clip"),
-        ("caption_index", "int64", "caption row in the features"),
-        ("caption_id", "utf8 (dictionary)", "caption_id"),
-        ("caption", "utf8 (dictionary)", "caption text as written"),
-        ("is_match", "bool", "annotated pair"),
-        (
-            "teacher_<m>",
-            "float32",
-            "cosine of teacher m (order of the `teachers` input; names in key-value metadata `teachers`)",
-        ),
-        (
-            "estimate",
-            "float32",
-            "C_hat: mean of the teachers' cosines",
-        ),
-        (
-            "p_caption_given_audio",
-            "float32",
-            "softmax over all captions of the split of C_hat[i,:]/tau (with_probabilities)",
-        ),
-        (
-            "p_audio_given_caption",
-            "float32",
-            "softmax over all clips of the split of C_hat[:,j]/tau (with_probabilities)",
-        ),
-        (
-            "relevance",
-            "float32",
-            "ground-truth graded relevance, 0 where absent (only with ground truth)",
-        ),
-    ]
 }
 
 fn writer_thread(
@@ -728,7 +691,7 @@ fn agreement(
         );
         columns
             .par_iter()
-            .map(|c| metrics::spearman(c, &truth))
+            .map(|c| statistics::spearman(c, &truth))
             .collect()
     });
 
@@ -748,7 +711,7 @@ fn agreement(
                 t2a_map10: scores.map10,
                 t2a_r1: scores.r1,
                 spearman: spearman.as_ref().and_then(|v| v[s]),
-                ndcg10: has_truth.then(|| metrics::mean(&ndcgs)),
+                ndcg10: has_truth.then(|| statistics::mean(&ndcgs)),
             },
         ));
     }

@@ -21,8 +21,9 @@
 //!     clip with relevance >= 1 (clips the caption fully describes); `ndcg10` the nDCG@10 with
 //!     linear gains `max(relevance, 1 if annotated)`.
 //!
-//!   Intervals are 95 % bootstrap percentile intervals over queries (`bootstrap` resamples,
-//!   ChaCha8 seeded with `seed`; the metrics of one direction share the resampled query sets).
+//!   Intervals are 95 % bootstrap percentile intervals over queries ([`crate::statistics`];
+//!   `bootstrap` resamples, ChaCha8 seeded with `seed`; the metrics of one direction share the
+//!   resampled query sets).
 //! - `metrics.parquet`: `metric: utf8` (e.g. `t2a.map10`, `a2t_any.r1`), `value`, `ci_low`,
 //!   `ci_high: float64`.
 //! - `ranks.parquet`: one row per caption query, `caption_index: int64` (features row),
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{SplitIndex, gather_normalised};
 use crate::metrics::{self, PerQuery, RetrievalIntervals, RetrievalScores};
+use crate::statistics::{self, Interval};
 
 /// Per-query ranks file.
 pub const RANKS_FILE: &str = "ranks.parquet";
@@ -90,9 +92,9 @@ pub struct GradedScores {
 /// Intervals of [`GradedScores`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GradedIntervals {
-    pub map10: metrics::Interval,
-    pub map10_full: metrics::Interval,
-    pub ndcg10: metrics::Interval,
+    pub map10: Interval,
+    pub map10_full: Interval,
+    pub ndcg10: Interval,
 }
 
 /// `metrics.json` of `evaluate`: fractions in `[0, 1]`.
@@ -224,16 +226,16 @@ pub fn evaluate_split(
         let aps: Vec<f64> = per_query.iter().map(|v| v.0).collect();
         let aps_full: Vec<f64> = per_query.iter().map(|v| v.1).collect();
         let ndcgs: Vec<f64> = per_query.iter().map(|v| v.2).collect();
-        let cis = metrics::bootstrap_means_ci(
+        let cis = statistics::bootstrap_means_ci(
             &[&aps, &aps_full, &ndcgs],
             bootstrap,
             seed.wrapping_add(3),
             LEVEL,
         );
         let scores = GradedScores {
-            map10: metrics::mean(&aps),
-            map10_full: metrics::mean(&aps_full),
-            ndcg10: metrics::mean(&ndcgs),
+            map10: statistics::mean(&aps),
+            map10_full: statistics::mean(&aps_full),
+            ndcg10: statistics::mean(&ndcgs),
         };
         (
             scores,

@@ -1,16 +1,16 @@
 //! Stage kinds: eval. Retrieval metrics ([`metrics`], also used by `learn` for validation),
-//! the correspondence table ([`correspondences`]), evaluation ([`evaluate`]) and the report
-//! ([`report`]).
+//! their statistics (bootstrap intervals, correlations: [`statistics`]), the correspondence
+//! table ([`correspondences`]), evaluation ([`evaluate`]) and the report ([`report`]).
 
 use pipeline_api::Registry;
 
 pub mod correspondences;
 pub mod evaluate;
-pub mod fixtures;
 pub mod index;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod statistics;
 
 pub use correspondences::Correspondences;
 pub use evaluate::Evaluate;

@@ -1,4 +1,5 @@
-//! Retrieval metrics: pure functions, no I/O.
+//! Retrieval metrics: ranks, recall@K, AP@K, nDCG@K, chance level; pure functions, no I/O.
+//! Means, bootstrap intervals and correlations are in [`crate::statistics`].
 //!
 //! Conventions (see `docs/method.md`, "Evaluation conventions"):
 //! - Similarity matrices are row-major `[n_captions, n_clips]` (`sim[q * n_clips + i]` is the
@@ -18,10 +19,10 @@
 //! - nDCG@k with linear gains: `DCG@k = Σ_{r=1..k} gain(item at rank r) / log2(r + 1)`, divided by
 //!   the DCG@k of the gains sorted in decreasing order.
 
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::statistics::{Interval, bootstrap_means_ci, mean, nan_as_lowest};
 
 /// Recall@1/5/10 and mAP@10, fractions in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -39,13 +40,6 @@ pub struct AudioToTextScores {
     pub any: RetrievalScores,
     /// R@K = fraction of the clip's captions ranked within K.
     pub fraction: RetrievalScores,
-}
-
-/// A two-sided interval (bootstrap percentile interval).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct Interval {
-    pub low: f64,
-    pub high: f64,
 }
 
 /// Intervals for each of [`RetrievalScores`]' fields.
@@ -102,32 +96,28 @@ impl PerQuery {
     }
 }
 
-/// Mean of `values` (0 when empty).
-pub fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        0.0
-    } else {
-        values.iter().sum::<f64>() / values.len() as f64
-    }
-}
-
-#[inline]
-fn key(x: f32) -> f32 {
-    if x.is_nan() { f32::NEG_INFINITY } else { x }
-}
-
 /// 1-based rank of item `target` among `scores` (ties: lower index first).
 pub fn rank_of(scores: &[f32], target: usize) -> usize {
-    let t = key(scores[target]);
-    let higher_or_tied_before = scores[..target].iter().filter(|&&s| key(s) >= t).count();
-    let higher_after = scores[target + 1..].iter().filter(|&&s| key(s) > t).count();
+    let t = nan_as_lowest(scores[target]);
+    let higher_or_tied_before = scores[..target]
+        .iter()
+        .filter(|&&s| nan_as_lowest(s) >= t)
+        .count();
+    let higher_after = scores[target + 1..]
+        .iter()
+        .filter(|&&s| nan_as_lowest(s) > t)
+        .count();
     1 + higher_or_tied_before + higher_after
 }
 
 /// The full ranking: item indices by descending score, ties by ascending index.
 pub fn ranking(scores: &[f32]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| key(scores[b]).total_cmp(&key(scores[a])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        nan_as_lowest(scores[b])
+            .total_cmp(&nan_as_lowest(scores[a]))
+            .then(a.cmp(&b))
+    });
     order
 }
 
@@ -137,7 +127,11 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     if k == 0 {
         return Vec::new();
     }
-    let cmp = |a: &usize, b: &usize| key(scores[*b]).total_cmp(&key(scores[*a])).then(a.cmp(b));
+    let cmp = |a: &usize, b: &usize| {
+        nan_as_lowest(scores[*b])
+            .total_cmp(&nan_as_lowest(scores[*a]))
+            .then(a.cmp(b))
+    };
     let mut order: Vec<usize> = (0..scores.len()).collect();
     if k < order.len() {
         order.select_nth_unstable_by(k - 1, cmp);
@@ -373,134 +367,6 @@ pub fn ndcg_at_k(scores: &[f32], gains: &[(usize, f32)], k: usize) -> Option<f64
     Some(dcg / idcg)
 }
 
-/// Ranks 1..=n with tied values given their average rank (NaN counts as `-inf`).
-pub fn average_ranks(values: &[f32]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| key(values[a]).total_cmp(&key(values[b])));
-    let mut ranks = vec![0.0f64; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let v = key(values[order[start]]);
-        let mut end = start + 1;
-        while end < order.len() && key(values[order[end]]) == v {
-            end += 1;
-        }
-        // Positions start..end (0-based) hold ranks start+1..=end; their mean:
-        let avg = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
-            ranks[i] = avg;
-        }
-        start = end;
-    }
-    ranks
-}
-
-/// Pearson correlation; `None` when either side is constant or there are fewer than 2 points.
-pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
-    assert_eq!(x.len(), y.len());
-    let n = x.len();
-    if n < 2 {
-        return None;
-    }
-    let (mx, my) = (mean(x), mean(y));
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        let (dx, dy) = (a - mx, b - my);
-        sxy += dx * dy;
-        sxx += dx * dx;
-        syy += dy * dy;
-    }
-    if sxx <= 0.0 || syy <= 0.0 {
-        None
-    } else {
-        Some(sxy / (sxx * syy).sqrt())
-    }
-}
-
-/// Spearman rank correlation (Pearson correlation of average ranks, so ties are handled);
-/// `None` when either side is constant.
-pub fn spearman(x: &[f32], y: &[f32]) -> Option<f64> {
-    assert_eq!(x.len(), y.len());
-    pearson(&average_ranks(x), &average_ranks(y))
-}
-
-/// Percentile of sorted values with linear interpolation between order statistics (`q` in
-/// `[0, 1]`).
-pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
-/// Bootstrap percentile intervals (`level`, e.g. 0.95) of the means of several per-query
-/// columns of equal length: `resamples` query sets of the same size drawn with replacement
-/// (ChaCha8 seeded with `seed`), shared by all columns. Empty columns give `[0, 0]`.
-pub fn bootstrap_means_ci(
-    columns: &[&[f64]],
-    resamples: usize,
-    seed: u64,
-    level: f64,
-) -> Vec<Interval> {
-    let n = columns.first().map_or(0, |c| c.len());
-    assert!(
-        columns.iter().all(|c| c.len() == n),
-        "bootstrap columns must have equal lengths"
-    );
-    if n == 0 || resamples == 0 {
-        return columns
-            .iter()
-            .map(|c| {
-                let m = mean(c);
-                Interval { low: m, high: m }
-            })
-            .collect();
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means = vec![Vec::with_capacity(resamples); columns.len()];
-    let mut idx = vec![0usize; n];
-    for _ in 0..resamples {
-        for i in idx.iter_mut() {
-            *i = rng.random_range(0..n);
-        }
-        for (c, col) in columns.iter().enumerate() {
-            means[c].push(idx.iter().map(|&i| col[i]).sum::<f64>() / n as f64);
-        }
-    }
-    let alpha = (1.0 - level) / 2.0;
-    means
-        .into_iter()
-        .map(|mut m| {
-            m.sort_by(f64::total_cmp);
-            Interval {
-                low: quantile_sorted(&m, alpha),
-                high: quantile_sorted(&m, 1.0 - alpha),
-            }
-        })
-        .collect()
-}
-
-/// Bootstrap percentile interval of the mean of one per-query column.
-pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64, level: f64) -> Interval {
-    bootstrap_means_ci(&[values], resamples, seed, level)[0]
-}
-
-/// Paired bootstrap interval of `mean(a) - mean(b)` over the same queries (`a[q]`, `b[q]` are
-/// the values of query `q` under two systems).
-pub fn paired_bootstrap_diff_ci(
-    a: &[f64],
-    b: &[f64],
-    resamples: usize,
-    seed: u64,
-    level: f64,
-) -> Interval {
-    assert_eq!(a.len(), b.len(), "paired bootstrap needs the same queries");
-    let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    bootstrap_mean_ci(&diff, resamples, seed, level)
-}
-
 /// Row-major `[rows.len()/dim, cols.len()/dim]` matrix of dot products between the rows of two
 /// `[_, dim]` matrices (cosines for L2-normalised rows), computed in parallel.
 pub fn dot_matrix(rows: &[f32], cols: &[f32], dim: usize) -> Vec<f32> {
@@ -542,7 +408,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::RngExt;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     /// Brute-force rank: count items that score strictly higher, or tie with a lower index.
     fn brute_rank(scores: &[f32], t: usize) -> usize {
@@ -777,63 +644,6 @@ mod tests {
             ndcg_at_k(&[0.3, 0.3, 0.3], &[(1, 1.0)], 1).unwrap(),
             0.0
         ));
-    }
-
-    #[test]
-    fn spearman_with_ties() {
-        assert_eq!(
-            average_ranks(&[10.0, 20.0, 10.0, 30.0]),
-            vec![1.5, 3.0, 1.5, 4.0]
-        );
-        assert!(close(
-            spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]).unwrap(),
-            1.0
-        ));
-        assert!(close(
-            spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap(),
-            -1.0
-        ));
-        assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
-        // x = [1, 2, 2, 3] ranks [1, 2.5, 2.5, 4]; y = [1, 3, 2, 4] ranks [1, 3, 2, 4].
-        let rx = [1.0, 2.5, 2.5, 4.0];
-        let ry = [1.0, 3.0, 2.0, 4.0];
-        let expected = pearson(&rx, &ry).unwrap();
-        // Hand: means 2.5; dx = [-1.5, 0, 0, 1.5], dy = [-1.5, .5, -.5, 1.5]; sxy = 4.5,
-        // sxx = 4.5, syy = 5 -> 4.5 / sqrt(22.5).
-        assert!(close(expected, 4.5 / 22.5f64.sqrt()));
-        assert!(close(
-            spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]).unwrap(),
-            expected
-        ));
-    }
-
-    #[test]
-    fn bootstrap_is_seeded_and_brackets_the_mean() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let v: Vec<f64> = (0..500)
-            .map(|_| {
-                if rng.random_range(0..3) == 0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let a = bootstrap_mean_ci(&v, 1000, 42, 0.95);
-        let b = bootstrap_mean_ci(&v, 1000, 42, 0.95);
-        assert_eq!(a, b);
-        let m = mean(&v);
-        assert!(a.low < m && m < a.high, "{a:?} {m}");
-        // Normal approximation: half-width ~ 1.96 * sqrt(p(1-p)/n).
-        let half = 1.96 * (m * (1.0 - m) / 500.0).sqrt();
-        assert!(
-            ((a.high - a.low) / 2.0 - half).abs() < 0.25 * half,
-            "{a:?} vs ±{half}"
-        );
-        // A constant difference has a degenerate interval.
-        let d = paired_bootstrap_diff_ci(&[1.0, 2.0, 3.0], &[0.5, 1.5, 2.5], 100, 0, 0.95);
-        assert!(close(d.low, 0.5) && close(d.high, 0.5));
-        assert!(close(quantile_sorted(&[0.0, 1.0, 2.0, 3.0], 0.5), 1.5));
     }
 
     #[test]

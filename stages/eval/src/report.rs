@@ -39,8 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::correspondences::{CORRESPONDENCES_FILE, teacher_names};
 use crate::evaluate::{EvaluationMetrics, read_metrics, read_ranks};
-use crate::metrics::{self, Interval, RetrievalIntervals, RetrievalScores};
+use crate::metrics::{self, RetrievalIntervals, RetrievalScores};
 use crate::plot::{self, BarPanel, LinePanel, Series};
+use crate::statistics::{self, Interval};
 
 /// Report file name.
 pub const REPORT_FILE: &str = "report.md";
@@ -324,11 +325,12 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                let d_ap = metrics::mean(&ap2) - metrics::mean(&ap1);
+                let d_ap = statistics::mean(&ap2) - statistics::mean(&ap1);
                 let ci_ap =
-                    metrics::paired_bootstrap_diff_ci(&ap2, &ap1, p.bootstrap, p.seed, 0.95);
-                let d_r1 = metrics::mean(&r2) - metrics::mean(&r1);
-                let ci_r1 = metrics::paired_bootstrap_diff_ci(&r2, &r1, p.bootstrap, p.seed, 0.95);
+                    statistics::paired_bootstrap_diff_ci(&ap2, &ap1, p.bootstrap, p.seed, 0.95);
+                let d_r1 = statistics::mean(&r2) - statistics::mean(&r1);
+                let ci_r1 =
+                    statistics::paired_bootstrap_diff_ci(&r2, &r1, p.bootstrap, p.seed, 0.95);
                 writeln!(
                     md,
                     "| `{}` | {} | {} |",

@@ -9,12 +9,15 @@ use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use pipeline_api::{InputCounts, Registry, StageKind};
 use pipeline_eval::evaluate::{EvaluationMetrics, read_metrics};
-use pipeline_eval::fixtures::{run_stage, synthetic_embeddings, synthetic_features};
-use pipeline_eval::{Correspondences, Evaluate, Report, metrics};
+use pipeline_eval::{Correspondences, Evaluate, Report, metrics, statistics};
 use pipeline_formats::{
     Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet,
     write_parquet,
 };
+
+mod common;
+
+use common::{run_stage, synthetic_embeddings, synthetic_features};
 
 const TOPICS: usize = 3;
 
@@ -292,7 +295,7 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
         );
     }
     // Brute-force Spearman of the ensemble over all pairs.
-    let sp = metrics::spearman(&est, &rel).unwrap();
+    let sp = statistics::spearman(&est, &rel).unwrap();
     assert!((m["ensemble"]["spearman"].as_f64().unwrap() - sp).abs() < 1e-6);
     // The annotation finds every annotated clip.
     assert_eq!(m["annotation"]["t2a_r1"], 1.0);

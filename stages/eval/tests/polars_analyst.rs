@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 
 use pipeline_eval::Correspondences;
-use pipeline_eval::fixtures::{run_stage, synthetic_embeddings, synthetic_features};
 use polars::prelude::*;
+
+mod common;
+
+use common::{run_stage, synthetic_embeddings, synthetic_features};
 
 const CLIPS: [usize; 3] = [10, 3, 4];
 const CAPTIONS_PER_CLIP: usize = 3;

@@ -20,8 +20,8 @@ pub const VOCAB_FILE: &str = "vocab.json";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipRow {
     pub clip_id: String,
-    /// The clip's audio as the data set has it ([`DatasetClip::file`]): relative to the data
-    /// set artifact (the `features` node's `dataset` input), never resolved.
+    /// The clip's audio as the data set has it ([`crate::DatasetClip::file`]): relative to the
+    /// data set artifact (the `features` node's `dataset` input), never resolved.
     pub file: String,
     pub split: Split,
     pub duration_s: f64,

@@ -14,9 +14,14 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use pipeline_formats::Split;
 use pipeline_learn::batches::{Row, audio_tensors, epoch_batches, rows, text_input};
-use pipeline_learn::fixtures::Synthetic;
-use pipeline_learn::losses::{positives, similarity, sup_loss};
+use pipeline_learn::losses::{positives, scalar, similarity, sup_loss};
 use pipeline_learn::params::{ModelParams, OptimParams};
+
+// The tests' synthetic feature sets; the bench uses only the pipeline-scale one.
+#[allow(dead_code)]
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+use fixtures::Synthetic;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -68,7 +73,7 @@ fn main() -> anyhow::Result<()> {
                 model.embed_text(text, &mut noise),
             );
             let loss = sup_loss(sim, model.logit_scale(&ad), positives(&clips, &ad));
-            let _ = pipeline_learn::train::scalar(loss.clone());
+            let _ = scalar(loss.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             opt.step(1e-3, model, grads)
         };
@@ -175,7 +180,8 @@ fn learn(
     model: pipeline_learn::models::DualEncoderConfig,
     threads: usize,
 ) -> anyhow::Result<()> {
-    use pipeline_learn::train::{Objective, TrainJob, train};
+    use pipeline_learn::losses::Objective;
+    use pipeline_learn::train::{TrainJob, train};
     let scratch = tempfile::tempdir()?;
     let job = TrainJob {
         node: "bench",
@@ -184,7 +190,7 @@ fn learn(
         model,
         init: None,
         pretrained: Default::default(),
-        objective: Objective::Supervised,
+        objective: Objective::Contrastive,
         fingerprint: serde_json::json!({}),
         compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,
         scratch_dir: scratch.path(),

@@ -14,12 +14,13 @@ use crate::device::{resolve, wants_gpu, with_threads};
 use crate::embedding::{
     MODEL_FILE, embed_captions, embed_clips, load_config, load_model, save_config,
 };
+use crate::losses::Objective;
 use crate::models::DualEncoderConfig;
 use crate::outputs::{metrics_json, plot_curves, write_curves};
 use crate::params::{
     DeviceChoice, DistillParams, EmbedParams, OptimParams, TrainParams, pretrained_path,
 };
-use crate::train::{Objective, PretrainedEncoders, TrainJob, best_model_path, train};
+use crate::train::{PretrainedEncoders, TrainJob, best_model_path, train};
 
 fn resources(threads: Option<usize>, device: DeviceChoice) -> Resources {
     Resources {
@@ -41,7 +42,7 @@ fn run_training(
     features: &FeatureSet,
     (model, pretrained): (DualEncoderConfig, PretrainedEncoders),
     init: Option<&Path>,
-    objective: Objective<'_>,
+    objective: Objective<&TeacherEmbeddings>,
 ) -> anyhow::Result<()> {
     let compute = resolve(optim.device)?;
     let threads = optim
@@ -163,7 +164,7 @@ impl StageKind for TrainKind {
             &features,
             (model, pretrained),
             None,
-            Objective::Supervised,
+            Objective::Contrastive,
         )
     }
 }
@@ -214,11 +215,7 @@ impl StageKind for DistillKind {
         model.tau = p.tau;
         let teachers = TeacherEmbeddings::load(ctx.input("correspondences")?)
             .with_context(|| format!("node `{}`: loading the teachers' embeddings", ctx.node))?;
-        let objective = Objective::Distill {
-            teachers: &teachers,
-            lambda_sup: p.lambda_sup,
-            lambda_dist: p.lambda_dist,
-        };
+        let objective = Objective::distillation(&p, &teachers);
         let init_record = init.join(MODEL_FILE);
         run_training(
             ctx,

@@ -7,7 +7,6 @@ pub mod batches;
 pub mod device;
 pub mod embedding;
 pub mod encode;
-pub mod fixtures;
 pub mod kinds;
 pub mod losses;
 pub mod models;

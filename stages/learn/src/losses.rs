@@ -6,10 +6,13 @@
 //!
 //! `L_sup = -1/2 (mean_P log q(a|c) + mean_P log q(c|a))`, P = pairs whose rows come from the
 //! same recording. `L_dist = 1/2 (-1/B ΣΣ p(c|a) log q(c|a) - 1/B ΣΣ p(a|c) log q(a|c))` with
-//! targets from the estimated correspondences `C_hat` at the same temperature.
+//! targets from the estimated correspondences `C_hat` at the same temperature. [`Objective`]
+//! combines them into what a training minimises.
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
+
+use crate::params::DistillParams;
 
 /// `audio [b, d] · text [b, d]ᵀ` → `[b, b]` (cosines when both are L2-normalised).
 pub fn similarity(audio: Tensor<2>, text: Tensor<2>) -> Tensor<2> {
@@ -57,6 +60,76 @@ pub fn dist_loss(
     let c = (p_c_a * log_q_c_a).sum();
     let a = (p_a_c * log_q_a_c).sum();
     (c + a).mul_scalar(-0.5 / b)
+}
+
+/// What a training minimises over a batch. `T` is where distillation finds `C_hat`: the
+/// teachers' embeddings in a [`crate::train::TrainJob`], their index over the training rows
+/// inside the loop.
+#[derive(Debug, Clone, Copy)]
+pub enum Objective<T> {
+    /// Stage 1 (`train`): `L_sup`.
+    Contrastive,
+    /// Stage 2 (`distill`): `λ_sup L_sup + λ_dist L_dist`.
+    Distillation {
+        teachers: T,
+        lambda_sup: f64,
+        lambda_dist: f64,
+    },
+}
+
+impl<T> Objective<T> {
+    /// `distill`'s objective with `C_hat` from `teachers`.
+    pub fn distillation(params: &DistillParams, teachers: T) -> Self {
+        Objective::Distillation {
+            teachers,
+            lambda_sup: params.lambda_sup,
+            lambda_dist: params.lambda_dist,
+        }
+    }
+
+    /// The loss of one batch (a one-element tensor): `sim [b, b]` from [`similarity`], `scale`
+    /// = 1/τ, `clips` the recording of every row (`L_sup`'s positives). `c_hat` gives the
+    /// batch's `C_hat [b, b]` from the teachers; only distillation calls it.
+    pub fn loss(
+        &self,
+        sim: Tensor<2>,
+        scale: Tensor<1>,
+        clips: &[usize],
+        c_hat: impl FnOnce(&T) -> Tensor<2>,
+    ) -> Tensor<1> {
+        let sup = |sim: Tensor<2>, scale: Tensor<1>| {
+            let device = sim.device();
+            sup_loss(sim, scale, positives(clips, &device))
+        };
+        match self {
+            Objective::Contrastive => sup(sim, scale),
+            Objective::Distillation {
+                teachers,
+                lambda_sup,
+                lambda_dist,
+            } => {
+                // The targets take the student's τ, but no gradient flows into τ through them.
+                let target_scale = scalar(scale.clone().detach());
+                let dist = dist_loss(sim.clone(), scale.clone(), c_hat(teachers), target_scale)
+                    .mul_scalar(*lambda_dist);
+                // λ_sup = 0 (the published recipe) skips `L_sup` and its cost.
+                if *lambda_sup > 0.0 {
+                    dist + sup(sim, scale).mul_scalar(*lambda_sup)
+                } else {
+                    dist
+                }
+            }
+        }
+    }
+}
+
+/// The value of a one-element tensor (NaN if it cannot be read).
+pub fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map(|v| v[0] as f64)
+        .unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -159,5 +232,57 @@ mod tests {
         let d = value(dist_loss(sim.clone(), scale(20.0), c_hat, 1000.0));
         let s = value(sup_loss(sim, scale(20.0), positives(&[0, 1, 2], &dev())));
         assert!((d - s).abs() < 1e-4, "{} vs {}", d, s);
+    }
+
+    #[test]
+    fn contrastive_objective_is_l_sup_by_hand() {
+        // C = I, τ = 1, two recordings: as `sup_loss_2x2_identity_by_hand`, log(1 + e^-1).
+        let l = value(Objective::<()>::Contrastive.loss(
+            t2(&[&[1.0, 0.0], &[0.0, 1.0]]),
+            scale(1.0),
+            &[0, 1],
+            |_| unreachable!("contrastive training reads no C_hat"),
+        ));
+        assert!((l - 0.313262).abs() < 1e-5, "{l}");
+    }
+
+    #[test]
+    fn distillation_objective_weighs_both_losses_by_hand() {
+        // C = I, C_hat = [[1, 0.5], [0, 1]], τ = 1, λ_sup = 0.5, λ_dist = 2.
+        // L_sup = log(1 + e^-1) = 0.313262.
+        // L_dist (as `dist_loss_2x2_by_hand`): log q = log(e/(e+1)) = -0.313262 on the
+        // diagonal, log(1/(e+1)) = -1.313262 off it; the targets' diagonal entries sum to
+        // σ(0.5) + σ(1) = 0.622459 + 0.731059 = 1.353518 over the rows (the same over the
+        // columns), the off-diagonal ones to 0.646482, so
+        // L_dist = (1.353518 · 0.313262 + 0.646482 · 1.313262) / 2 = 0.636503.
+        // λ_dist L_dist + λ_sup L_sup = 2 · 0.636503 + 0.5 · 0.313262 = 1.429636.
+        let objective = Objective::Distillation {
+            teachers: t2(&[&[1.0, 0.5], &[0.0, 1.0]]),
+            lambda_sup: 0.5,
+            lambda_dist: 2.0,
+        };
+        let l = value(objective.loss(
+            t2(&[&[1.0, 0.0], &[0.0, 1.0]]),
+            scale(1.0),
+            &[0, 1],
+            Tensor::clone,
+        ));
+        assert!((l - 1.429636).abs() < 1e-5, "{l}");
+    }
+
+    #[test]
+    fn distillation_targets_take_the_students_temperature_by_hand() {
+        // C = C_hat = I, τ = 0.5 (scale 2), λ_sup = 0, λ_dist = 1: targets and student are both
+        // softmax(2, 0) = (0.880797, 0.119203) on every row and column, so L_dist is its entropy
+        // -(0.880797 · log 0.880797 + 0.119203 · log 0.119203) = 0.365334. Targets at τ = 1
+        // would give 0.664811, and counting L_sup (log(1 + e^-2) = 0.126928) 0.492262.
+        let eye = || t2(&[&[1.0, 0.0], &[0.0, 1.0]]);
+        let objective = Objective::Distillation {
+            teachers: eye(),
+            lambda_sup: 0.0,
+            lambda_dist: 1.0,
+        };
+        let l = value(objective.loss(eye(), scale(2.0), &[0, 1], Tensor::clone));
+        assert!((l - 0.365334).abs() < 1e-5, "{l}");
     }
 }

@@ -153,70 +153,64 @@ pub enum TextKind {
     Frozen,
 }
 
+// The encoders' parameter tables take a missing key from their `Default` (`#[serde(default)]`
+// on the struct): the one place the model defaults live. Their `config` builds the Burn module
+// configuration, which has no defaults of its own.
+
 /// Sizes of the CNN audio encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CnnParams {
     /// Output channels of the stride-2 3×3 convolutions, in order.
-    #[serde(default = "default_channels")]
     pub channels: Vec<usize>,
     /// Dropout on the pooled audio features.
-    #[serde(default)]
     pub dropout: f64,
     /// Average-pool the log-mel by this factor (frequency and time) before the convolutions
     /// (default 2: a 64 × 200 window becomes 32 × 100; roughly 2-3× faster on the CPU).
-    #[serde(default = "default_input_pool")]
     pub input_pool: usize,
-}
-
-fn default_input_pool() -> usize {
-    2
-}
-
-fn default_channels() -> Vec<usize> {
-    vec![16, 32, 64]
 }
 
 impl Default for CnnParams {
     fn default() -> Self {
         Self {
-            channels: default_channels(),
+            channels: vec![16, 32, 64],
             dropout: 0.0,
-            input_pool: default_input_pool(),
+            input_pool: 2,
+        }
+    }
+}
+
+impl CnnParams {
+    pub fn config(&self) -> CnnEncoderConfig {
+        CnnEncoderConfig {
+            channels: self.channels.clone(),
+            dropout: self.dropout,
+            input_pool: self.input_pool,
         }
     }
 }
 
 /// Sizes of the PaSST-style audio encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PasstParams {
     /// Patch side in mel bins and frames.
-    #[serde(default = "d16")]
     pub patch: usize,
     /// Patch stride (PaSST: 10, overlapping).
-    #[serde(default = "d10")]
     pub stride: usize,
     /// Transformer width.
-    #[serde(default = "d192")]
     pub d_model: usize,
     /// Transformer layers.
-    #[serde(default = "d4")]
     pub n_layers: usize,
     /// Attention heads (must divide `d_model`).
-    #[serde(default = "d3")]
     pub n_heads: usize,
     /// Feed-forward width.
-    #[serde(default = "d768")]
     pub d_ff: usize,
     /// Dropout.
-    #[serde(default = "d01")]
     pub dropout: f64,
     /// Frequency rows of patches dropped while training (structured patch-out).
-    #[serde(default = "d1")]
     pub freq_patchout: usize,
     /// Time columns of patches dropped while training.
-    #[serde(default = "d3")]
     pub time_patchout: usize,
 }
 
@@ -236,32 +230,41 @@ impl Default for PasstParams {
     }
 }
 
-/// Sizes of the small transformer text encoder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransformerParams {
-    /// Width.
-    #[serde(default = "d128")]
-    pub d_model: usize,
-    /// Layers.
-    #[serde(default = "d1")]
-    pub n_layers: usize,
-    /// Attention heads (must divide `d_model`).
-    #[serde(default = "d4")]
-    pub n_heads: usize,
-    /// Feed-forward width.
-    #[serde(default = "d256")]
-    pub d_ff: usize,
-    /// Dropout.
-    #[serde(default = "d01")]
-    pub dropout: f64,
-    /// `mean` (over non-padding tokens) or `first` (the first token's state).
-    #[serde(default = "default_pooling")]
-    pub pooling: Pooling,
+impl PasstParams {
+    /// The encoder for windows of `n_mels` × `n_frames`.
+    pub fn config(&self, n_mels: usize, n_frames: usize) -> PasstEncoderConfig {
+        PasstEncoderConfig {
+            n_mels,
+            n_frames,
+            patch: self.patch,
+            stride: self.stride,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            dropout: self.dropout,
+            freq_patchout: self.freq_patchout,
+            time_patchout: self.time_patchout,
+        }
+    }
 }
 
-fn default_pooling() -> Pooling {
-    Pooling::Mean
+/// Sizes of the small transformer text encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformerParams {
+    /// Width.
+    pub d_model: usize,
+    /// Layers.
+    pub n_layers: usize,
+    /// Attention heads (must divide `d_model`).
+    pub n_heads: usize,
+    /// Feed-forward width.
+    pub d_ff: usize,
+    /// Dropout.
+    pub dropout: f64,
+    /// `mean` (over non-padding tokens) or `first` (the first token's state).
+    pub pooling: Pooling,
 }
 
 impl Default for TransformerParams {
@@ -277,31 +280,41 @@ impl Default for TransformerParams {
     }
 }
 
+impl TransformerParams {
+    /// The encoder for `vocab_size` token ids and captions of `max_tokens`.
+    pub fn config(&self, vocab_size: usize, max_tokens: usize) -> TransformerTextConfig {
+        TransformerTextConfig {
+            vocab_size,
+            max_tokens,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            dropout: self.dropout,
+            mean_pooling: self.pooling == Pooling::Mean,
+        }
+    }
+}
+
 /// Sizes of the BERT-style text encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BertParams {
     /// Hidden width.
-    #[serde(default = "d768")]
     pub hidden_size: usize,
     /// Layers.
-    #[serde(default = "d12")]
     pub n_layers: usize,
     /// Attention heads (must divide `hidden_size`).
-    #[serde(default = "d12")]
     pub n_heads: usize,
     /// Feed-forward width.
-    #[serde(default = "d3072")]
     pub intermediate_size: usize,
     /// Position embeddings (≥ the feature set's `max_tokens`).
-    #[serde(default = "d512")]
     pub max_positions: usize,
     /// Dropout.
-    #[serde(default = "d01")]
     pub dropout: f64,
     /// A Hugging Face BERT folder (`config.json`, `model.safetensors`) inside the input
     /// `pretrained` to start from; the sizes are then the checkpoint's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
 }
 
@@ -319,25 +332,43 @@ impl Default for BertParams {
     }
 }
 
+impl BertParams {
+    /// The encoder, randomly initialised, for `vocab_size` token ids (without `weights`; with
+    /// them the sizes are the checkpoint's, [`bert_config`]).
+    pub fn config(&self, vocab_size: usize) -> BertTextConfig {
+        BertTextConfig {
+            vocab_size,
+            max_positions: self.max_positions,
+            layer_norm_eps: None,
+            pooling: None,
+            hidden_size: self.hidden_size,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            intermediate_size: self.intermediate_size,
+            // BERT's two segments (the encoder uses segment 0 only).
+            type_vocab_size: 2,
+            dropout: self.dropout,
+        }
+    }
+}
+
 /// YAMNet (`audio = "yamnet"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct YamnetParams {
     /// YAMNet's ONNX model (`.onnx.zip`, `.onnx` or its folder) inside the input `pretrained`
     /// to start from; absent: random initialisation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
 }
 
 /// The head over a frozen encoder's embeddings (`audio`/`text` = `frozen`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FrozenParams {
     /// Width of a hidden layer (linear + GELU) before the projection; 0: the projection alone.
-    #[serde(default)]
     pub hidden: usize,
     /// Dropout on the embeddings while training.
-    #[serde(default)]
     pub dropout: f64,
 }
 
@@ -350,87 +381,47 @@ impl FrozenParams {
         )
     }
 
-    fn config(&self, input_dim: usize) -> FrozenHeadConfig {
-        FrozenHeadConfig::new(input_dim)
-            .with_hidden(self.hidden)
-            .with_dropout(self.dropout)
+    /// The head over embeddings of width `input_dim`.
+    pub fn config(&self, input_dim: usize) -> FrozenHeadConfig {
+        FrozenHeadConfig {
+            input_dim,
+            hidden: self.hidden,
+            dropout: self.dropout,
+        }
     }
-}
-
-fn d1() -> usize {
-    1
-}
-fn d3() -> usize {
-    3
-}
-fn d4() -> usize {
-    4
-}
-fn d10() -> usize {
-    10
-}
-fn d12() -> usize {
-    12
-}
-fn d16() -> usize {
-    16
-}
-fn d128() -> usize {
-    128
-}
-fn d192() -> usize {
-    192
-}
-fn d256() -> usize {
-    256
-}
-fn d512() -> usize {
-    512
-}
-fn d768() -> usize {
-    768
-}
-fn d3072() -> usize {
-    3072
-}
-fn d01() -> f64 {
-    0.1
 }
 
 /// The model: encoders and shared width. Only the chosen encoders' tables may be given; the
 /// canonical form holds exactly those (so an unused table never changes a cache key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ModelParams {
     /// Audio encoder: `cnn` (default), `passt` or `frozen`.
-    #[serde(default)]
     pub audio: AudioKind,
     /// Text encoder: `transformer` (default), `bert` or `frozen`.
-    #[serde(default)]
     pub text: TextKind,
     /// Width of the shared embedding space.
-    #[serde(default = "d128")]
     pub embed_dim: usize,
     /// Sizes of the CNN (with `audio = "cnn"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cnn: Option<CnnParams>,
     /// Sizes of the PaSST-style encoder (with `audio = "passt"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub passt: Option<PasstParams>,
     /// YAMNet's weights (with `audio = "yamnet"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub yamnet: Option<YamnetParams>,
     /// Sizes of the small transformer (with `text = "transformer"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub transformer: Option<TransformerParams>,
     /// Sizes of the BERT-style encoder (with `text = "bert"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bert: Option<BertParams>,
     /// The head over frozen audio embeddings (with `audio = "frozen"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_audio: Option<FrozenParams>,
     /// The head over frozen caption embeddings (with `text = "frozen"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_text: Option<FrozenParams>,
 }
 
@@ -801,28 +792,14 @@ impl ModelParams {
         }
         let audio = match self.audio {
             AudioKind::Cnn => {
-                let c = self.cnn.clone().unwrap_or_default();
-                AudioEncoderConfig::Cnn(
-                    CnnEncoderConfig::new(c.channels)
-                        .with_dropout(c.dropout)
-                        .with_input_pool(c.input_pool),
-                )
+                AudioEncoderConfig::Cnn(self.cnn.clone().unwrap_or_default().config())
             }
-            AudioKind::Passt => {
-                let p = self.passt.clone().unwrap_or_default();
-                AudioEncoderConfig::Passt(
-                    PasstEncoderConfig::new(n_mels, n_frames)
-                        .with_patch(p.patch)
-                        .with_stride(p.stride)
-                        .with_d_model(p.d_model)
-                        .with_n_layers(p.n_layers)
-                        .with_n_heads(p.n_heads)
-                        .with_d_ff(p.d_ff)
-                        .with_dropout(p.dropout)
-                        .with_freq_patchout(p.freq_patchout)
-                        .with_time_patchout(p.time_patchout),
-                )
-            }
+            AudioKind::Passt => AudioEncoderConfig::Passt(
+                self.passt
+                    .clone()
+                    .unwrap_or_default()
+                    .config(n_mels, n_frames),
+            ),
             AudioKind::Yamnet => {
                 anyhow::ensure!(
                     [n_mels, n_frames] == [64, 96],
@@ -838,22 +815,19 @@ impl ModelParams {
             ),
         };
         let text = match self.text {
-            TextKind::Transformer => {
-                let t = self.transformer.clone().unwrap_or_default();
-                TextEncoderConfig::Transformer(
-                    TransformerTextConfig::new(vocab_size, max_tokens)
-                        .with_d_model(t.d_model)
-                        .with_n_layers(t.n_layers)
-                        .with_n_heads(t.n_heads)
-                        .with_d_ff(t.d_ff)
-                        .with_dropout(t.dropout)
-                        .with_mean_pooling(t.pooling == Pooling::Mean),
-                )
-            }
+            TextKind::Transformer => TextEncoderConfig::Transformer(
+                self.transformer
+                    .clone()
+                    .unwrap_or_default()
+                    .config(vocab_size, max_tokens),
+            ),
             TextKind::Bert if self.bert.as_ref().is_some_and(|b| b.weights.is_some()) => {
                 let b = self.bert.clone().unwrap_or_default();
                 let dir = pretrained_path(pretrained, b.weights.as_deref(), "model.bert.weights")?;
-                let config = bert_config(&dir)?.with_dropout(b.dropout);
+                let config = BertTextConfig {
+                    dropout: b.dropout,
+                    ..bert_config(&dir)?
+                };
                 anyhow::ensure!(
                     config.vocab_size == vocab_size,
                     "`model.bert.weights`: the checkpoint has {} token ids, the features' tokenizer {vocab_size}\nhint: give `features` the checkpoint's own `tokenizer.json` as input `tokenizer`",
@@ -873,14 +847,7 @@ impl ModelParams {
                     "`model.bert.max_positions` ({}) is below the captions' {max_tokens} tokens",
                     b.max_positions
                 );
-                TextEncoderConfig::Bert(
-                    BertTextConfig::new(vocab_size, b.max_positions)
-                        .with_hidden_size(b.hidden_size)
-                        .with_n_layers(b.n_layers)
-                        .with_n_heads(b.n_heads)
-                        .with_intermediate_size(b.intermediate_size)
-                        .with_dropout(b.dropout),
-                )
+                TextEncoderConfig::Bert(b.config(vocab_size))
             }
             TextKind::Frozen => {
                 let dim = features.text_vectors.as_ref().map_or(0, |v| v.dim);

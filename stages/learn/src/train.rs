@@ -31,24 +31,12 @@ use crate::batches::{
 };
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
-use crate::losses::{dist_loss, positives, similarity, sup_loss};
+use crate::losses::{Objective, scalar, similarity};
 use crate::models::layers::canonical_ids;
 use crate::models::yamnet::load_yamnet;
 use crate::models::{AudioEncoder, DualEncoder, DualEncoderConfig, TextEncoder, TextEncoderConfig};
 use crate::params::{OptimParams, number};
 use crate::pretrained::bert::load_bert_with;
-
-/// What the loss is.
-pub enum Objective<'a> {
-    /// Stage 1: `L_sup`.
-    Supervised,
-    /// Stage 2: `λ_sup L_sup + λ_dist L_dist` with targets from the teachers' embeddings.
-    Distill {
-        teachers: &'a TeacherEmbeddings,
-        lambda_sup: f64,
-        lambda_dist: f64,
-    },
-}
 
 /// One training run.
 pub struct TrainJob<'a> {
@@ -60,7 +48,8 @@ pub struct TrainJob<'a> {
     pub init: Option<PathBuf>,
     /// Pretrained encoders that replace the fresh initialisation (not used with `init`).
     pub pretrained: PretrainedEncoders,
-    pub objective: Objective<'a>,
+    /// The loss; distillation's `C_hat` comes from the teachers' embeddings.
+    pub objective: Objective<&'a TeacherEmbeddings>,
     /// Identifies the run: a checkpoint with another fingerprint is ignored.
     pub fingerprint: serde_json::Value,
     pub compute: Compute,
@@ -457,7 +446,7 @@ impl<'a> TeacherIndex<'a> {
     }
 
     /// `C_hat [b, b]` for the batch (audio of row i, caption of row j).
-    fn c_hat(&self, batch: &[Row]) -> Vec<f32> {
+    fn c_hat(&self, batch: &[Row], device: &Device) -> Tensor<2> {
         let b = batch.len();
         let mut out = Vec::with_capacity(b * b);
         for ri in batch {
@@ -468,7 +457,7 @@ impl<'a> TeacherIndex<'a> {
                 );
             }
         }
-        out
+        Tensor::from_data(TensorData::new(out, [b, b]), device)
     }
 }
 
@@ -537,9 +526,18 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             train_rows.len()
         );
     }
-    let teacher_index = match &job.objective {
-        Objective::Supervised => None,
-        Objective::Distill { teachers, .. } => Some(TeacherIndex::new(teachers, &train_rows)?),
+    // Distillation looks its teachers' rows up once per run.
+    let objective = match job.objective {
+        Objective::Contrastive => Objective::Contrastive,
+        Objective::Distillation {
+            teachers,
+            lambda_sup,
+            lambda_dist,
+        } => Objective::Distillation {
+            teachers: TeacherIndex::new(teachers, &train_rows)?,
+            lambda_sup,
+            lambda_dist,
+        },
     };
     let batch_size = o.batch_size.min(train_rows.len());
     let steps_per_epoch = batches_per_epoch(train_rows.len(), batch_size);
@@ -620,29 +618,7 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             let text = model.embed_text(text_batch, &mut noise);
             let sim = similarity(audio, text);
             let scale = model.logit_scale(&ad);
-            let loss = match (&job.objective, &teacher_index) {
-                (
-                    Objective::Distill {
-                        lambda_sup,
-                        lambda_dist,
-                        ..
-                    },
-                    Some(index),
-                ) => {
-                    let b = batch.len();
-                    let c_hat =
-                        Tensor::<2>::from_data(TensorData::new(index.c_hat(batch), [b, b]), &ad);
-                    let target_scale = scalar(scale.clone().detach());
-                    let dist = dist_loss(sim.clone(), scale.clone(), c_hat, target_scale)
-                        .mul_scalar(*lambda_dist);
-                    if *lambda_sup > 0.0 {
-                        dist + sup_loss(sim, scale, positives(&clips, &ad)).mul_scalar(*lambda_sup)
-                    } else {
-                        dist
-                    }
-                }
-                _ => sup_loss(sim, scale, positives(&clips, &ad)),
-            };
+            let loss = objective.loss(sim, scale, &clips, |index| index.c_hat(batch, &ad));
             let value = scalar(loss.clone());
             if !value.is_finite() {
                 bail!(
@@ -803,15 +779,6 @@ fn judge(job: &TrainJob<'_>, state: &State) -> anyhow::Result<()> {
 /// Where [`train`] leaves the best model.
 pub fn best_model_path(scratch_dir: &Path) -> PathBuf {
     scratch_dir.join(CHECKPOINT_DIR).join(BEST_MODEL_FILE)
-}
-
-/// The value of a one-element tensor.
-pub fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map(|v| v[0] as f64)
-        .unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use pipeline_api::{InputCounts, Registry, SilentReporter, StageKind};
 use pipeline_formats::{Embeddings, FeatureSet, Table, TeacherEmbeddings};
-use pipeline_learn::fixtures::Synthetic;
 use pipeline_learn::kinds::{DistillKind, EmbedKind, TrainKind};
 
 mod common;
 
+use common::fixtures::Synthetic;
 use common::{Recorder, features_dir, run_kind, run_kind_reporting, table};
 
 /// A small, fast model: the crate's suite must stay quick.
@@ -288,8 +288,9 @@ fn train_unchecked(
     f: &FeatureSet,
     params: &str,
 ) -> anyhow::Result<pipeline_learn::train::TrainSummary> {
+    use pipeline_learn::losses::Objective;
     use pipeline_learn::params::TrainParams;
-    use pipeline_learn::train::{Objective, TrainJob, train};
+    use pipeline_learn::train::{TrainJob, train};
     let p: TrainParams = pipeline_api::parse_params::<TrainParams>(&table(params)).unwrap();
     let optim = p.optim();
     let model = p
@@ -306,7 +307,7 @@ fn train_unchecked(
         model,
         init: None,
         pretrained: Default::default(),
-        objective: Objective::Supervised,
+        objective: Objective::Contrastive,
         fingerprint: serde_json::json!({"test": "unchecked"}),
         compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,
         scratch_dir: scratch.path(),
@@ -688,8 +689,9 @@ fn same_seed_same_numbers() {
 
 #[test]
 fn killed_training_resumes_to_the_uninterrupted_result() {
+    use pipeline_learn::losses::Objective;
     use pipeline_learn::params::TrainParams;
-    use pipeline_learn::train::{Objective, STOPPED, TrainJob, best_model_path, train};
+    use pipeline_learn::train::{STOPPED, TrainJob, best_model_path, train};
 
     let f = Synthetic::tiny().build();
     let params = TINY.replace("epochs = 3", "epochs = 2");
@@ -715,7 +717,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
             model: model.clone(),
             init: None::<PathBuf>,
             pretrained: Default::default(),
-            objective: Objective::Supervised,
+            objective: Objective::Contrastive,
             fingerprint: serde_json::json!({"test": "resume"}),
             compute: compute.clone(),
             scratch_dir: scratch,

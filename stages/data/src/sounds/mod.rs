@@ -1,7 +1,9 @@
 //! The `packaged-sounds` kind: a data set of real recordings taken from Debian packages that a
 //! `fetch` stage unpacked (`<packages>/debian/<package>/`, the `dpkg-deb -x` tree).
 //!
-//! Each described sound of the selected packages ([`catalog`]) is one source recording; it is
+//! Each described sound of the selected packages is one source recording ([`collect`]: one
+//! reader module per package, [`opensfx`] to [`widelands`], each with its descriptions in a
+//! data file under `stages/data/sounds/`, [`table`]; shared types in [`catalog`]). It is
 //! decoded, resampled to `sample_rate` and cut into clips of at most `max_seconds` (equal
 //! parts, so no short remainder). Recordings, not clips, are split into train/val/test, per
 //! package, by a seeded shuffle; takes of one sound ([`catalog::Recording::group`]) share a
@@ -16,9 +18,15 @@
 pub mod caption;
 pub mod catalog;
 pub mod container;
-pub mod games;
+pub mod freedesktop;
+pub mod gcompris;
+pub mod opensfx;
+pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod tuxpaint;
+pub mod wesnoth;
+pub mod widelands;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -129,6 +137,20 @@ impl SoundsParams {
         }
         Ok(())
     }
+}
+
+/// The package's recordings that have a description, in a fixed order.
+pub fn collect(package: &'static str, dir: &Path) -> anyhow::Result<Vec<Recording>> {
+    let recordings = match package {
+        catalog::OPENSFX => opensfx::collect(dir),
+        catalog::GCOMPRIS => gcompris::collect(dir),
+        catalog::TUXPAINT => tuxpaint::collect(dir),
+        catalog::FREEDESKTOP => freedesktop::collect(dir),
+        catalog::WESNOTH => wesnoth::collect(dir),
+        catalog::WIDELANDS => widelands::collect(dir),
+        other => anyhow::bail!("unsupported package `{other}`"),
+    };
+    recordings.with_context(|| format!("reading package `{package}` in `{}`", dir.display()))
 }
 
 /// The directory of `package` in the fetch artifact, or an error telling how to fetch it.
@@ -338,7 +360,7 @@ pub fn write_dataset(
         let dir = package_dir(root, name)?;
         let package = catalog::package(name).expect("validated package name").name;
         versions.insert(package, container::changelog_version(&dir, package)?);
-        let mut found = catalog::collect(package, &dir)?;
+        let mut found = collect(package, &dir)?;
         if params.max_recordings_per_source > 0 {
             found.truncate(params.max_recordings_per_source);
         }

@@ -64,7 +64,7 @@ fn fake_packages(root: &Path) {
         ),
         ("\"Sheep\". License: CC0.", &wav(2.0, 400.0)),
     ]);
-    write(&dir.join(catalog::OPENSFX_BANK_PATH), &bank);
+    write(&dir.join(opensfx::BANK_PATH), &bank);
 
     let dir = doc(
         root,
@@ -129,7 +129,7 @@ fn fake_packages(root: &Path) {
         "1:1.16.9-1",
         "Upstream Author: David White\n\nLicense:\n    GNU General Public License version 2\n",
     );
-    let sounds = dir.join(games::WESNOTH_DIR);
+    let sounds = dir.join(wesnoth::DIR);
     write(&sounds.join("wolf-growl-1.ogg"), &wav(0.7, 210.0));
     write(&sounds.join("wolf-growl-2.wav"), &wav(0.6, 220.0));
     write(&sounds.join("magic-missile-1-miss.ogg"), &wav(0.5, 1300.0));
@@ -147,7 +147,7 @@ fn fake_packages(root: &Path) {
         "2:1.1-3",
         "Files: *\nLicense: GPL-2+\n\nFiles: data/sound/animals/*\nLicense: CC0-1.0\n",
     );
-    let sounds = dir.join(games::WIDELANDS_DIR);
+    let sounds = dir.join(widelands::DIR);
     write(&sounds.join("animals/wolf_00.ogg"), &wav(1.0, 230.0));
     write(&sounds.join("animals/wolf_01.ogg"), &wav(1.1, 240.0));
     write(&sounds.join("farm/sheep_00.ogg"), &wav(0.9, 450.0));
@@ -573,4 +573,136 @@ fn outputs_do_not_depend_on_where_the_packages_live() {
         reason.starts_with("truncated: the header promises"),
         "{reason}"
     );
+}
+
+/// Every data file under `stages/data/sounds/` is compiled in, parses (a header, one field per
+/// column, valid phrases and categories, no key twice), reads the same with the csv crate, and
+/// holds what its reader relies on.
+#[test]
+fn data_files_parse_and_fit_their_readers() {
+    use super::table::DataFile;
+    let files = [
+        opensfx::DATA,
+        gcompris::DATA,
+        tuxpaint::CATEGORIES_DATA,
+        tuxpaint::OVERRIDES_DATA,
+        freedesktop::DATA,
+        wesnoth::DATA,
+        widelands::DATA,
+    ];
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let compiled: BTreeSet<String> = files.iter().map(|f| f.name.to_owned()).collect();
+    assert_eq!(on_disk, compiled, "files in `{}`", folder.display());
+    for file in files {
+        let records: Vec<Vec<String>> = csv::ReaderBuilder::new()
+            .delimiter(b'\t')
+            .quoting(false)
+            .comment(Some(b'#'))
+            .has_headers(false)
+            .from_reader(file.text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        let columns: Vec<&str> = records[0].iter().map(String::as_str).collect();
+        let rows: Vec<Vec<&str>> = file
+            .rows(&columns)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.fields)
+            .collect();
+        assert_eq!(rows, records[1..], "{}", file.name);
+    }
+
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, file: DataFile, line: usize, what: String| {
+        if !ok {
+            problems.push(file.error(line, what));
+        }
+    };
+    // Captions put the description after "the sound of" and end it with a full stop.
+    let description_ok = |d: &str| {
+        d.starts_with(|c: char| c.is_ascii_lowercase())
+            && !d.ends_with(['.', '!', ','])
+            && !d.contains("  ")
+    };
+    let description =
+        |d: &str| format!("description `{d}` must start in lower case and not end in punctuation");
+    let sound_tables = [
+        opensfx::sounds(),
+        gcompris::sounds(),
+        freedesktop::sounds(),
+        wesnoth::sounds(),
+        widelands::sounds(),
+    ];
+    for table in sound_tables.map(Result::unwrap) {
+        for s in table.rows() {
+            let d = s.description;
+            check(description_ok(d), table.file, s.line, description(d));
+        }
+    }
+    let tux = tuxpaint::tables().unwrap();
+    for (d, line) in tux.overrides.values() {
+        check(
+            description_ok(d),
+            tuxpaint::OVERRIDES_DATA,
+            *line,
+            description(d),
+        );
+    }
+    for s in opensfx::sounds().unwrap().rows() {
+        // The bank's entry names quote the title.
+        let ok = !s.key.contains('"');
+        check(
+            ok,
+            opensfx::DATA,
+            s.line,
+            format!("title `{}` holds `\"`", s.key),
+        );
+    }
+    for s in gcompris::sounds().unwrap().rows() {
+        // The activity names the bundle; the extension tells the decoder the format.
+        let ok = s
+            .key
+            .strip_prefix("src/activities/")
+            .is_some_and(|r| r.contains('/'))
+            && (s.key.ends_with(".ogg") || s.key.ends_with(".wav"));
+        let what = format!("`{}` is not `src/activities/<activity>/....ogg|wav`", s.key);
+        check(ok, gcompris::DATA, s.line, what);
+    }
+    for s in freedesktop::sounds().unwrap().rows() {
+        let ok = !s.key.contains(['/', '.']);
+        let what = format!("`{}` is not an event name (`stereo/<event>.oga`)", s.key);
+        check(ok, freedesktop::DATA, s.line, what);
+    }
+    for s in wesnoth::sounds().unwrap().rows() {
+        // Files are looked up by their stem only, so another key would never match.
+        let ok = catalog::sound_stem(&format!("{}.ogg", s.key)).as_deref() == Some(s.key);
+        let what = format!(
+            "`{}` is not a sound stem (no extension, no take number)",
+            s.key
+        );
+        check(ok, wesnoth::DATA, s.line, what);
+    }
+    for s in widelands::sounds().unwrap().rows() {
+        let extension = s.key.ends_with(".ogg") || s.key.ends_with(".wav");
+        let ok = !extension && catalog::sound_stem(&format!("{}.ogg", s.key)).is_some();
+        let what = format!(
+            "`{}` is not a path under `data/sound/` without extension",
+            s.key
+        );
+        check(ok, widelands::DATA, s.line, what);
+    }
+    for (stamp, (_, line)) in &tux.overrides {
+        // An override only applies to a stamp in a directory that is used.
+        let dir = stamp.rsplit_once('/').map_or("", |(d, _)| d);
+        let ok =
+            (stamp.ends_with(".ogg") || stamp.ends_with(".wav")) && tux.category(dir).is_some();
+        let what = format!("`{stamp}` is not a sound in a directory of `tuxpaint-categories.tsv`");
+        check(ok, tuxpaint::OVERRIDES_DATA, *line, what);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -1,4 +1,4 @@
-"""Golden values of the PaSST log-mel front end (method.md), computed independently with numpy.
+"""Golden values of the PaSST log-mel front end (`docs/method.md`), computed independently with numpy.
 
 Run once (numpy only):  python3 make_golden.py > passt_logmel.json
 The Rust test `tests/golden_passt.rs` recomputes the same with `pipeline_data::mel` and compares.

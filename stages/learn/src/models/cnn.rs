@@ -11,16 +11,15 @@ use burn::tensor::activation::relu;
 
 use super::layers::{Noise, dropout};
 
-/// Configuration of [`CnnEncoder`].
+/// Configuration of [`CnnEncoder`], built by [`crate::params::CnnParams::config`] (which holds
+/// the defaults).
 #[derive(Config, Debug)]
 pub struct CnnEncoderConfig {
     /// Output channels of each strided convolution (each has stride 2 in both axes).
     pub channels: Vec<usize>,
     /// Dropout on the pooled embedding while training.
-    #[config(default = 0.0)]
     pub dropout: f64,
     /// Average-pool the log-mel by this factor (frequency and time) before the convolutions.
-    #[config(default = 1)]
     pub input_pool: usize,
 }
 

@@ -8,15 +8,14 @@ use burn::tensor::activation::gelu;
 
 use super::layers::{Noise, dropout, linear};
 
-/// Configuration of [`FrozenHead`].
+/// Configuration of [`FrozenHead`], built by [`crate::params::FrozenParams::config`] (which
+/// holds the defaults).
 #[derive(Config, Debug)]
 pub struct FrozenHeadConfig {
     /// Width of the precomputed embeddings.
     pub input_dim: usize,
     /// Width of the optional hidden layer (0 = none).
-    #[config(default = 0)]
     pub hidden: usize,
-    #[config(default = 0.0)]
     pub dropout: f64,
 }
 

@@ -207,28 +207,32 @@ impl DualEncoder {
 mod tests {
     use super::*;
     use crate::losses::{positives, similarity, sup_loss};
+    use crate::params::{BertParams, PasstParams};
     use burn::optim::GradientsParams;
     use rand::SeedableRng;
 
     fn tiny_passt_bert() -> DualEncoderConfig {
-        let audio = AudioEncoderConfig::Passt(
-            PasstEncoderConfig::new(16, 32)
-                .with_patch(8)
-                .with_stride(6)
-                .with_d_model(16)
-                .with_n_layers(1)
-                .with_n_heads(2)
-                .with_d_ff(32)
-                .with_freq_patchout(1)
-                .with_time_patchout(2),
-        );
-        let text = TextEncoderConfig::Bert(
-            BertTextConfig::new(30, 16)
-                .with_hidden_size(16)
-                .with_n_layers(1)
-                .with_n_heads(2)
-                .with_intermediate_size(32),
-        );
+        let passt = PasstParams {
+            patch: 8,
+            stride: 6,
+            d_model: 16,
+            n_layers: 1,
+            n_heads: 2,
+            d_ff: 32,
+            freq_patchout: 1,
+            time_patchout: 2,
+            ..Default::default()
+        };
+        let bert = BertParams {
+            hidden_size: 16,
+            n_layers: 1,
+            n_heads: 2,
+            intermediate_size: 32,
+            max_positions: 16,
+            ..Default::default()
+        };
+        let audio = AudioEncoderConfig::Passt(passt.config(16, 32));
+        let text = TextEncoderConfig::Bert(bert.config(30));
         DualEncoderConfig::new(audio, text, 8, 0.05, true)
     }
 

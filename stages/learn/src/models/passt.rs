@@ -15,7 +15,8 @@ use rand::RngExt;
 
 use super::layers::{Noise, TransformerLayer, TransformerLayerConfig, dropout};
 
-/// Configuration of [`PasstEncoder`].
+/// Configuration of [`PasstEncoder`], built by [`crate::params::PasstParams::config`] (which
+/// holds the defaults).
 #[derive(Config, Debug)]
 pub struct PasstEncoderConfig {
     /// Mel bins of the input.
@@ -23,26 +24,17 @@ pub struct PasstEncoderConfig {
     /// Frames of one window.
     pub n_frames: usize,
     /// Patch side (frequency and time).
-    #[config(default = 16)]
     pub patch: usize,
     /// Patch stride (PaSST overlaps patches: stride 10 for patch 16).
-    #[config(default = 10)]
     pub stride: usize,
-    #[config(default = 192)]
     pub d_model: usize,
-    #[config(default = 4)]
     pub n_layers: usize,
-    #[config(default = 3)]
     pub n_heads: usize,
-    #[config(default = 768)]
     pub d_ff: usize,
-    #[config(default = 0.1)]
     pub dropout: f64,
     /// Frequency rows of patches dropped while training.
-    #[config(default = 1)]
     pub freq_patchout: usize,
     /// Time columns of patches dropped while training.
-    #[config(default = 3)]
     pub time_patchout: usize,
 }
 

@@ -29,23 +29,18 @@ pub enum Pooling {
     First,
 }
 
-/// Configuration of [`TransformerTextEncoder`].
+/// Configuration of [`TransformerTextEncoder`], built by
+/// [`crate::params::TransformerParams::config`] (which holds the defaults).
 #[derive(Config, Debug)]
 pub struct TransformerTextConfig {
     pub vocab_size: usize,
     pub max_tokens: usize,
-    #[config(default = 128)]
     pub d_model: usize,
-    #[config(default = 2)]
     pub n_layers: usize,
-    #[config(default = 4)]
     pub n_heads: usize,
-    #[config(default = 256)]
     pub d_ff: usize,
-    #[config(default = 0.1)]
     pub dropout: f64,
     /// `true`: mean pooling; `false`: first token.
-    #[config(default = true)]
     pub mean_pooling: bool,
 }
 
@@ -117,30 +112,30 @@ impl TransformerTextEncoder {
     }
 }
 
-/// Configuration of [`BertTextEncoder`] (BERT-base: 768 wide, 12 layers, 12 heads, 3072).
-#[derive(Config, Debug)]
+/// Configuration of [`BertTextEncoder`]: a checkpoint's
+/// ([`crate::pretrained::bert::bert_config`]), or built by [`crate::params::BertParams::config`]
+/// (which holds the defaults, BERT-base's sizes).
+///
+/// Plain serde rather than Burn's `Config` derive, which writes the `Option` fields last:
+/// `model.json` keeps this field order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BertTextConfig {
     pub vocab_size: usize,
     /// Position embeddings (BERT: 512).
     pub max_positions: usize,
-    #[config(default = 768)]
-    pub hidden_size: usize,
-    #[config(default = 12)]
-    pub n_layers: usize,
-    #[config(default = 12)]
-    pub n_heads: usize,
-    #[config(default = 3072)]
-    pub intermediate_size: usize,
-    #[config(default = 2)]
-    pub type_vocab_size: usize,
-    #[config(default = 0.1)]
-    pub dropout: f64,
     /// Layer norm epsilon; `None` (configs written before it existed): BERT's 1e-12.
     pub layer_norm_eps: Option<f64>,
     /// `None` or `First`: the pooler on the first token; `Mean`: the mean of the non-padding
     /// tokens' states (sentence-transformers). An `Option`, so that configs written before it
     /// existed still read (a missing `Option` field reads as `None`).
     pub pooling: Option<Pooling>,
+    pub hidden_size: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub intermediate_size: usize,
+    /// Segment (token type) embeddings (BERT: 2; only segment 0 is used).
+    pub type_vocab_size: usize,
+    pub dropout: f64,
 }
 
 impl BertTextConfig {
@@ -241,14 +236,21 @@ impl BertTextEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::BertParams;
 
     fn tiny(pooling: Option<Pooling>) -> BertTextEncoder {
-        let config = BertTextConfig::new(20, 8)
-            .with_hidden_size(8)
-            .with_n_layers(1)
-            .with_n_heads(2)
-            .with_intermediate_size(16)
-            .with_pooling(pooling);
+        let sizes = BertParams {
+            hidden_size: 8,
+            n_layers: 1,
+            n_heads: 2,
+            intermediate_size: 16,
+            max_positions: 8,
+            ..Default::default()
+        };
+        let config = BertTextConfig {
+            pooling,
+            ..sizes.config(20)
+        };
         let encoder = config.init(&Device::flex());
         crate::models::layers::init_parameters(encoder, 1, 0.05)
     }
@@ -268,6 +270,15 @@ mod tests {
         assert_eq!(config.pooling, None);
         assert!(!config.mean_pooling());
         assert_eq!(config.norm_eps(), 1e-12);
+    }
+
+    #[test]
+    fn bert_config_keeps_the_field_order_of_model_json() {
+        let json = serde_json::to_string(&BertParams::default().config(30)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"vocab_size":30,"max_positions":512,"layer_norm_eps":null,"pooling":null,"hidden_size":768,"n_layers":12,"n_heads":12,"intermediate_size":3072,"type_vocab_size":2,"dropout":0.1}"#
+        );
     }
 
     #[test]

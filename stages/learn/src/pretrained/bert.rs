@@ -87,7 +87,10 @@ pub fn bert_config(dir: &Path) -> anyhow::Result<BertTextConfig> {
     let layout = layout(dir)?;
     let config = read_config(&layout.model.join("config.json"))?;
     Ok(match &layout.pooling {
-        Some(pooling) => config.with_pooling(Some(read_pooling(pooling)?)),
+        Some(pooling) => BertTextConfig {
+            pooling: Some(read_pooling(pooling)?),
+            ..config
+        },
         None => config,
     })
 }
@@ -142,14 +145,18 @@ pub fn read_config(path: &Path) -> anyhow::Result<BertTextConfig> {
         c.num_attention_heads,
         c.hidden_size
     );
-    Ok(BertTextConfig::new(c.vocab_size, c.max_position_embeddings)
-        .with_hidden_size(c.hidden_size)
-        .with_n_layers(c.num_hidden_layers)
-        .with_n_heads(c.num_attention_heads)
-        .with_intermediate_size(c.intermediate_size)
-        .with_type_vocab_size(c.type_vocab_size)
-        .with_dropout(0.0)
-        .with_layer_norm_eps(Some(c.layer_norm_eps)))
+    Ok(BertTextConfig {
+        vocab_size: c.vocab_size,
+        max_positions: c.max_position_embeddings,
+        layer_norm_eps: Some(c.layer_norm_eps),
+        pooling: None,
+        hidden_size: c.hidden_size,
+        n_layers: c.num_hidden_layers,
+        n_heads: c.num_attention_heads,
+        intermediate_size: c.intermediate_size,
+        type_vocab_size: c.type_vocab_size,
+        dropout: 0.0,
+    })
 }
 
 /// Reads sentence-transformers' `1_Pooling/config.json`; only mean pooling is supported (CLS
@@ -335,13 +342,18 @@ impl ModuleMapper for HfWeights<'_> {
 mod tests {
     use super::*;
     use crate::models::layers::init_parameters;
+    use crate::params::BertParams;
 
     fn tiny(seed: u64) -> BertTextEncoder {
-        let config = BertTextConfig::new(10, 6)
-            .with_hidden_size(4)
-            .with_n_layers(2)
-            .with_n_heads(2)
-            .with_intermediate_size(8);
+        let config = BertParams {
+            hidden_size: 4,
+            n_layers: 2,
+            n_heads: 2,
+            intermediate_size: 8,
+            max_positions: 6,
+            ..Default::default()
+        }
+        .config(10);
         init_parameters(config.init(&Device::flex()), seed, 0.05)
     }
 

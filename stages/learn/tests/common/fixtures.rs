@@ -1,5 +1,5 @@
-//! Small synthetic feature sets with a learnable audio–caption link, for tests and the
-//! benchmark (not used by the stage kinds).
+//! Small synthetic feature sets with a learnable audio–caption link, for the tests and the
+//! benchmark (`benches/train_step.rs` includes this file by path).
 //!
 //! Each clip has a class; its log-mel shows a bright band at a class-specific frequency (plus
 //! noise) and its captions contain a class word among random filler words.

@@ -5,12 +5,16 @@
 //! Then times `evaluate` at ClothoV2 evaluation-split size (1,045 clips × 5,225 captions, 1,000
 //! bootstrap resamples).
 //!
-//! `cargo run --release -p pipeline-eval --bin bench-correspondences [-- CLIPS CAPTIONS_PER_CLIP TEACHERS DIM]`
+//! `cargo bench -p pipeline-eval --bench correspondences [-- CLIPS CAPTIONS_PER_CLIP TEACHERS DIM]`
 
 use std::time::Instant;
 
-use pipeline_eval::fixtures::{random_embeddings, run_stage, synthetic_features};
 use pipeline_eval::{Correspondences, Evaluate};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{random_embeddings, run_stage, synthetic_features};
 
 fn vm_hwm_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -22,6 +26,8 @@ fn vm_hwm_mib() -> Option<f64> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
+        // `cargo bench` appends `--bench`; only the positional sizes are ours.
+        .filter(|a| !a.starts_with("--"))
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);

@@ -1,5 +1,8 @@
-//! Synthetic artifacts and a stage runner for tests and benchmarks (no audio: the mel tensor is
+//! Shared by the test binaries and the benchmark (`benches/correspondences.rs` includes it by
+//! path): synthetic artifacts and a stage runner (no audio: the mel tensor is
 //! `[n_clips, 1, 1, 1]`; only the Parquet index and the embeddings matter to this crate).
+
+#![allow(dead_code)] // each test binary and the benchmark use their part
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
