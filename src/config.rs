@@ -40,7 +40,10 @@
 //!   column order).
 //! - `[stages.<name>]`: a stage; names use `[A-Za-z0-9_-]`. Keys: `kind` (required, a
 //!   registered kind), `params` (a table handed to the kind's `plan`), `inputs` (input name →
-//!   reference), `matrix` (key → array of values), `foreach` (a stage name).
+//!   reference), `matrix` (key → array of values), `foreach` (a stage name), `resources`
+//!   (what one job of the stage asks a cluster for; never part of a key).
+//! - `[settings.executor]`: `kind = "local" | "slurm"`; `[settings.executor.slurm]`:
+//!   `gpu_flag`, `binary`, `poll_seconds`, default `resources`.
 //! - `matrix = { k = [v1, v2] }` expands the stage into one node per combination, named
 //!   `<stage>.<key>-<value>` (several keys joined with `.`, in declaration order; values
 //!   sanitised to `[A-Za-z0-9_-]`). Each matrix value is merged into that node's params; a
@@ -205,6 +208,106 @@ pub struct RawSettings {
     pub artifacts: Option<Spanned<String>>,
     #[serde(default)]
     pub metrics: MetricsView,
+    #[serde(default)]
+    pub executor: ExecutorSettings,
+}
+
+/// `[settings.executor]`: where stale nodes run. Not part of any node's key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSettings {
+    /// `"local"` (threads of this process, the default) or `"slurm"` (one job per node).
+    #[serde(default)]
+    pub kind: ExecutorKind,
+    #[serde(default)]
+    pub slurm: SlurmSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+/// `[settings.executor.slurm]`: how jobs are submitted, and the cluster-wide defaults of every
+/// stage's `resources`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmSettings {
+    /// How a GPU request is written: `"gres"` (`--gres=gpu:N`), `"gpus"` (`--gpus=N`) or
+    /// `"gpus-per-node"` (`--gpus-per-node=N`); sites differ.
+    pub gpu_flag: GpuFlag,
+    /// The `pipeline` binary as the compute nodes see it (default: the driver's own binary,
+    /// which must then be on a shared path).
+    pub binary: Option<PathBuf>,
+    /// Longest wait between two looks at a job's state (the first looks are quicker).
+    pub poll_seconds: f64,
+    /// Defaults for every stage's `resources`.
+    pub resources: StageResources,
+}
+
+impl Default for SlurmSettings {
+    fn default() -> Self {
+        Self {
+            gpu_flag: GpuFlag::Gres,
+            binary: None,
+            poll_seconds: 5.0,
+            resources: StageResources::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuFlag {
+    Gres,
+    Gpus,
+    GpusPerNode,
+}
+
+/// A stage's `resources` on a cluster (`cpus`, `mem`, `time`, `gpus`, `partition`, `account`,
+/// `qos`, extra `sbatch` arguments). Kept out of the node key: changing them reruns nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageResources {
+    pub cpus: Option<usize>,
+    /// As Slurm writes it: `"32G"`, `"500M"`.
+    pub mem: Option<String>,
+    /// As Slurm writes it: `"4:00:00"`, `"2-00:00:00"`, `"30"` (minutes).
+    pub time: Option<String>,
+    pub gpus: Option<usize>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// Extra arguments, appended to the defaults' (`["--constraint=a100"]`).
+    #[serde(default)]
+    pub sbatch: Vec<String>,
+}
+
+impl StageResources {
+    /// These resources with `defaults` filling what they leave unset.
+    pub fn or(&self, defaults: &StageResources) -> StageResources {
+        StageResources {
+            cpus: self.cpus.or(defaults.cpus),
+            mem: self.mem.clone().or_else(|| defaults.mem.clone()),
+            time: self.time.clone().or_else(|| defaults.time.clone()),
+            gpus: self.gpus.or(defaults.gpus),
+            partition: self
+                .partition
+                .clone()
+                .or_else(|| defaults.partition.clone()),
+            account: self.account.clone().or_else(|| defaults.account.clone()),
+            qos: self.qos.clone().or_else(|| defaults.qos.clone()),
+            sbatch: defaults
+                .sbatch
+                .iter()
+                .chain(&self.sbatch)
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 /// `[settings.metrics]`: what `pipeline metrics` shows when given no nodes or columns.
@@ -233,6 +336,8 @@ pub struct RawStage {
     pub matrix: BTreeMap<Spanned<String>, Spanned<Vec<toml::Value>>>,
     #[serde(default)]
     pub foreach: Option<Spanned<String>>,
+    #[serde(default)]
+    pub resources: StageResources,
 }
 
 /// One stage after parsing, with its keys in declaration order.
@@ -247,6 +352,7 @@ pub struct StageDecl {
     /// Matrix keys in declaration order.
     pub matrix: Vec<(Spanned<String>, Spanned<Vec<toml::Value>>)>,
     pub foreach: Option<Spanned<String>>,
+    pub resources: StageResources,
 }
 
 /// The parsed file: where it is, where its artifacts go, and its stages in declaration order.
@@ -260,6 +366,7 @@ pub struct Config {
     pub artifacts: PathBuf,
     /// The default view of `pipeline metrics`.
     pub metrics: MetricsView,
+    pub executor: ExecutorSettings,
     pub stages: Vec<StageDecl>,
 }
 
@@ -304,6 +411,11 @@ impl Config {
             .as_ref()
             .map(|s| s.metrics.clone())
             .unwrap_or_default();
+        let executor = raw
+            .settings
+            .as_ref()
+            .map(|s| s.executor.clone())
+            .unwrap_or_default();
         let mut stages: Vec<StageDecl> = Vec::new();
         for (name, stage) in raw.stages {
             let name_span = name.span();
@@ -332,6 +444,7 @@ impl Config {
                 inputs,
                 matrix,
                 foreach: stage.foreach,
+                resources: stage.resources,
             });
         }
         stages.sort_by_key(|s| s.name_span.start);
@@ -340,6 +453,7 @@ impl Config {
             dir,
             artifacts,
             metrics,
+            executor,
             stages,
             path,
         })

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use pipeline_api::StepProgress;
 
+use crate::lock::Holder;
+
 /// How a node that did not fail got its artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
@@ -25,9 +27,12 @@ pub trait RunEvents: Sync {
     /// `node` holds its key's lock and starts running.
     fn started(&self, _node: &str) {}
 
-    /// `node` waits for its key's lock: another process (`holder`, its pid when known) is
+    /// `node` waits for its key's lock: another process (`holder`, when its lease names it) is
     /// building the same artifact.
-    fn waiting(&self, _node: &str, _holder: Option<u32>) {}
+    fn waiting(&self, _node: &str, _holder: Option<&Holder>) {}
+
+    /// `node` waits to run outside this process: `what` says where (`Slurm job 12 pending`).
+    fn queued(&self, _node: &str, _what: &str) {}
 
     /// A line that the running `node` wrote to its log.
     fn log(&self, _node: &str, _line: &str) {}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use pipeline_api::{InputCounts, Plan, Registry, StageKind};
 
-use crate::config::{Config, ConfigError, Source, StageDecl};
+use crate::config::{Config, ConfigError, Source, StageDecl, StageResources};
 
 /// One artifact bound to an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Node {
     pub params: toml::Table,
     pub plan: Plan,
     pub inputs: Vec<NodeInput>,
+    /// What one job of this node asks a cluster for (the stage's `resources`; not in the key).
+    pub resources: StageResources,
 }
 
 impl std::fmt::Debug for Node {
@@ -321,6 +323,7 @@ impl Builder<'_> {
                 params: p.params.clone(),
                 plan,
                 inputs,
+                resources: decl.resources.clone(),
             });
         }
         let order = self.toposort(&edges)?;

@@ -17,6 +17,7 @@ pub mod lock;
 pub mod project;
 pub mod reporter;
 pub mod scheduler;
+pub mod slurm;
 pub mod staleness;
 pub mod store;
 

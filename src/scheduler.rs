@@ -25,6 +25,8 @@ use crate::store::{Manifest, ManifestInput, NodeState, Store};
 pub struct RunOptions {
     /// CPU thread budget.
     pub jobs: usize,
+    /// GPUs of this machine, each given to one GPU node at a time.
+    pub gpus: usize,
     /// Nodes to consider (targets and their ancestors).
     pub mask: Vec<bool>,
     /// Nodes to rerun even when cached.
@@ -69,12 +71,59 @@ impl RunReport {
     }
 }
 
-struct Job {
-    node: usize,
-    fingerprint: Fingerprint,
-    key: String,
-    threads: usize,
-    gpu: bool,
+/// A stale node to bring up to date.
+#[derive(Debug)]
+pub struct Job {
+    pub node: usize,
+    pub fingerprint: Fingerprint,
+    pub key: String,
+    /// CPU threads the run may keep busy.
+    pub threads: usize,
+    /// Whether the run holds a GPU.
+    pub gpu: bool,
+    /// The GPU given to it on this machine (an index below [`RunOptions::gpus`]).
+    pub gpu_slot: Option<usize>,
+    /// Rerun even if the key is published.
+    pub forced: bool,
+}
+
+/// Where stale nodes run: threads of this process ([`Local`]) or jobs of a cluster
+/// ([`crate::slurm`]). Either way the output is published into the store under the key.
+pub trait Backend: Sync {
+    /// Brings `job`'s key to a published output: runs the node, or waits for whoever does.
+    fn execute(
+        &self,
+        pipeline: &Pipeline,
+        store: &Store,
+        events: &dyn RunEvents,
+        job: &Job,
+        artifacts: BTreeMap<String, Vec<InputArtifact>>,
+    ) -> Result<Executed, Failure>;
+
+    /// Whether runs share this machine's thread and GPU budget (`--jobs`, `--gpus`).
+    fn local(&self) -> bool {
+        true
+    }
+
+    /// Ctrl-C or SIGTERM, just before the process exits: stop what was started elsewhere.
+    fn interrupt(&self) {}
+}
+
+/// Runs each node on a thread of this process.
+#[derive(Debug, Default)]
+pub struct Local;
+
+impl Backend for Local {
+    fn execute(
+        &self,
+        pipeline: &Pipeline,
+        store: &Store,
+        events: &dyn RunEvents,
+        job: &Job,
+        artifacts: BTreeMap<String, Vec<InputArtifact>>,
+    ) -> Result<Executed, Failure> {
+        execute(pipeline, store, events, job, artifacts)
+    }
 }
 
 /// A finished worker's message to the scheduler.
@@ -84,15 +133,17 @@ struct Done {
     duration: Duration,
 }
 
-/// A published output: its manifest, whether this process ran it, what the run reported.
-struct Executed {
-    manifest: Manifest,
-    ran: bool,
-    warnings: Vec<String>,
+/// A published output: its manifest, whether this process (or its job) ran it, and what the
+/// run warned about.
+#[derive(Debug)]
+pub struct Executed {
+    pub manifest: Manifest,
+    pub ran: bool,
+    pub warnings: Vec<String>,
 }
 
 /// A failed run: the error and the node's log, or why none could be kept.
-type Failure = (anyhow::Error, Result<PathBuf, String>);
+pub type Failure = (anyhow::Error, Result<PathBuf, String>);
 
 /// Why a run could not go on (a node's own failure is an [`Outcome`], not this).
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +165,7 @@ pub fn run(
     store: &Store,
     cache: &mut StatCache,
     events: &dyn RunEvents,
+    backend: &dyn Backend,
     opts: &RunOptions,
 ) -> Result<RunReport, SchedulerError> {
     let n = pipeline.nodes.len();
@@ -139,7 +191,9 @@ pub fn run(
         .collect();
     let mut queue: Vec<Job> = Vec::new();
     let mut report = RunReport::default();
-    let (mut used, mut gpu_busy, mut running) = (0usize, false, 0usize);
+    let (mut used, mut running) = (0usize, 0usize);
+    // Which of this machine's GPUs are taken (a cluster backend has its own).
+    let mut gpu_taken = vec![false; opts.gpus.max(1)];
 
     let record = |i: usize, fp: &Fingerprint, key: &str| {
         let node = &pipeline.nodes[i].name;
@@ -200,21 +254,31 @@ pub fn run(
                     key,
                     threads: res.threads.clamp(1, jobs),
                     gpu: res.gpu,
+                    gpu_slot: None,
+                    forced: opts.forced[i],
                 });
             }
             // Start what fits.
             let mut k = 0;
             while k < queue.len() {
                 let job = &queue[k];
-                let fits = used + job.threads <= jobs && !(job.gpu && gpu_busy);
+                let free_gpu = gpu_taken.iter().position(|taken| !taken);
+                let fits = !backend.local()
+                    || (used + job.threads <= jobs && (!job.gpu || free_gpu.is_some()));
                 if fits || running == 0 {
-                    let job = queue.remove(k);
-                    used += job.threads;
-                    gpu_busy |= job.gpu;
+                    let mut job = queue.remove(k);
+                    if backend.local() {
+                        used += job.threads;
+                        if job.gpu {
+                            // With nothing running, a GPU is free.
+                            let slot = free_gpu.unwrap_or(0);
+                            gpu_taken[slot] = true;
+                            job.gpu_slot = Some(slot);
+                        }
+                    }
                     running += 1;
                     let tx = tx.clone();
                     let artifacts = input_artifacts(pipeline, store, job.node, &outputs);
-                    let forced = opts.forced[job.node];
                     let name = pipeline.nodes[job.node].name.clone();
                     let threads = job.threads;
                     std::thread::Builder::new()
@@ -223,7 +287,7 @@ pub fn run(
                             let start = Instant::now();
                             // A panic must still report, or the scheduler would wait forever.
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                execute(pipeline, store, events, &job, artifacts, forced)
+                                backend.execute(pipeline, store, events, &job, artifacts)
                             }))
                             .unwrap_or_else(|payload| {
                                 let error = anyhow::anyhow!(
@@ -260,12 +324,15 @@ pub fn run(
                 fingerprint: fp,
                 key,
                 threads,
-                gpu,
+                gpu_slot,
+                ..
             } = job;
             running -= 1;
-            used -= threads;
-            if gpu {
-                gpu_busy = false;
+            if backend.local() {
+                used -= threads;
+            }
+            if let Some(slot) = gpu_slot {
+                gpu_taken[slot] = false;
             }
             finished[i] = true;
             let name = &pipeline.nodes[i].name;
@@ -351,7 +418,8 @@ fn release(
     ready.extend(newly);
 }
 
-fn input_artifacts(
+/// The artifacts bound to node `i`'s inputs, from the keys of its finished upstream nodes.
+pub fn input_artifacts(
     pipeline: &Pipeline,
     store: &Store,
     i: usize,
@@ -395,21 +463,22 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs one node under its key's lock and publishes its output; `ran` is false when
-/// another process published it meanwhile.
-fn execute(
+/// Runs one node in this process under its key's lock and publishes its output; `ran` is
+/// false when another process published it meanwhile. A cluster job does this too
+/// (`pipeline run-node`).
+pub fn execute(
     pipeline: &Pipeline,
     store: &Store,
     events: &dyn RunEvents,
     job: &Job,
     artifacts: BTreeMap<String, Vec<InputArtifact>>,
-    forced: bool,
 ) -> Result<Executed, Failure> {
+    let forced = job.forced;
     let node = &pipeline.nodes[job.node];
     let failed_log = store.failed_log(&node.name);
     let fail = |e: anyhow::Error| (e, Err("the node did not start".into()));
-    let _lock = lock::acquire(&store.lock_path(&job.key), |pid| {
-        events.waiting(&node.name, pid);
+    let _lock = lock::acquire(&store.lock_path(&job.key), |holder| {
+        events.waiting(&node.name, holder.as_ref());
     })
     .map_err(|e| fail(e.into()))?;
     if !forced
@@ -474,6 +543,7 @@ fn execute(
         out_dir: &out_dir,
         scratch_dir: &scratch,
         threads: job.threads,
+        gpu: job.gpu_slot,
         reporter: &reporter,
     };
     let result = match std::panic::catch_unwind(AssertUnwindSafe(|| node.kind.run(&ctx))) {
@@ -515,6 +585,7 @@ fn execute(
                 started_unix_s: started_unix,
                 duration_s: elapsed.as_secs_f64(),
                 measurements: notes.measurements,
+                warnings: notes.warnings.clone(),
             };
             let manifest = store.publish(&tmp, manifest).map_err(|e| fail(e.into()))?;
             let _ = std::fs::remove_dir_all(&scratch);

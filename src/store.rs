@@ -10,9 +10,11 @@
 //! - `tmp/<key>-<pid>/{out/, log.txt}`: a run in progress (leftovers are removed by the next
 //!   holder of the key's lock);
 //! - `scratch/<key>/`: survives interruptions of the same key, removed after publication;
-//! - `locks/<key>.lock`, `state/<pipeline file name>/<node>.json`, `latest/<node>` →
-//!   `objects/<key>/out`,
-//!   `failed/<node>.log`, `cache/stat-cache.tsv`.
+//! - `locks/<key>.lock` with `leases/<key>.lease` (the lock across hosts: `crate::lock`),
+//!   `state/<pipeline file name>/<node>.json`, `latest/<node>` → `objects/<key>/out`,
+//!   `failed/<node>.log`, `cache/stat-cache.tsv`;
+//! - `jobs/<key>.{json,sh}`, `jobs/<key>-<job id>.out`: a cluster job in flight
+//!   (`crate::slurm`), removed when it ends.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -57,6 +59,10 @@ pub struct Manifest {
     /// carry it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub measurements: BTreeMap<String, f64>,
+    /// What the run worked around ([`pipeline_api::Reporter::warn`]): how a driver learns the
+    /// warnings of a run made by another process (a cluster job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Why an object has no usable manifest.
@@ -438,6 +444,7 @@ mod tests {
             started_unix_s: 0.0,
             duration_s: 0.0,
             measurements: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 

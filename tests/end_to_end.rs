@@ -10,58 +10,7 @@ use common::TestProject;
 use polars::prelude::*;
 
 /// The default pipeline's shape at toy sizes (seconds of CPU, not minutes).
-const TINY: &str = r#"
-[stages.data]
-kind = "synth-dataset"
-params = { seed = 3, train_clips = 24, val_clips = 8, test_clips = 8, clip_seconds = 2.5, captions_per_clip = 3 }
-
-[stages.features]
-kind = "features"
-inputs = { dataset = "data" }
-params = { preset = "light", max_seconds = 2.5, window_seconds = 2.5 }
-
-[stages.train]
-kind = "train"
-matrix = { seed = [1, 2] }
-inputs = { features = "features" }
-params = { epochs = 2, batch_size = 8, threads = 1, model = { embed_dim = 16, cnn = { channels = [4, 8] }, transformer = { d_model = 16, n_heads = 2, d_ff = 32 } } }
-
-[stages.embed]
-kind = "embed"
-foreach = "train"
-inputs = { model = "train", features = "features" }
-params = { threads = 1 }
-
-[stages.correspondences]
-kind = "correspondences"
-inputs = { teachers = "embed", features = "features" }
-
-[stages.distill]
-kind = "distill"
-inputs = { init = "train", correspondences = "correspondences", features = "features" }
-params = { epochs = 2, batch_size = 8, threads = 1 }
-
-[stages.embed-distill]
-kind = "embed"
-inputs = { model = "distill", features = "features" }
-params = { threads = 1 }
-
-[stages.evaluate]
-kind = "evaluate"
-foreach = "embed"
-inputs = { embeddings = "embed", features = "features" }
-params = { bootstrap = 50 }
-
-[stages.evaluate-distill]
-kind = "evaluate"
-inputs = { embeddings = "embed-distill", features = "features" }
-params = { bootstrap = 50 }
-
-[stages.report]
-kind = "report"
-inputs = { evaluations = ["evaluate", "evaluate-distill"], training = ["train", "distill"], correspondences = "correspondences", features = "features" }
-params = { bootstrap = 50 }
-"#;
+const TINY: &str = include_str!("data/tiny.toml");
 
 /// `pipeline status` as node -> sentence.
 fn status_of(p: &TestProject) -> std::collections::BTreeMap<String, String> {
@@ -229,20 +178,22 @@ fn outputs_are_reproducible_relocatable_and_rebuilt_nodes_leave_dependents_cache
 
 #[test]
 fn a_misspelt_input_is_named_with_the_closest_known_name() {
-    let p = TestProject::new(&TINY.replace(
+    let config = TINY.replace(
         "inputs = { embeddings = \"embed-distill\", features = \"features\" }",
         "inputs = { embedings = \"embed-distill\", features = \"features\" }",
-    ));
+    );
+    let line = 1 + config
+        .lines()
+        .position(|l| l.contains("embedings"))
+        .unwrap();
+    let p = TestProject::new(&config);
     let r = p.run(&["status"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.starts_with(
-            "error: pipeline.toml:45:12: stage `evaluate-distill`: inputs.`embedings`: \
-             unknown input; did you mean `embeddings`?"
-        ),
-        "{}",
-        r.stderr
+    let expected = format!(
+        "error: pipeline.toml:{line}:12: stage `evaluate-distill`: inputs.`embedings`: \
+         unknown input; did you mean `embeddings`?"
     );
+    assert!(r.stderr.starts_with(&expected), "{}", r.stderr);
 }
 
 /// A mono 16-bit PCM WAV of `samples` at 16 kHz.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{TestProject, counted, wait_for};
 use pipeline::events::{Finish, RunEvents};
-use pipeline::project::{Project, RunTargets};
+use pipeline::project::{Budget, Project, RunTargets};
+use pipeline::scheduler::Local;
 
 /// data (external dir) -> a -> b -> c, and an independent d.
 fn chain(b_run: &str) -> String {
@@ -199,6 +200,42 @@ params = {{ run = 'touch "$PROJECT/{name}.on"; for o in {exclusive_with}; do [ !
 }
 
 #[test]
+fn each_gpu_of_the_machine_runs_one_gpu_node() {
+    // Each node waits (a bounded time) for the other to start, notes whether it is running
+    // (started, not ended), and records its device.
+    let node = |name: &str, other: &str| {
+        format!(
+            r#"
+[stages.{name}]
+kind = "command"
+params = {{ run = 'touch "$PROJECT/{name}.on"; for i in $(seq 40); do [ -e "$PROJECT/{other}.on" ] && break; sleep 0.05; done; if [ -e "$PROJECT/{other}.on" ] && [ ! -e "$PROJECT/{other}.off" ]; then echo together > t.txt; fi; sleep 0.3; echo $CUDA_VISIBLE_DEVICES > device.txt; touch "$PROJECT/{name}.off"', gpu = true }}
+"#
+        )
+    };
+    let config = node("g1", "g2") + &node("g2", "g1");
+    let devices = |p: &TestProject| {
+        let mut d: Vec<String> = ["g1", "g2"]
+            .iter()
+            .map(|n| std::fs::read_to_string(p.latest(n).join("device.txt")).unwrap())
+            .collect();
+        d.sort();
+        d
+    };
+    // Two GPUs: both run at once, on different devices.
+    let p = TestProject::new(&config);
+    p.run(&["run", "--jobs", "2", "--gpus", "2"]).ok();
+    assert_eq!(devices(&p), ["0\n", "1\n"]);
+    assert!(p.latest("g1").join("t.txt").exists());
+    assert!(p.latest("g2").join("t.txt").exists());
+    // One GPU: one after the other, on device 0.
+    let p = TestProject::new(&config);
+    p.run(&["run", "--jobs", "2", "--gpus", "1"]).ok();
+    assert_eq!(devices(&p), ["0\n", "0\n"]);
+    assert!(!p.latest("g1").join("t.txt").exists());
+    assert!(!p.latest("g2").join("t.txt").exists());
+}
+
+#[test]
 fn verbose_prints_node_logs_and_status_lines() {
     let p = TestProject::new(
         "[stages.a]\nkind = \"command\"\nparams = { run = \"echo hello from a\" }\n",
@@ -263,7 +300,7 @@ fn config_errors_name_file_line_and_key() {
     let cases = [
         (
             "[stages.a]\nkind = \"command\"\nparamz = { run = \"true\" }\n",
-            "error: pipeline.toml:3:1: stage `a`: unknown field `paramz`, expected one of `kind`, `params`, `inputs`, `matrix`, `foreach`\n",
+            "error: pipeline.toml:3:1: stage `a`: unknown field `paramz`, expected one of `kind`, `params`, `inputs`, `matrix`, `foreach`, `resources`\n",
         ),
         (
             "[stages.a]\nkind = \"command\"\nparams = { run = \"true\" }\n\n[stages.b]\nkind = \"command\"\nparams = { run = \"true\" }\ninputs = { x = \"aa\" }\n",
@@ -681,7 +718,10 @@ inputs = { x = "good" }
     .unwrap();
     let run = || {
         let events = Recorder::default();
-        let report = project.run(&RunTargets::default(), 1, &events).unwrap();
+        let budget = Budget { jobs: 1, gpus: 1 };
+        let report = project
+            .run(&RunTargets::default(), budget, &Local, &events)
+            .unwrap();
         assert_eq!(report.failures().count(), 1);
         events.0.into_inner().unwrap()
     };

@@ -1,7 +1,8 @@
 //! The `command` kind: runs a shell command with the node's directories in the environment.
 //! It lets users wire shell steps into a pipeline, and it is what the executor's tests use.
 //!
-//! Params: `run` (the `sh -c` command), `threads` (default 1), and any other scalar
+//! Params: `run` (the `sh -c` command), `threads` (default 1), `gpu` (default false: the
+//! command holds one GPU, given to it as `CUDA_VISIBLE_DEVICES`), and any other scalar
 //! parameter, exported as `PARAM_<KEY>` (so that `matrix = { seed = [1, 2] }` reaches the
 //! command as `$PARAM_SEED`). Environment: `OUT` (the output directory, also the working
 //! directory), `SCRATCH`, `THREADS`, and `IN_<NAME>` per input (`:`-joined paths).
@@ -29,6 +30,10 @@ struct Params {
     /// CPU threads the command keeps busy (exported as `THREADS`).
     #[serde(default = "one")]
     threads: usize,
+    /// Whether the command holds a GPU. Left out of the canonical form when false, so that
+    /// the keys of CPU commands are those of before the parameter existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gpu: bool,
     /// Other scalar parameters, exported as `PARAM_<KEY>`.
     #[serde(flatten)]
     vars: std::collections::BTreeMap<String, toml::Value>,
@@ -36,6 +41,15 @@ struct Params {
 
 fn one() -> usize {
     1
+}
+
+/// The device this process knows as ordinal `slot`, as the child must name it: the `slot`-th
+/// entry of our own `CUDA_VISIBLE_DEVICES` when set (a Slurm job's GPUs), else `slot`.
+fn visible_device(slot: usize) -> String {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|v| v.split(',').nth(slot).map(|d| d.trim().to_owned()))
+        .unwrap_or_else(|| slot.to_string())
 }
 
 /// `<PREFIX><NAME>`: the name upper-cased, other characters as `_` (`IN_MODEL`).
@@ -83,7 +97,7 @@ impl StageKind for Command {
             &p,
             Resources {
                 threads: p.threads,
-                gpu: false,
+                gpu: p.gpu,
             },
         )
     }
@@ -100,6 +114,9 @@ impl StageKind for Command {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(slot) = ctx.gpu {
+            cmd.env("CUDA_VISIBLE_DEVICES", visible_device(slot));
+        }
         for (name, artifacts) in ctx.inputs {
             let paths: Vec<String> = artifacts
                 .iter()

@@ -13,6 +13,7 @@ use pipeline_api::StepProgress;
 
 use crate::cli::{eprint_line, format_duration};
 use crate::events::{Finish, RunEvents};
+use crate::lock::Holder;
 
 /// The terminal side of a run.
 #[derive(Debug)]
@@ -150,9 +151,9 @@ impl RunEvents for Console {
         nodes.bars.insert(node.to_owned(), bar);
     }
 
-    fn waiting(&self, node: &str, holder: Option<u32>) {
+    fn waiting(&self, node: &str, holder: Option<&Holder>) {
         self.nodes().start(node);
-        let who = holder.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"));
+        let who = holder.map_or_else(|| "another process".to_owned(), Holder::to_string);
         self.status(&format!(
             "`{node}`: waiting for {who}, which is building the same artifact"
         ));
@@ -183,6 +184,10 @@ impl RunEvents for Console {
     }
 
     // Only a node that ran has started, so only it has a line to close.
+    fn queued(&self, node: &str, what: &str) {
+        self.status(&format!("queued `{node}`: {what}"));
+    }
+
     fn finished(&self, node: &str, _how: Finish, duration: Duration) {
         self.close(node, || {
             format!("finished `{node}` in {}", format_duration(duration))

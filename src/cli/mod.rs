@@ -9,6 +9,7 @@ mod gc;
 mod kinds;
 mod metrics;
 mod run;
+mod run_node;
 mod show;
 mod status;
 mod verify;
@@ -72,6 +73,9 @@ pub enum Command {
     Gc(gc::Args),
     /// List the registered stage kinds.
     Kinds,
+    /// Run one node in this process and publish it (what a cluster job of `run` executes).
+    #[command(hide = true)]
+    RunNode(run_node::Args),
 }
 
 /// Shared by the commands: the parsed global flags and the kinds.
@@ -108,6 +112,7 @@ fn init_logging(quiet: bool) {
     let ours = [
         "pipeline",
         "pipeline_api",
+        "pipeline_formats",
         "pipeline_data",
         "pipeline_learn",
         "pipeline_eval",
@@ -144,6 +149,7 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Verify(args) => verify::main(&env, args),
         Command::Gc(args) => gc::main(&env, args),
         Command::Kinds => kinds::main(&env),
+        Command::RunNode(args) => run_node::main(&env, args),
     };
     match result {
         Ok(code) => code,

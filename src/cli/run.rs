@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use crate::cli::console::Console;
 use crate::cli::{Env, emit, eprint_line, eprint_text, format_duration, rel, table};
+use crate::config::ExecutorKind;
 use crate::events::Finish;
-use crate::project::{RunTargets, UserError};
-use crate::scheduler::Outcome;
+use crate::project::{Budget, RunTargets, UserError};
+use crate::scheduler::{Backend, Local, Outcome};
+use crate::slurm::Slurm;
 use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +26,14 @@ pub struct Args {
     /// Print what would run and why, without running anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Where stale nodes run: threads of this process, or one Slurm job each (default: the
+    /// file's `[settings.executor] kind`, else local).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
+    /// GPUs of this machine to use, one GPU node on each (default: all that `nvidia-smi`
+    /// lists, at least 1). Local executor only.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
@@ -65,7 +75,22 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(j) => j,
     };
-    let report = project.run(&targets, jobs, &Console::new(env.quiet, env.verbose))?;
+    let gpus = match args.gpus {
+        Some(0) => return Err(UserError::new("`--gpus` must be at least 1").into()),
+        Some(n) => n,
+        None => detected_gpus(),
+    };
+    let settings = &pipeline.config.executor;
+    let backend: Box<dyn Backend> = match args.executor.unwrap_or(settings.kind) {
+        ExecutorKind::Local => Box::new(Local),
+        ExecutorKind::Slurm => Box::new(Slurm::new(settings.slurm.clone(), &env.file)?),
+    };
+    let report = project.run(
+        &targets,
+        Budget { jobs, gpus },
+        backend.as_ref(),
+        &Console::new(env.quiet, env.verbose),
+    )?;
     let all_cached = report
         .results
         .iter()
@@ -138,4 +163,28 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         names.join(", ")
     ));
     Ok(ExitCode::from(1))
+}
+
+/// The GPUs `nvidia-smi -L` lists (within `CUDA_VISIBLE_DEVICES` when set), at least 1: without
+/// a GPU, nodes that ask for one run one at a time as before.
+fn detected_gpus() -> usize {
+    if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return visible
+            .split(',')
+            .filter(|d| !d.trim().is_empty())
+            .count()
+            .max(1);
+    }
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or(1, |o| {
+            let listed = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count();
+            listed.max(1)
+        })
 }

@@ -16,7 +16,7 @@ use crate::events::RunEvents;
 use crate::fingerprint::StatCache;
 use crate::graph::Pipeline;
 use crate::lock::LockError;
-use crate::scheduler::{self, RunOptions, RunReport, SchedulerError};
+use crate::scheduler::{self, Backend, RunOptions, RunReport, SchedulerError};
 use crate::staleness::{self, InputError, NodeStatus, Staleness};
 use crate::store::{Corruption, Manifest, Store};
 
@@ -72,6 +72,30 @@ impl ProjectError {
     }
 }
 
+/// Why `run_node` has no output.
+#[derive(Debug, thiserror::Error)]
+pub enum RunNodeError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error("{error:#}")]
+    Failed {
+        error: anyhow::Error,
+        log: Result<std::path::PathBuf, String>,
+    },
+}
+
+impl From<UserError> for RunNodeError {
+    fn from(e: UserError) -> Self {
+        RunNodeError::Project(e.into())
+    }
+}
+
+impl From<InputError> for RunNodeError {
+    fn from(e: InputError) -> Self {
+        RunNodeError::Project(e.into())
+    }
+}
+
 /// The nodes a command looks at with their status, in dependency order.
 pub type Assessment = Vec<(usize, NodeStatus)>;
 
@@ -82,6 +106,13 @@ pub struct RunTargets {
     pub nodes: Vec<String>,
     /// Nodes or stages to rerun even when cached.
     pub force: Vec<String>,
+}
+
+/// This machine's share of a local run: CPU threads and GPUs.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub jobs: usize,
+    pub gpus: usize,
 }
 
 /// What `pipeline verify` found for one node.
@@ -139,13 +170,19 @@ impl Project {
     pub fn run(
         &self,
         targets: &RunTargets,
-        jobs: usize,
+        budget: Budget,
+        backend: &dyn Backend,
         events: &dyn RunEvents,
     ) -> Result<RunReport, ProjectError> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let (mask, forced) = self.targets(targets)?;
         let mut cache = StatCache::load(&self.store.stat_cache_path());
-        let opts = RunOptions { jobs, mask, forced };
+        let opts = RunOptions {
+            jobs: budget.jobs,
+            gpus: budget.gpus,
+            mask,
+            forced,
+        };
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
         std::thread::scope(|s| {
@@ -154,6 +191,7 @@ impl Project {
                 .name("signals".into())
                 .spawn_scoped(s, move || {
                     if signals.forever().next().is_some() {
+                        backend.interrupt();
                         events.interrupted();
                         std::process::exit(130);
                     }
@@ -163,9 +201,76 @@ impl Project {
                 &self.store,
                 &mut cache,
                 events,
+                backend,
                 &opts,
             )?)
         })
+    }
+
+    /// Runs one node in this process, as a cluster job does (`pipeline run-node`): its inputs
+    /// must be published, and its key must still be `key`, the one the job was submitted for.
+    pub fn run_node(
+        &self,
+        name: &str,
+        key: &str,
+        forced: bool,
+        threads: usize,
+        events: &dyn RunEvents,
+    ) -> Result<scheduler::Executed, RunNodeError> {
+        let pipeline = &self.pipeline;
+        let i = pipeline
+            .node_index(name)
+            .ok_or_else(|| UserError::new(format!("no node `{name}` in this pipeline")))?;
+        let mut status = self.assess(&pipeline.with_ancestors(&[i]), &self.none())?;
+        let mut outputs = vec![None; pipeline.nodes.len()];
+        for j in pipeline.nodes[i].deps() {
+            match &status[j] {
+                Some(NodeStatus::UpToDate { key, manifest, .. }) => {
+                    outputs[j] = Some((key.clone(), manifest.output_hash.clone()));
+                }
+                other => {
+                    let why = match other {
+                        Some(NodeStatus::Stale { reason, .. }) => reason.to_string(),
+                        _ => "not assessed".into(),
+                    };
+                    return Err(UserError::new(format!(
+                        "input node `{}` of `{name}` is not built ({why})",
+                        pipeline.nodes[j].name
+                    ))
+                    .into());
+                }
+            }
+        }
+        let fingerprint = match status[i].take() {
+            Some(NodeStatus::UpToDate { fingerprint, .. })
+            | Some(NodeStatus::Stale {
+                fingerprint: Some(fingerprint),
+                ..
+            }) => fingerprint,
+            _ => unreachable!("every input of `{name}` is built"),
+        };
+        let current = fingerprint.key();
+        if current != key {
+            return Err(UserError::new(format!(
+                "node `{name}` now has key {current}, not {key}: the pipeline or its inputs \
+                 changed since this job was submitted"
+            ))
+            .into());
+        }
+        let resources = pipeline.nodes[i].plan.resources;
+        let job = scheduler::Job {
+            node: i,
+            fingerprint,
+            key: current,
+            threads,
+            gpu: resources.gpu,
+            // A cluster job sees the GPUs it was given from ordinal 0 (`CUDA_VISIBLE_DEVICES`).
+            gpu_slot: resources.gpu.then_some(0),
+            forced,
+        };
+        let artifacts = scheduler::input_artifacts(pipeline, &self.store, i, &outputs);
+        scheduler::execute(pipeline, &self.store, events, &job, artifacts)
+            .map_err(|(error, log)| RunNodeError::Failed { error, log })
     }
 
     /// Re-hashes every published output of `nodes` and what they need (every node when

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod slurm;
+
 pub struct TestProject {
     pub dir: tempfile::TempDir,
 }
@@ -18,7 +20,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    pub fn from(out: Output) -> Self {
         Self {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -115,7 +117,16 @@ pub fn counted(name: &str, body: &str) -> String {
 
 /// Polls for `path` (not a timing assertion: the test fails only if it never appears).
 pub fn wait_for(path: &Path) {
-    for _ in 0..1000 {
+    wait_for_at_most(path, 1000);
+}
+
+/// [`wait_for`], for what a cluster job writes (it may queue first).
+pub fn wait_for_long(path: &Path) {
+    wait_for_at_most(path, 12_000);
+}
+
+fn wait_for_at_most(path: &Path, polls: usize) {
+    for _ in 0..polls {
         if path.exists() {
             return;
         }

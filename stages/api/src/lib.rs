@@ -71,7 +71,7 @@ impl Plan {
 pub struct Resources {
     /// CPU threads the run keeps busy (at least 1). The scheduler caps it at `--jobs`.
     pub threads: usize,
-    /// Whether the run holds the (single) GPU.
+    /// Whether the run holds a GPU (the executor gives it one: [`RunContext::gpu`]).
     pub gpu: bool,
 }
 
@@ -278,6 +278,9 @@ pub struct RunContext<'a> {
     pub scratch_dir: &'a Path,
     /// CPU threads this run may keep busy.
     pub threads: usize,
+    /// The GPU this run holds, as a device ordinal of this process, when its plan asked for
+    /// one (`None` otherwise): the executor gives each GPU to one run at a time.
+    pub gpu: Option<usize>,
     pub reporter: &'a dyn Reporter,
 }
 

@@ -41,6 +41,7 @@ pub fn run_kind(
         out_dir: out,
         scratch_dir: scratch.path(),
         threads: 2,
+        gpu: None,
         reporter,
     };
     kind.run(&ctx)

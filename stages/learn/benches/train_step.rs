@@ -192,7 +192,7 @@ fn learn(
         pretrained: Default::default(),
         objective: Objective::Contrastive,
         fingerprint: serde_json::json!({}),
-        compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,
+        compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu, None)?,
         scratch_dir: scratch.path(),
         reporter: &pipeline_api::SilentReporter,
         stop_after: None,

@@ -32,15 +32,16 @@ pub fn cuda_available() -> bool {
     }
 }
 
-/// Resolves `auto` / `cpu` / `cuda`.
-pub fn resolve(choice: DeviceChoice) -> anyhow::Result<Compute> {
+/// Resolves `auto` / `cpu` / `cuda`; `gpu` is the CUDA ordinal the executor gave the run (one
+/// GPU per run on a machine with several).
+pub fn resolve(choice: DeviceChoice, gpu: Option<usize>) -> anyhow::Result<Compute> {
     let cpu = Compute {
         device: Device::flex(),
         name: "cpu",
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu),
-        DeviceChoice::Auto => Ok(if cuda_available() { cuda() } else { cpu }),
+        DeviceChoice::Auto => Ok(if cuda_available() { cuda(gpu) } else { cpu }),
         DeviceChoice::Cuda => {
             if !cfg!(feature = "cuda") {
                 bail!(
@@ -53,7 +54,7 @@ pub fn resolve(choice: DeviceChoice) -> anyhow::Result<Compute> {
                     "`device = \"cuda\"` was requested, but no CUDA device was found\nhint: set `device = \"auto\"` to fall back to the CPU"
                 );
             }
-            Ok(cuda())
+            Ok(cuda(gpu))
         }
     }
 }
@@ -68,15 +69,15 @@ pub fn wants_gpu(choice: DeviceChoice) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda() -> Compute {
+fn cuda(gpu: Option<usize>) -> Compute {
     Compute {
-        device: Device::cuda(0),
+        device: Device::cuda(gpu.unwrap_or(0)),
         name: "cuda",
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Compute {
+fn cuda(_gpu: Option<usize>) -> Compute {
     unreachable!("CUDA is never selected without the `cuda` feature")
 }
 

@@ -119,7 +119,7 @@ impl StageKind for EncodeKind {
              needs 64 × 96\nhint: bind `features` to a `features` node with `preset = \"yamnet\"`",
             ctx.node
         );
-        let compute = resolve(p.device)?;
+        let compute = resolve(p.device, ctx.gpu)?;
         let threads = p
             .threads
             .unwrap_or(ctx.threads)

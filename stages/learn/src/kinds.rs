@@ -44,7 +44,7 @@ fn run_training(
     init: Option<&Path>,
     objective: Objective<&TeacherEmbeddings>,
 ) -> anyhow::Result<()> {
-    let compute = resolve(optim.device)?;
+    let compute = resolve(optim.device, ctx.gpu)?;
     let threads = optim
         .threads
         .unwrap_or(ctx.threads)
@@ -286,7 +286,7 @@ impl StageKind for EmbedKind {
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: EmbedParams = ctx.params()?;
         let features = load_features(ctx)?;
-        let compute = resolve(p.device)?;
+        let compute = resolve(p.device, ctx.gpu)?;
         let model_dir = ctx.input("model")?;
         let threads = p
             .threads

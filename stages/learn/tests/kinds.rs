@@ -309,7 +309,7 @@ fn train_unchecked(
         pretrained: Default::default(),
         objective: Objective::Contrastive,
         fingerprint: serde_json::json!({"test": "unchecked"}),
-        compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu)?,
+        compute: pipeline_learn::device::resolve(pipeline_learn::params::DeviceChoice::Cpu, None)?,
         scratch_dir: scratch.path(),
         reporter: &SilentReporter,
         stop_after: None,
@@ -701,7 +701,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
         .unwrap();
     let optim = p.optim();
     let model = p.model.resolve(&optim, &f, None).unwrap();
-    let compute = pipeline_learn::device::resolve(optim.device).unwrap();
+    let compute = pipeline_learn::device::resolve(optim.device, None).unwrap();
     fn job<'a>(
         f: &'a FeatureSet,
         optim: &pipeline_learn::params::OptimParams,

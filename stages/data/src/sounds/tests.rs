@@ -512,6 +512,7 @@ fn the_kind_runs_on_its_input_artifact() {
         out_dir: out.path(),
         scratch_dir: scratch.path(),
         threads: 1,
+        gpu: None,
         reporter: &SilentReporter,
     };
     PackagedSounds.run(&ctx).unwrap();

@@ -199,6 +199,7 @@ pub fn run_stage(
         out_dir,
         scratch_dir: &scratch,
         threads,
+        gpu: None,
         reporter: &SilentReporter,
     };
     let result = kind.run(&ctx);

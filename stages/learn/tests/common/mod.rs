@@ -147,6 +147,7 @@ pub fn run_in_reporting(
         out_dir: node.out.path(),
         scratch_dir: node.scratch.path(),
         threads: 1,
+        gpu: None,
         reporter,
     };
     kind.run(&ctx)
