@@ -44,6 +44,8 @@
 //!   (what one job of the stage asks a cluster for; never part of a key).
 //! - `[settings.executor]`: `kind = "local" | "slurm"`; `[settings.executor.slurm]`:
 //!   `gpu_flag`, `binary`, `poll_seconds`, default `resources`.
+//! - `[settings.cache]`: a remote cache, `url = "s3://bucket/prefix"`, `mode = "read" |
+//!   "read-write"`, `endpoint`, `region`, `allow_http`, `timeout_seconds`, `retries`.
 //! - `matrix = { k = [v1, v2] }` expands the stage into one node per combination, named
 //!   `<stage>.<key>-<value>` (several keys joined with `.`, in declaration order; values
 //!   sanitised to `[A-Za-z0-9_-]`). Each matrix value is merged into that node's params; a
@@ -210,6 +212,48 @@ pub struct RawSettings {
     pub metrics: MetricsView,
     #[serde(default)]
     pub executor: ExecutorSettings,
+    pub cache: Option<CacheSettings>,
+}
+
+/// `[settings.cache]`: a remote, content-keyed cache on an S3-compatible object store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// `"read"` (fetch only, the default) or `"read-write"` (also upload what runs here).
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// For servers other than AWS (`http://127.0.0.1:9000`); default `AWS_ENDPOINT_URL`, else
+    /// AWS's endpoint of the region.
+    pub endpoint: Option<String>,
+    /// Default `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Plain `http://` endpoints are refused unless this is set.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Time-out of one request's connection and of each read or write.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: f64,
+    /// Further attempts of a request that failed in a way that may pass.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout() -> f64 {
+    10.0
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    #[default]
+    Read,
+    ReadWrite,
 }
 
 /// `[settings.executor]`: where stale nodes run. Not part of any node's key.
@@ -367,6 +411,7 @@ pub struct Config {
     /// The default view of `pipeline metrics`.
     pub metrics: MetricsView,
     pub executor: ExecutorSettings,
+    pub cache: Option<CacheSettings>,
     pub stages: Vec<StageDecl>,
 }
 
@@ -416,6 +461,7 @@ impl Config {
             .as_ref()
             .map(|s| s.executor.clone())
             .unwrap_or_default();
+        let cache = raw.settings.as_ref().and_then(|s| s.cache.clone());
         let mut stages: Vec<StageDecl> = Vec::new();
         for (name, stage) in raw.stages {
             let name_span = name.span();
@@ -454,6 +500,7 @@ impl Config {
             artifacts,
             metrics,
             executor,
+            cache,
             stages,
             path,
         })

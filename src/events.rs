@@ -19,6 +19,8 @@ pub enum Finish {
     Ran,
     /// Another process built it while this one waited for the lock.
     Reused,
+    /// Downloaded from the remote cache, verified, and published here.
+    Fetched,
 }
 
 /// Receives the events of a run, from the scheduler's and the nodes' threads. Every method

@@ -15,6 +15,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod lock;
 pub mod project;
+pub mod remote;
 pub mod reporter;
 pub mod scheduler;
 pub mod slurm;

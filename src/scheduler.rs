@@ -133,12 +133,12 @@ struct Done {
     duration: Duration,
 }
 
-/// A published output: its manifest, whether this process (or its job) ran it, and what the
-/// run warned about.
+/// A published output: its manifest, how it came (ran here or in a job, reused, fetched), and
+/// what the run warned about.
 #[derive(Debug)]
 pub struct Executed {
     pub manifest: Manifest,
-    pub ran: bool,
+    pub how: Finish,
     pub warnings: Vec<String>,
 }
 
@@ -339,12 +339,11 @@ pub fn run(
             match result {
                 Ok(Executed {
                     manifest,
-                    ran,
+                    how,
                     warnings,
                 }) => {
                     record(i, &fp, &key);
                     outputs[i] = Some((key, manifest.output_hash));
-                    let how = if ran { Finish::Ran } else { Finish::Reused };
                     events.finished(name, how, duration);
                     report.results.push(NodeResult {
                         node: i,
@@ -487,7 +486,7 @@ pub fn execute(
     {
         return Ok(Executed {
             manifest: m,
-            ran: false,
+            how: Finish::Reused,
             warnings: Vec::new(),
         });
     }
@@ -592,7 +591,7 @@ pub fn execute(
             let _ = std::fs::remove_file(&failed_log);
             Ok(Executed {
                 manifest,
-                ran: true,
+                how: Finish::Ran,
                 warnings: notes.warnings,
             })
         }

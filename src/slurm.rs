@@ -20,7 +20,7 @@ use pipeline_api::InputArtifact;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{GpuFlag, SlurmSettings, StageResources};
-use crate::events::RunEvents;
+use crate::events::{Finish, RunEvents};
 use crate::graph::{Node, Pipeline};
 use crate::lock;
 use crate::scheduler::{Backend, Executed, Failure, Job};
@@ -330,7 +330,7 @@ impl Backend for Slurm {
                 }
                 return Ok(Executed {
                     manifest,
-                    ran: false,
+                    how: Finish::Reused,
                     warnings: Vec::new(),
                 });
             }
@@ -377,7 +377,7 @@ impl Backend for Slurm {
             return Ok(Executed {
                 warnings: manifest.warnings.clone(),
                 manifest,
-                ran: true,
+                how: Finish::Ran,
             });
         }
         let resources = node.resources.or(&self.settings.resources);

@@ -188,9 +188,13 @@ impl RunEvents for Console {
         self.status(&format!("queued `{node}`: {what}"));
     }
 
-    fn finished(&self, node: &str, _how: Finish, duration: Duration) {
+    fn finished(&self, node: &str, how: Finish, duration: Duration) {
         self.close(node, || {
-            format!("finished `{node}` in {}", format_duration(duration))
+            let verb = match how {
+                Finish::Fetched => "fetched",
+                Finish::Cached | Finish::Ran | Finish::Reused => "finished",
+            };
+            format!("{verb} `{node}` in {}", format_duration(duration))
         });
     }
 

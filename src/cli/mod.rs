@@ -12,6 +12,7 @@ mod run;
 mod run_node;
 mod show;
 mod status;
+mod transfer;
 mod verify;
 
 use std::io::Write;
@@ -71,6 +72,10 @@ pub enum Command {
     Verify(verify::Args),
     /// Remove artifacts that the current pipeline no longer references.
     Gc(gc::Args),
+    /// Upload the up-to-date nodes to the remote cache (`[settings.cache]`).
+    Push(transfer::Args),
+    /// Fetch the stale nodes that the remote cache has.
+    Pull(transfer::Args),
     /// List the registered stage kinds.
     Kinds,
     /// Run one node in this process and publish it (what a cluster job of `run` executes).
@@ -148,6 +153,8 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Metrics(args) => metrics::main(&env, args),
         Command::Verify(args) => verify::main(&env, args),
         Command::Gc(args) => gc::main(&env, args),
+        Command::Push(args) => transfer::push(&env, args),
+        Command::Pull(args) => transfer::pull(&env, args),
         Command::Kinds => kinds::main(&env),
         Command::RunNode(args) => run_node::main(&env, args),
     };

@@ -8,6 +8,7 @@ use crate::cli::{Env, emit, eprint_line, eprint_text, format_duration, rel, tabl
 use crate::config::ExecutorKind;
 use crate::events::Finish;
 use crate::project::{Budget, RunTargets, UserError};
+use crate::remote::Cached;
 use crate::scheduler::{Backend, Local, Outcome};
 use crate::slurm::Slurm;
 use crate::staleness::NodeStatus;
@@ -34,6 +35,10 @@ pub struct Args {
     /// lists, at least 1). Local executor only.
     #[arg(long, value_name = "N")]
     pub gpus: Option<usize>,
+    /// Fail a node rather than run it here when the remote cache (`[settings.cache]`) cannot
+    /// be asked.
+    #[arg(long)]
+    pub require_cache: bool,
 }
 
 pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
@@ -85,10 +90,26 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         ExecutorKind::Local => Box::new(Local),
         ExecutorKind::Slurm => Box::new(Slurm::new(settings.slurm.clone(), &env.file)?),
     };
+    let remote = project.remote()?;
+    if args.require_cache && remote.is_none() {
+        return Err(UserError::new(
+            "`--require-cache`: the pipeline file has no `[settings.cache]`",
+        )
+        .into());
+    }
+    let cached = remote.as_ref().map(|cache| Cached {
+        inner: backend.as_ref(),
+        cache,
+        required: args.require_cache,
+    });
+    let backend: &dyn Backend = match &cached {
+        Some(c) => c,
+        None => backend.as_ref(),
+    };
     let report = project.run(
         &targets,
         Budget { jobs, gpus },
-        backend.as_ref(),
+        backend,
         &Console::new(env.quiet, env.verbose),
     )?;
     let all_cached = report
@@ -114,6 +135,9 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
                     Outcome::Finished(Finish::Cached) => ("cached".to_owned(), "-".to_owned()),
                     Outcome::Finished(Finish::Ran) => {
                         ("ran".to_owned(), format_duration(r.duration))
+                    }
+                    Outcome::Finished(Finish::Fetched) => {
+                        ("fetched".to_owned(), format_duration(r.duration))
                     }
                     Outcome::Finished(Finish::Reused) => {
                         ("reused".to_owned(), format_duration(r.duration))

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::cli::console::Console;
 use crate::cli::{Env, eprint_line, rel};
+use crate::events::Finish;
 use crate::project::RunNodeError;
 
 #[derive(Debug, clap::Args)]
@@ -30,10 +31,10 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     let events = Console::new(env.quiet, env.verbose);
     match project.run_node(&args.node, &args.key, args.force, threads, &events) {
         Ok(done) => {
-            let how = if done.ran {
-                "published"
-            } else {
-                "already published"
+            let how = match done.how {
+                Finish::Ran => "published",
+                Finish::Fetched => "fetched from the remote cache",
+                Finish::Cached | Finish::Reused => "already published",
             };
             eprint_line(&format!("`{}`: {how} ({})", args.node, args.key));
             Ok(ExitCode::SUCCESS)

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Env, emit};
+use crate::cli::{Env, emit, eprint_line};
 use crate::staleness::NodeStatus;
 
 #[derive(Debug, clap::Args)]
@@ -18,6 +18,22 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     let project = env.load()?;
     let names = &project.pipeline.nodes;
     let status = project.status(&args.nodes)?;
+    // Stale nodes whose key the remote cache has: `run` would fetch them.
+    let remote = project.remote().unwrap_or_else(|e| {
+        eprint_line(&format!("warning: the remote cache is not asked: {e}"));
+        None
+    });
+    let mut cache_down = None;
+    let mut in_cache = |key: &str| -> bool {
+        let Some(cache) = &remote else { return false };
+        if cache_down.is_some() {
+            return false;
+        }
+        cache.contains(key).unwrap_or_else(|e| {
+            cache_down = Some(e.to_string());
+            false
+        })
+    };
     let width = status
         .iter()
         .map(|(i, _)| names[*i].name.len())
@@ -28,14 +44,24 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     for (i, status) in &status {
         let line = match status {
             NodeStatus::UpToDate { .. } => "up to date".to_owned(),
-            NodeStatus::Stale { reason, .. } => {
+            NodeStatus::Stale { reason, key, .. } => {
                 stale += 1;
-                format!("stale: {reason}")
+                match key {
+                    Some(key) if in_cache(key) => {
+                        format!("stale: {reason}; available in the remote cache")
+                    }
+                    _ => format!("stale: {reason}"),
+                }
             }
         };
         out.push_str(&format!("{:<width$}  {line}\n", names[*i].name));
     }
     emit(&out);
+    if let Some(why) = cache_down {
+        eprint_line(&format!(
+            "warning: the remote cache could not be asked: {why}"
+        ));
+    }
     Ok(if args.exit_code && stale > 0 {
         ExitCode::from(1)
     } else {

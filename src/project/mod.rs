@@ -15,7 +15,8 @@ use crate::config::ConfigError;
 use crate::events::RunEvents;
 use crate::fingerprint::StatCache;
 use crate::graph::Pipeline;
-use crate::lock::LockError;
+use crate::lock::{self, LockError};
+use crate::remote::{RemoteCache, RemoteError, Upload};
 use crate::scheduler::{self, Backend, RunOptions, RunReport, SchedulerError};
 use crate::staleness::{self, InputError, NodeStatus, Staleness};
 use crate::store::{Corruption, Manifest, Store};
@@ -95,6 +96,9 @@ impl From<InputError> for RunNodeError {
         RunNodeError::Project(e.into())
     }
 }
+
+/// What a `push` or `pull` did for each node, in dependency order.
+pub type Transfers<T> = Vec<(usize, Result<T, RemoteError>)>;
 
 /// The nodes a command looks at with their status, in dependency order.
 pub type Assessment = Vec<(usize, NodeStatus)>;
@@ -271,6 +275,91 @@ impl Project {
         let artifacts = scheduler::input_artifacts(pipeline, &self.store, i, &outputs);
         scheduler::execute(pipeline, &self.store, events, &job, artifacts)
             .map_err(|(error, log)| RunNodeError::Failed { error, log })
+    }
+
+    /// The remote cache of `[settings.cache]`, if the file has one.
+    pub fn remote(&self) -> Result<Option<RemoteCache>, UserError> {
+        self.pipeline
+            .config
+            .cache
+            .as_ref()
+            .map(|settings| {
+                RemoteCache::new(settings).map_err(|e| UserError {
+                    message: format!("`[settings.cache]`: {e:#}"),
+                    hint: None,
+                })
+            })
+            .transpose()
+    }
+
+    /// Uploads the up-to-date outputs of `nodes` and what they need (every node when empty)
+    /// to `cache`, in dependency order. Stale nodes are left out.
+    pub fn push(
+        &self,
+        nodes: &[String],
+        cache: &RemoteCache,
+    ) -> Result<Transfers<Upload>, ProjectError> {
+        Ok(self
+            .status(nodes)?
+            .into_iter()
+            .filter_map(|(i, s)| match s {
+                NodeStatus::UpToDate { manifest, .. } => {
+                    Some((i, cache.upload(&self.store, &manifest)))
+                }
+                NodeStatus::Stale { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Fetches the stale nodes of `nodes` and what they need (every node when empty) from
+    /// `cache`, in dependency order: a fetched node gives its dependents their keys. Returns
+    /// what was tried for each node: fetched (`true`), not in the cache (`false`), or why not.
+    pub fn pull(
+        &self,
+        nodes: &[String],
+        cache: &RemoteCache,
+    ) -> Result<Transfers<bool>, ProjectError> {
+        let mut tried = vec![false; self.pipeline.nodes.len()];
+        let mut out = Vec::new();
+        loop {
+            let mut progress = false;
+            for (i, s) in self.status(nodes)? {
+                let NodeStatus::Stale { key: Some(key), .. } = s else {
+                    continue;
+                };
+                if std::mem::replace(&mut tried[i], true) {
+                    continue;
+                }
+                let fetched = lock::acquire(&self.store.lock_path(&key), |_| {})
+                    .map_err(|e| RemoteError::Io(e.to_string()))
+                    .and_then(|_lock| cache.fetch(&self.store, &key));
+                if let Ok(Some(_)) = &fetched {
+                    progress = true;
+                    self.record(i, &key)?;
+                }
+                out.push((i, fetched.map(|m| m.is_some())));
+            }
+            if !progress {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Records `key` as node `i`'s current output (its state and `latest/` link), as a run
+    /// does.
+    fn record(&self, i: usize, key: &str) -> Result<(), ProjectError> {
+        let node = &self.pipeline.nodes[i].name;
+        let status = self.assess(&self.pipeline.with_ancestors(&[i]), &self.none())?;
+        if let Some(NodeStatus::UpToDate { fingerprint, .. }) = &status[i] {
+            let state = crate::store::NodeState {
+                key: key.to_owned(),
+                fingerprint: fingerprint.clone(),
+                input_nodes: staleness::input_nodes(&self.pipeline, i),
+            };
+            self.store.set_state(node, &state)?;
+            self.store.set_latest(node, key)?;
+        }
+        Ok(())
     }
 
     /// Re-hashes every published output of `nodes` and what they need (every node when
