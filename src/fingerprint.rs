@@ -285,7 +285,8 @@ impl StatCache {
                 s.size, s.mtime_ns, s.ino
             ));
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Jobs on several hosts may save one shared cache at once.
+        let tmp = crate::lock::unique(&path.with_extension("tmp"));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
         drop(f);

@@ -145,8 +145,8 @@ fn append(path: &Path, tail: &str) -> PathBuf {
     s.into()
 }
 
-/// `path` with a suffix that no other process or call uses.
-fn unique(path: &Path) -> PathBuf {
+/// `path` with a suffix that no other process (on any host) or call uses.
+pub(crate) fn unique(path: &Path) -> PathBuf {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let n = CALLS.fetch_add(1, Ordering::Relaxed);
     let host: String = me()

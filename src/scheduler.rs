@@ -1,8 +1,8 @@
 //! Running the stale nodes: keys are computed as upstream outputs become known (so a rerun
 //! that reproduces the same bytes leaves downstream cached), ready nodes start in dependency
-//! order on scoped threads within a thread budget (`--jobs`) and one GPU, a failure stops its
-//! dependents only, and every run publishes atomically under the key's lock. What happens is
-//! reported to a [`RunEvents`]; nothing here prints.
+//! order on a [`Backend`] (threads of this process within `--jobs` and `--gpus`, or cluster
+//! jobs), a failure stops its dependents only, and every run publishes atomically under the
+//! key's lock. What happens is reported to a [`RunEvents`]; nothing here prints.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -462,8 +462,8 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs one node in this process under its key's lock and publishes its output; `ran` is
-/// false when another process published it meanwhile. A cluster job does this too
+/// Runs one node in this process under its key's lock and publishes its output (`Reused` when
+/// another process published it meanwhile). A cluster job does this too
 /// (`pipeline run-node`).
 pub fn execute(
     pipeline: &Pipeline,
@@ -491,18 +491,7 @@ pub fn execute(
         });
     }
     // We hold the lock: any other working directory of this key is a dead run's leftover.
-    let tmp_root = store.root.join("tmp");
-    if let Ok(entries) = std::fs::read_dir(&tmp_root) {
-        for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{}-", job.key))
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
+    store.remove_tmp_of(&job.key);
     let tmp = store.tmp_dir(&job.key);
     let out_dir = tmp.join("out");
     let scratch = store.scratch_dir(&job.key);

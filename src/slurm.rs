@@ -26,8 +26,12 @@ use crate::lock;
 use crate::scheduler::{Backend, Executed, Failure, Job};
 use crate::store::{Manifest, Store, write_atomic};
 
-/// Consecutive failed looks at a job (`scontrol` unreachable) before its node fails.
-const QUERY_ATTEMPTS: u32 = 10;
+/// How long a completed job's output may take to appear on a shared file system.
+const NFS_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long `scontrol` may keep failing (a controller restarting or failing over) before the
+/// driver gives up on a job; the job itself goes on, and its record stays for the next driver.
+const QUERY_PATIENCE: Duration = Duration::from_secs(300);
 
 /// The Slurm backend of one driver.
 #[derive(Debug)]
@@ -96,7 +100,10 @@ impl JobState {
     fn failure(&self, resources: &StageResources) -> String {
         match self.state.as_str() {
             "COMPLETED" => "completed without publishing the node's output".into(),
-            "FAILED" => format!("failed with exit code {}", self.exit_status()),
+            "FAILED" => match self.exit_code.split_once(':') {
+                Some((_, signal)) if signal != "0" => format!("was killed by signal {signal}"),
+                _ => format!("failed with exit code {}", self.exit_status()),
+            },
             "TIMEOUT" => format!("hit its time limit ({})", self.time_limit),
             "OUT_OF_MEMORY" => match &resources.mem {
                 Some(mem) => format!("ran out of memory (`mem = \"{mem}\"`)"),
@@ -292,7 +299,16 @@ impl Backend for Slurm {
         if submitted.is_empty() {
             return;
         }
-        let _ = Command::new("scancel").args(submitted.keys()).status();
+        let cancelled = Command::new("scancel")
+            .args(submitted.keys())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !cancelled {
+            // The records stay: the next driver adopts the jobs that still run.
+            let ids: Vec<&str> = submitted.keys().map(String::as_str).collect();
+            tracing::warn!("`scancel {}` failed; the jobs may still run", ids.join(" "));
+            return;
+        }
         for (id, (key, jobs)) in &submitted {
             forget(jobs, key, id);
         }
@@ -313,7 +329,7 @@ impl Backend for Slurm {
         let submitted_at = SystemTime::now();
         // Under the key's lock: already published, a live job of an earlier driver to adopt, or
         // a new submission, recorded before the lock is released.
-        let (job_id, adopted) = {
+        let (job_id, adopted, before) = {
             let _lock = lock::acquire(&store.lock_path(&job.key), |holder| {
                 events.waiting(&node.name, holder.as_ref());
             })
@@ -334,10 +350,15 @@ impl Backend for Slurm {
                     warnings: Vec::new(),
                 });
             }
-            let live =
-                earlier.filter(|s| matches!(query(&s.job_id), Ok(Some(state)) if !state.ended()));
+            // The output a forced rerun replaces: any other one afterwards is the job's.
+            let before = published(store, &job.key).map(|m| m.started_unix_s);
+            // A forced run never adopts (the earlier job may not rerun the node). When Slurm
+            // cannot be asked, the job is taken to be live: a duplicate costs more than a wait.
+            let live = earlier.filter(|s| {
+                !job.forced && !matches!(query(&s.job_id), Ok(Some(state)) if state.ended())
+            });
             match live {
-                Some(s) => (s.job_id, true),
+                Some(s) => (s.job_id, true, before),
                 None => {
                     let id = self.submit(store, node, job).map_err(fail)?;
                     let entry = Submission {
@@ -345,8 +366,15 @@ impl Backend for Slurm {
                         node: node.name.clone(),
                     };
                     let bytes = serde_json::to_vec(&entry).expect("serialisable");
-                    write_atomic(&record, &bytes).map_err(|e| fail(e.into()))?;
-                    (id, false)
+                    if let Err(e) = write_atomic(&record, &bytes) {
+                        // Unrecorded, the job could be neither adopted nor cancelled later.
+                        let _ = Command::new("scancel").arg(&id).status();
+                        return Err(fail(
+                            anyhow::Error::from(e)
+                                .context(format!("cannot record Slurm job {id} (cancelled it)")),
+                        ));
+                    }
+                    (id, false, before)
                 }
             }
         };
@@ -366,14 +394,26 @@ impl Backend for Slurm {
         self.submitted().remove(&job_id);
         let output = jobs.join(format!("{}-{job_id}.out", job.key));
         let job_output = std::fs::read_to_string(&output).unwrap_or_default();
-        // The job is over (a failure keeps its output in `failed/<node>.log`).
-        forget(&jobs, &job.key, &job_id);
-        let fresh = |m: &Manifest| {
-            !job.forced
-                || SystemTime::UNIX_EPOCH + Duration::from_secs_f64(m.started_unix_s.max(0.0))
-                    >= submitted_at - Duration::from_secs(1)
-        };
-        if let Some(manifest) = published(store, &job.key).filter(fresh) {
+        // The job is over (a failure keeps its output in `failed/<node>.log`); one we lost
+        // track of keeps its record, for the next driver to adopt.
+        if end.is_ok() {
+            forget(&jobs, &job.key, &job_id);
+        }
+        let fresh = |m: &Manifest| !job.forced || before != Some(m.started_unix_s);
+        let mut found = published(store, &job.key).filter(fresh);
+        // On NFS, what another host just published may take the attribute-cache time to
+        // appear here: a completed job gets that long.
+        let patience = std::time::Instant::now();
+        while found.is_none()
+            && matches!(&end, Ok(Some(state)) if state.state == "COMPLETED")
+            && patience.elapsed() < NFS_PATIENCE
+        {
+            std::thread::sleep(Duration::from_millis(500));
+            // Listing the directory makes an NFS client revalidate it.
+            let _ = std::fs::read_dir(store.root.join("objects")).map(|d| d.count());
+            found = published(store, &job.key).filter(fresh);
+        }
+        if let Some(manifest) = found {
             return Ok(Executed {
                 warnings: manifest.warnings.clone(),
                 manifest,
@@ -384,9 +424,14 @@ impl Backend for Slurm {
         let error = match end {
             Ok(Some(state)) => {
                 let mut message = format!("Slurm job {job_id} {}", state.failure(&resources));
-                // What `run-node` said of the node's own failure.
-                let prefix = format!("error: node `{}` failed: ", node.name);
-                if let Some(cause) = job_output.lines().find_map(|l| l.strip_prefix(&prefix)) {
+                // What `run-node` said last: the node's own failure, or why it refused to run.
+                let prefix = format!("node `{}` failed: ", node.name);
+                if let Some(cause) = job_output
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("error: "))
+                {
+                    let cause = cause.strip_prefix(&prefix).unwrap_or(cause);
                     message.push_str(&format!(": {cause}"));
                 }
                 anyhow!(message)
@@ -396,7 +441,14 @@ impl Backend for Slurm {
             }
             Err(e) => e.context(format!("lost track of Slurm job {job_id}")),
         };
-        let log = keep_failed_log(store, &node.name, submitted_at, &job_id, &job_output);
+        let log = keep_failed_log(
+            store,
+            &node.name,
+            &job.key,
+            submitted_at,
+            &job_id,
+            &job_output,
+        );
         Err((error, log))
     }
 }
@@ -414,12 +466,12 @@ impl Slurm {
         let slowest = Duration::from_secs_f64(self.settings.poll_seconds.max(0.05));
         let quickest = Duration::from_millis(200).min(slowest);
         let mut poll = quickest;
-        let (mut started, mut failures, mut last) = (false, 0, String::new());
+        let (mut started, mut failing_since, mut last) = (false, None, String::new());
         loop {
             match query(job_id) {
                 Ok(None) => return Ok(None),
                 Ok(Some(state)) => {
-                    failures = 0;
+                    failing_since = None;
                     if state.state != last {
                         poll = quickest;
                         last.clone_from(&state.state);
@@ -437,8 +489,8 @@ impl Slurm {
                     }
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures >= QUERY_ATTEMPTS {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= QUERY_PATIENCE {
                         return Err(e);
                     }
                     tracing::warn!("{e:#}; retrying");
@@ -450,24 +502,46 @@ impl Slurm {
     }
 }
 
-/// `failed/<node>.log`: the node's own log when its run wrote one during this job, then the
-/// job's output (what Slurm and `run-node` printed).
+/// `failed/<node>.log`: the node's own log (as its run kept it, or, for a job killed before it
+/// could, from its working directory), then the job's output (what Slurm and `run-node`
+/// printed).
 fn keep_failed_log(
     store: &Store,
     node: &str,
+    key: &str,
     submitted_at: SystemTime,
     job_id: &str,
     job_output: &str,
 ) -> Result<PathBuf, String> {
     let path = store.failed_log(node);
-    let written_by_the_job = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= submitted_at);
-    let own = if written_by_the_job {
-        std::fs::read_to_string(&path).unwrap_or_default()
-    } else {
-        String::new()
+    let newer = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .filter(|t| *t >= submitted_at)
     };
+    let killed_run = || {
+        std::fs::read_dir(store.root.join("tmp"))
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{key}-"))
+            })
+            .map(|e| e.path().join("log.txt"))
+            .filter_map(|log| Some((newer(&log)?, log)))
+            .max()
+            .map(|(_, log)| log)
+    };
+    let own = if newer(&path).is_some() {
+        Some(path.clone())
+    } else {
+        killed_run()
+    };
+    let own = own
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let text = format!("{own}\n--- output of Slurm job {job_id} ---\n{job_output}");
     fs_err::create_dir_all(store.root.join("failed"))
         .and_then(|()| fs_err::write(&path, text))
@@ -491,6 +565,12 @@ mod tests {
         assert_eq!(
             s.failure(&StageResources::default()),
             "hit its time limit (00:01:00)"
+        );
+        let killed =
+            JobState::parse("JobId=9 JobState=FAILED Reason=JobLaunchFailure ExitCode=0:9");
+        assert_eq!(
+            killed.unwrap().failure(&StageResources::default()),
+            "was killed by signal 9"
         );
         let pending = JobState::parse("JobId=8 JobState=PENDING Reason=Resources").unwrap();
         assert!(!pending.ended());

@@ -303,6 +303,23 @@ impl Store {
         Ok(manifest)
     }
 
+    /// Removes every working directory of `key`: the caller holds its lock, so they are
+    /// leftovers of killed runs.
+    pub fn remove_tmp_of(&self, key: &str) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{key}-"))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Removes working directories left by killed runs (their key's lock is free).
     pub fn clean_tmp(&self) {
         let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {

@@ -281,8 +281,30 @@ fn push_and_pull_move_built_artifacts() {
         server.list(&bucket, "team/").is_empty(),
         "read mode uploads nothing"
     );
-    let push = run(&a, &server, &["push"]).ok();
+    // A published file edited in place (same size, mtime put back) is not uploaded under its
+    // old hash.
+    let c = object_dir(&a, "c").join("out/c.txt");
+    let mtime = std::fs::metadata(&c).unwrap().modified().unwrap();
+    std::fs::write(&c, "x\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&c)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let push = run(&a, &server, &["push"]);
+    assert_eq!(push.code, 1, "{}", push.stderr);
     assert!(push.stderr.contains("pushed `a`"), "{}", push.stderr);
+    assert!(
+        push.stderr.contains("error: `c` not pushed:")
+            && push.stderr.contains("changed since it was published"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(server.list(&bucket, "team/nodes/").len(), 3);
+    run(&a, &server, &["verify", "c"]);
+    run(&a, &server, &["run", "-q", "c"]).ok();
+    run(&a, &server, &["push", "c"]).ok();
     assert_eq!(server.list(&bucket, "team/nodes/").len(), 4);
     // What the bucket has is not sent again.
     let again = run(&a, &server, &["push", "b"]).ok();

@@ -166,6 +166,11 @@ fn a_dag_through_slurm_publishes_what_a_local_run_does_and_resources_rerun_nothi
         "{}",
         r.stderr
     );
+    // A forced rerun through Slurm replaces the output (same bytes, a new run).
+    let r = run(&remote, &cluster, &["run", "--force", "b"]).ok();
+    assert!(r.stderr.contains("b     ran"), "{}", r.stderr);
+    assert_eq!(remote.runs("b"), 2);
+    assert_eq!(jobs_of(&cluster, &remote, "b").len(), 2);
 }
 
 #[test]

@@ -127,7 +127,10 @@ fn init_logging(quiet: bool) {
         .collect::<Vec<_>>()
         .join(",");
     let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // The HTTP client logs requests' URLs, which carry signatures: never shown.
+        .add_directive("ureq=warn".parse().expect("a directive"))
+        .add_directive("ureq_proto=warn".parse().expect("a directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -80,10 +80,18 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(j) => j,
     };
+    let detected = detected_gpus();
     let gpus = match args.gpus {
         Some(0) => return Err(UserError::new("`--gpus` must be at least 1").into()),
+        // Beyond `CUDA_VISIBLE_DEVICES`, a node would be given a device it may not use.
+        Some(n) if std::env::var_os("CUDA_VISIBLE_DEVICES").is_some() && n > detected => {
+            return Err(UserError::new(format!(
+                "`--gpus {n}`: `CUDA_VISIBLE_DEVICES` makes {detected} GPU(s) visible"
+            ))
+            .into());
+        }
         Some(n) => n,
-        None => detected_gpus(),
+        None => detected,
     };
     let settings = &pipeline.config.executor;
     let backend: Box<dyn Backend> = match args.executor.unwrap_or(settings.kind) {

@@ -31,10 +31,10 @@ pub fn main(env: &Env, args: Args) -> anyhow::Result<ExitCode> {
     let events = Console::new(env.quiet, env.verbose);
     match project.run_node(&args.node, &args.key, args.force, threads, &events) {
         Ok(done) => {
-            let how = match done.how {
-                Finish::Ran => "published",
-                Finish::Fetched => "fetched from the remote cache",
-                Finish::Cached | Finish::Reused => "already published",
+            let how = if done.how == Finish::Ran {
+                "published"
+            } else {
+                "already published"
             };
             eprint_line(&format!("`{}`: {how} ({})", args.node, args.key));
             Ok(ExitCode::SUCCESS)

@@ -332,12 +332,23 @@ impl Project {
                 }
                 let fetched = lock::acquire(&self.store.lock_path(&key), |_| {})
                     .map_err(|e| RemoteError::Io(e.to_string()))
-                    .and_then(|_lock| cache.fetch(&self.store, &key));
-                if let Ok(Some(_)) = &fetched {
-                    progress = true;
-                    self.record(i, &key)?;
-                }
-                out.push((i, fetched.map(|m| m.is_some())));
+                    .and_then(|_lock| {
+                        // Published by another process while this one waited: nothing to do.
+                        let here = self.store.manifest(&key);
+                        if here.is_some_and(|m| self.store.verify(&m).is_ok()) {
+                            return Ok(true);
+                        }
+                        Ok(cache.fetch(&self.store, &key)?.is_some())
+                    })
+                    .and_then(|fetched| {
+                        if fetched {
+                            self.record(i, &key)
+                                .map_err(|e| RemoteError::Io(e.to_string()))?;
+                        }
+                        Ok(fetched)
+                    });
+                progress |= matches!(fetched, Ok(true));
+                out.push((i, fetched));
             }
             if !progress {
                 return Ok(out);

@@ -32,8 +32,10 @@ use crate::store::{Manifest, Store};
 const ENTRY_FORMAT: u32 = 1;
 /// The largest entry read (a manifest lists files; a megabyte lists thousands).
 const MAX_ENTRY_BYTES: u64 = 16 << 20;
-/// The largest file fetched, and the largest node in all.
-const MAX_FILE_BYTES: u64 = 256 << 30;
+/// The largest node fetched, all files together.
+const MAX_NODE_BYTES: u64 = 256 << 30;
+/// The largest run log fetched.
+const MAX_LOG_BYTES: u64 = 64 << 20;
 
 /// What `nodes/<key>.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,6 +117,9 @@ impl RemoteCache {
             return Ok(None);
         };
         let entry = check_entry(&bytes, key)?;
+        // A fresh directory: leftovers of a killed run of this key (whatever a dead process
+        // with our pid left, links included) never mix into what is published.
+        store.remove_tmp_of(key);
         let tmp = store.tmp_dir(key);
         let result = self.download(&entry, &tmp);
         let published = result.and_then(|()| {
@@ -134,37 +139,43 @@ impl RemoteCache {
     /// Downloads every file of `entry` into `tmp/out/`, checking sizes and hashes as it goes.
     fn download(&self, entry: &Entry, tmp: &Path) -> Result<(), RemoteError> {
         let io = |e: std::io::Error| RemoteError::Io(format!("`{}`: {e}", tmp.display()));
+        if let Some(parent) = tmp.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        // `create_dir`, not `create_dir_all`: the directory must be new.
+        std::fs::create_dir(tmp).map_err(io)?;
         let out = tmp.join("out");
-        std::fs::create_dir_all(&out).map_err(io)?;
+        std::fs::create_dir(&out).map_err(io)?;
         for f in &entry.manifest.files {
             let path = out.join(&f.path);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
-            self.fetch_blob(&f.hash, f.size, &path, &f.path)?;
+            self.fetch_blob(&f.hash, f.size, Some(f.size), &path, &f.path)?;
         }
         let log = tmp.join("log.txt");
         match &entry.log {
-            Some(hash) => self.fetch_blob(hash, MAX_FILE_BYTES, &log, "log.txt")?,
+            Some(hash) => self.fetch_blob(hash, MAX_LOG_BYTES, None, &log, "log.txt")?,
             None => std::fs::write(&log, format!("fetched from {}\n", self.url())).map_err(io)?,
         }
         Ok(())
     }
 
-    /// Blob `hash` into `path`; exactly `size` bytes unless `size` is the limit (the log).
+    /// Blob `hash` into a new file `path`: at most `limit` bytes, exactly `size` when given.
     fn fetch_blob(
         &self,
         hash: &str,
-        size: u64,
+        limit: u64,
+        size: Option<u64>,
         path: &Path,
         name: &str,
     ) -> Result<(), RemoteError> {
-        let mut file = std::fs::File::create(path)
+        let mut file = std::fs::File::create_new(path)
             .map_err(|e| RemoteError::Io(format!("`{}`: {e}", path.display())))?;
         let mut hasher = blake3::Hasher::new();
         let got = self
             .s3
-            .get_into(&format!("blobs/{hash}"), size, &mut |chunk| {
+            .get_into(&format!("blobs/{hash}"), limit, &mut |chunk| {
                 hasher.update(chunk);
                 file.write_all(chunk)
             })?;
@@ -173,7 +184,9 @@ impl RemoteCache {
                 "file `{name}`: its blob `{hash}` is missing"
             )));
         };
-        if size != MAX_FILE_BYTES && got != size {
+        if let Some(size) = size
+            && got != size
+        {
             return Err(RemoteError::Rejected(format!(
                 "file `{name}`: {got} bytes, the entry says {size}"
             )));
@@ -197,6 +210,17 @@ impl RemoteCache {
             if self.s3.head(&name)?.is_some() {
                 done.present += 1;
             } else {
+                // A blob is named by its content: a local file edited since it was published
+                // must not be sent under its old name (every later fetch would reject it).
+                let actual = fingerprint::hash_file(path)
+                    .map_err(|e| RemoteError::Io(format!("`{}`: {e}", path.display())))?;
+                if actual != hash {
+                    return Err(RemoteError::Rejected(format!(
+                        "`{}` changed since it was published\nhint: `pipeline verify` withdraws \
+                         it, and the next run rebuilds it",
+                        path.display()
+                    )));
+                }
                 self.s3.put_file(&name, path)?;
                 done.sent += 1;
                 done.bytes += size;
@@ -241,8 +265,15 @@ fn check_entry(bytes: &[u8], key: &str) -> Result<Entry, RemoteError> {
     if m.key != key {
         return Err(reject(format!("it is the entry of another key, {}", m.key)));
     }
+    if m.format != crate::store::MANIFEST_FORMAT {
+        return Err(reject(format!("manifest format {}", m.format)));
+    }
     let mut total = 0u64;
+    let mut paths = std::collections::BTreeSet::new();
     for f in &m.files {
+        if !paths.insert(f.path.as_str()) {
+            return Err(reject(format!("file path `{}` is listed twice", f.path)));
+        }
         if !is_plain_relative(&f.path) {
             return Err(reject(format!(
                 "file path `{}` is not a plain relative path",
@@ -254,7 +285,7 @@ fn check_entry(bytes: &[u8], key: &str) -> Result<Entry, RemoteError> {
         }
         total = total.saturating_add(f.size);
     }
-    if total > MAX_FILE_BYTES {
+    if total > MAX_NODE_BYTES {
         return Err(reject(format!("{total} bytes in all, more than the limit")));
     }
     if let Some(log) = &entry.log
@@ -272,7 +303,9 @@ fn check_entry(bytes: &[u8], key: &str) -> Result<Entry, RemoteError> {
 fn is_plain_relative(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\\')
-        && path.split('/').all(|c| !c.is_empty())
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
         && Path::new(path)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
@@ -411,6 +444,7 @@ mod tests {
             "/etc/passwd",
             "a//b",
             "./a",
+            "a/./b",
             "a/",
             "a\\b",
         ] {

@@ -24,6 +24,9 @@ pub enum S3Error {
     /// The server answered with a refusal (403, a missing bucket): a configuration problem.
     #[error("{0}")]
     Refused(String),
+    /// Writing what was received failed here (a full disk): not the server's fault.
+    #[error("{0}")]
+    Local(String),
 }
 
 /// One bucket and prefix, with the credentials to use them.
@@ -237,7 +240,7 @@ impl S3 {
                     self.url
                 )));
             }
-            sink(&buf[..n]).map_err(|e| S3Error::Unavailable(format!("{what}: writing: {e}")))?;
+            sink(&buf[..n]).map_err(|e| S3Error::Local(format!("{what}: writing: {e}")))?;
         }
     }
 
@@ -288,7 +291,8 @@ fn describe(e: &ureq::Error) -> String {
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection failed".into(),
-        other => other.to_string(),
+        // Other errors may quote the request's URL, which carries its signature.
+        _ => "the request failed".into(),
     }
 }
 

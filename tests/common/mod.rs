@@ -72,6 +72,8 @@ impl TestProject {
         cmd.args(args)
             .current_dir(self.path())
             .env_remove("PIPELINE_LOG")
+            // The GPU tests give devices themselves; a CI runner's own must not leak in.
+            .env_remove("CUDA_VISIBLE_DEVICES")
             .env("PROJECT", self.path());
         cmd
     }
