@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             .init();
         let train: Vec<Row> = rows(&f, Split::Train);
         let batches: Vec<Vec<Row>> = (0..)
-            .flat_map(|e| epoch_batches(&train, batch, 0, e))
+            .flat_map(|e| epoch_batches(&train, batch, 0, e, false))
             .filter(|b| b.len() == batch)
             .take(steps + 5)
             .collect();

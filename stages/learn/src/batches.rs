@@ -43,21 +43,28 @@ pub fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
     }
 }
 
-/// Rows shuffled for `epoch`, cut into batches of `batch_size` (a last batch smaller than 2 is
-/// dropped: a contrastive batch needs negatives).
-pub fn epoch_batches(rows: &[Row], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<Row>> {
+/// Rows shuffled for `epoch`, cut into batches of `batch_size`. A last partial batch is dropped
+/// with `drop_last`, and always when smaller than 2 (a contrastive batch needs negatives).
+pub fn epoch_batches(
+    rows: &[Row],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    drop_last: bool,
+) -> Vec<Vec<Row>> {
     let mut rows = rows.to_vec();
     shuffle(&mut rows, &mut epoch_rng(seed, epoch, 1));
+    let smallest = if drop_last { batch_size } else { 2 };
     rows.chunks(batch_size)
-        .filter(|c| c.len() >= 2)
+        .filter(|c| c.len() >= smallest)
         .map(<[Row]>::to_vec)
         .collect()
 }
 
 /// Number of batches per epoch of [`epoch_batches`].
-pub fn batches_per_epoch(n_rows: usize, batch_size: usize) -> usize {
-    let full = n_rows / batch_size;
-    full + usize::from(n_rows % batch_size >= 2)
+pub fn batches_per_epoch(n_rows: usize, batch_size: usize, drop_last: bool) -> usize {
+    let partial = n_rows % batch_size;
+    n_rows / batch_size + usize::from(!drop_last && partial >= 2)
 }
 
 /// `mel [b, windows, n_mels, n_frames]` and `window_mask [b, windows]` of clips.
@@ -102,4 +109,29 @@ pub fn text_input(features: &FeatureSet, captions: &[usize], device: &Device) ->
         .flat_map(|&j| features.caption_tokens(j).iter().copied())
         .collect();
     TextInput::Tokens(Tensor::from_data(TensorData::new(tokens, [b, l]), device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(n: usize, batch: usize, drop_last: bool) -> Vec<usize> {
+        let rows: Vec<Row> = (0..n)
+            .map(|i| Row {
+                clip: i,
+                caption: i,
+            })
+            .collect();
+        let batches = epoch_batches(&rows, batch, 7, 0, drop_last);
+        assert_eq!(batches.len(), batches_per_epoch(n, batch, drop_last));
+        batches.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn a_partial_last_batch_is_kept_unless_dropped_or_too_small() {
+        assert_eq!(sizes(10, 4, false), [4, 4, 2]);
+        assert_eq!(sizes(10, 4, true), [4, 4]);
+        assert_eq!(sizes(9, 4, false), [4, 4], "one row has no negative");
+        assert_eq!(sizes(8, 4, true), [4, 4]);
+    }
 }

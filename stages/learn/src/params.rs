@@ -57,6 +57,14 @@ macro_rules! with_optim_params {
         /// Learning rate at the end of the cosine decay (≤ `lr`).
         #[serde(default = "default_final_lr")]
         pub final_lr: f64,
+        /// Epoch at which the cosine decay reaches `final_lr`, flat after (between
+        /// `warmup_epochs` and `epochs`; the paper: 15 of 20). Default: the last step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub decay_epochs: Option<f64>,
+        /// Drop each epoch's last partial batch, as the authors do (default: keep it when it
+        /// has at least 2 rows).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub drop_last: bool,
         /// Decoupled (AdamW) weight decay (≥ 0).
         #[serde(default)]
         pub weight_decay: f64,
@@ -88,6 +96,8 @@ macro_rules! with_optim_params {
                     lr: self.lr,
                     warmup_epochs: self.warmup_epochs,
                     final_lr: self.final_lr,
+                    decay_epochs: self.decay_epochs,
+                    drop_last: self.drop_last,
                     weight_decay: self.weight_decay,
                     grad_clip: self.grad_clip,
                     tau: self.tau,
@@ -587,6 +597,13 @@ impl OptimParams {
             "final_lr",
             "must be between 0 and `lr`",
         )?;
+        if let Some(d) = self.decay_epochs {
+            check(
+                d.is_finite() && d >= self.warmup_epochs && d <= self.epochs as f64,
+                "decay_epochs",
+                "must be between `warmup_epochs` and `epochs`",
+            )?;
+        }
         in_range(
             self.weight_decay,
             "weight_decay",

@@ -314,15 +314,43 @@ const OPTIMIZER_FILE: &str = "optimizer.mpk";
 const LAST_MODEL_FILE: &str = "last.mpk";
 const BEST_MODEL_FILE: &str = "best.mpk";
 
-/// Learning rate of 0-based `step`: linear warm-up from 0 over `warmup` steps, then cosine from
-/// `lr` to `final_lr` at the last step.
-pub fn lr_at(step: usize, total: usize, warmup: usize, lr: f64, final_lr: f64) -> f64 {
-    if step < warmup {
-        return lr * (step + 1) as f64 / warmup as f64;
+/// The per-step learning rate: linear warm-up from 0 over `warmup` steps, then a cosine from
+/// `lr` down to `final_lr`, reached at step `decay_end - 1` and kept after.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub warmup: usize,
+    pub decay_end: usize,
+    pub lr: f64,
+    pub final_lr: f64,
+}
+
+impl Schedule {
+    /// The schedule of `o` for `steps_per_epoch` (the decay ends at the last step unless
+    /// `decay_epochs` says otherwise).
+    pub fn new(o: &OptimParams, steps_per_epoch: usize) -> Self {
+        let steps = |epochs: f64| (epochs * steps_per_epoch as f64).round() as usize;
+        Self {
+            warmup: steps(o.warmup_epochs),
+            decay_end: o.decay_epochs.map_or(steps_per_epoch * o.epochs, steps),
+            lr: o.lr,
+            final_lr: o.final_lr,
+        }
     }
-    let span = total.saturating_sub(warmup).saturating_sub(1).max(1);
-    let progress = ((step - warmup) as f64 / span as f64).min(1.0);
-    final_lr + 0.5 * (lr - final_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+
+    /// Learning rate of 0-based `step`.
+    pub fn at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = self
+            .decay_end
+            .saturating_sub(self.warmup)
+            .saturating_sub(1)
+            .max(1);
+        let progress = ((step - self.warmup) as f64 / span as f64).min(1.0);
+        self.final_lr
+            + 0.5 * (self.lr - self.final_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
 }
 
 /// Distinct caption inputs among `captions` (rows of the features): token sequences, or caption
@@ -540,9 +568,8 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         },
     };
     let batch_size = o.batch_size.min(train_rows.len());
-    let steps_per_epoch = batches_per_epoch(train_rows.len(), batch_size);
-    let total_steps = steps_per_epoch * o.epochs;
-    let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let steps_per_epoch = batches_per_epoch(train_rows.len(), batch_size, o.drop_last);
+    let schedule = Schedule::new(o, steps_per_epoch);
 
     // Fresh start or resume. Parameter ids are positional (`canonical_ids`) so that the saved
     // records are a function of the weights; the optimizer's state is keyed by the same ids.
@@ -606,9 +633,9 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         let mut noise_rng = epoch_rng(o.seed, epoch, 2);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
-        let batches = epoch_batches(&train_rows, batch_size, o.seed, epoch);
+        let batches = epoch_batches(&train_rows, batch_size, o.seed, epoch, o.drop_last);
         for (k, batch) in batches.iter().enumerate() {
-            lr = lr_at(state.step, total_steps, warmup_steps, o.lr, o.final_lr);
+            lr = schedule.at(state.step);
             let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
             let captions: Vec<usize> = batch.iter().map(|r| r.caption).collect();
             let (mel, mask) = audio_tensors(features, &clips, &ad);
@@ -784,6 +811,47 @@ pub fn best_model_path(scratch_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn schedule(warmup: usize, decay_end: usize) -> Schedule {
+        Schedule {
+            warmup,
+            decay_end,
+            lr: 1.0,
+            final_lr: 0.1,
+        }
+    }
+
+    #[test]
+    fn the_schedule_warms_up_decays_by_cosine_and_stays_flat() {
+        let s = schedule(4, 9);
+        // Warm-up from 0: steps 0..3 reach lr at the last one.
+        assert_eq!(s.at(0), 0.25);
+        assert_eq!(s.at(3), 1.0);
+        // Cosine over steps 4..8 (span 4): halfway at step 6, final at step 8, flat after.
+        assert_eq!(s.at(4), 1.0);
+        assert!((s.at(6) - 0.55).abs() < 1e-12, "{}", s.at(6));
+        assert!((s.at(8) - 0.1).abs() < 1e-12);
+        assert_eq!(s.at(8), s.at(50));
+    }
+
+    #[test]
+    fn the_published_schedule_ends_its_decay_at_epoch_15_of_20() {
+        let defaults = toml::Table::new();
+        let mut o = pipeline_api::parse_params::<crate::params::TrainParams>(&defaults)
+            .unwrap()
+            .optim();
+        (o.epochs, o.warmup_epochs, o.lr, o.final_lr) = (20, 1.0, 2e-5, 1e-7);
+        let default = Schedule::new(&o, 10);
+        assert_eq!((default.warmup, default.decay_end), (10, 200));
+        assert!(default.at(149) > 1e-7 * 10.0, "still decaying at epoch 15");
+        assert!((default.at(199) - 1e-7).abs() < 1e-15);
+        o.decay_epochs = Some(15.0);
+        let paper = Schedule::new(&o, 10);
+        assert_eq!(paper.decay_end, 150);
+        assert!((paper.at(149) - 1e-7).abs() < 1e-15);
+        assert_eq!(paper.at(149), paper.at(199), "flat from epoch 15");
+        assert_eq!(paper.at(5), default.at(5), "the same warm-up");
+    }
     use rand::{RngExt, SeedableRng};
 
     fn unit(v: Vec<f32>) -> Vec<f32> {

@@ -337,8 +337,19 @@ fn out_of_range_parameters_are_refused_at_plan_time_naming_the_key() {
         "between 0 and `epochs`",
     );
     refused("[model.cnn]\ndropout = 1.0", "model.cnn.dropout", "[0, 1)");
+    refused(
+        "epochs = 20\nwarmup_epochs = 1.0\ndecay_epochs = 21.0",
+        "decay_epochs",
+        "between `warmup_epochs` and `epochs`",
+    );
+    refused(
+        "warmup_epochs = 2.0\ndecay_epochs = 1.0",
+        "decay_epochs",
+        "between `warmup_epochs` and `epochs`",
+    );
     // The edges and the paper's recipe plan.
     for ok in [
+        "epochs = 20\ndecay_epochs = 15.0\ndrop_last = true",
         "lr = 1.0",
         "tau = 0.001",
         "tau = 10.0",
