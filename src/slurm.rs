@@ -41,9 +41,9 @@ pub struct Slurm {
     pipeline_file: PathBuf,
     /// The `pipeline` binary the jobs run.
     binary: PathBuf,
-    /// Jobs this driver submitted that have not ended: id → (key, `jobs/` directory).
-    /// Cancelled on Ctrl-C.
-    submitted: Mutex<BTreeMap<String, (String, PathBuf)>>,
+    /// Jobs this driver submitted that have not ended: id → (key, the store). Cancelled on
+    /// Ctrl-C.
+    submitted: Mutex<BTreeMap<String, (String, Store)>>,
 }
 
 /// What `jobs/<key>.json` records of a live submission.
@@ -138,7 +138,7 @@ impl Slurm {
         })
     }
 
-    fn submitted(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, PathBuf)>> {
+    fn submitted(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, Store)>> {
         self.submitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -267,8 +267,21 @@ pub fn query(job_id: &str) -> anyhow::Result<Option<JobState>> {
 }
 
 /// Removes what `jobs/` holds of job `job_id` of `key`: its output, and the record and script
-/// unless a later submission of the key replaced them.
-fn forget(jobs: &Path, key: &str, job_id: &str) {
+/// unless a later submission of the key replaced them. Records are replaced only under the
+/// key's lock, so they are removed only under it: the caller holds it (or may go without:
+/// `held`), or it is taken here when free (when not, another job of the key runs, and the
+/// record is left for later).
+fn forget(store: &Store, key: &str, job_id: &str, held: bool) {
+    let jobs = store.root.join("jobs");
+    let _ = std::fs::remove_file(jobs.join(format!("{key}-{job_id}.out")));
+    let _lock = if held {
+        None
+    } else {
+        match lock::try_acquire(&store.lock_path(key)) {
+            Ok(Some(lock)) => Some(lock),
+            _ => return,
+        }
+    };
     let record = jobs.join(format!("{key}.json"));
     if let Ok(b) = std::fs::read(&record)
         && serde_json::from_slice::<Submission>(&b).is_ok_and(|s| s.job_id == job_id)
@@ -276,7 +289,6 @@ fn forget(jobs: &Path, key: &str, job_id: &str) {
         let _ = std::fs::remove_file(&record);
         let _ = std::fs::remove_file(jobs.join(format!("{key}.sh")));
     }
-    let _ = std::fs::remove_file(jobs.join(format!("{key}-{job_id}.out")));
 }
 
 /// `s` as one word for `sh`.
@@ -309,8 +321,10 @@ impl Backend for Slurm {
             tracing::warn!("`scancel {}` failed; the jobs may still run", ids.join(" "));
             return;
         }
-        for (id, (key, jobs)) in &submitted {
-            forget(jobs, key, id);
+        // Not under the lock: a cancelled job may hold it a moment longer, and the process
+        // exits now. A record is replaced only by a driver that saw its job end.
+        for (id, (key, store)) in &submitted {
+            forget(store, key, id, true);
         }
     }
 
@@ -342,7 +356,7 @@ impl Backend for Slurm {
             {
                 // Published (by an earlier driver's job, say): nobody needs to adopt that job.
                 if let Some(s) = earlier {
-                    forget(&jobs, &job.key, &s.job_id);
+                    forget(store, &job.key, &s.job_id, true);
                 }
                 return Ok(Executed {
                     manifest,
@@ -380,7 +394,7 @@ impl Backend for Slurm {
         };
         if !adopted {
             self.submitted()
-                .insert(job_id.clone(), (job.key.clone(), jobs.clone()));
+                .insert(job_id.clone(), (job.key.clone(), store.clone()));
         }
         events.queued(
             &node.name,
@@ -397,7 +411,7 @@ impl Backend for Slurm {
         // The job is over (a failure keeps its output in `failed/<node>.log`); one we lost
         // track of keeps its record, for the next driver to adopt.
         if end.is_ok() {
-            forget(&jobs, &job.key, &job_id);
+            forget(store, &job.key, &job_id, false);
         }
         let fresh = |m: &Manifest| !job.forced || before != Some(m.started_unix_s);
         let mut found = published(store, &job.key).filter(fresh);
