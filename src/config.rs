@@ -462,6 +462,27 @@ impl Config {
             .map(|s| s.executor.clone())
             .unwrap_or_default();
         let cache = raw.settings.as_ref().and_then(|s| s.cache.clone());
+        // Durations in seconds: finite and positive, or a `Duration` cannot hold them.
+        let seconds = [
+            (
+                "settings.executor.slurm.poll_seconds",
+                Some(executor.slurm.poll_seconds),
+            ),
+            (
+                "settings.cache.timeout_seconds",
+                cache.as_ref().map(|c| c.timeout_seconds),
+            ),
+        ];
+        for (key, value) in seconds {
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0 && v < 1e9)
+            {
+                return Err(source.error(
+                    None,
+                    format!("`{key}` must be a positive number of seconds (got {v})"),
+                ));
+            }
+        }
         let mut stages: Vec<StageDecl> = Vec::new();
         for (name, stage) in raw.stages {
             let name_span = name.span();

@@ -317,6 +317,10 @@ fn config_errors_name_file_line_and_key() {
             "error: pipeline.toml:3:26: stage `a`: params.`threads`: invalid type: string \"x\", expected usize\n",
         ),
         (
+            "[settings.executor.slurm]\npoll_seconds = inf\n\n[stages.a]\nkind = \"command\"\nparams = { run = \"true\" }\n",
+            "error: pipeline.toml: `settings.executor.slurm.poll_seconds` must be a positive number of seconds (got inf)\n",
+        ),
+        (
             "[stages.a]\nkind = \"command\"\nmatrix = { seed = [1, 2] }\nparams = { run = \"true\", threads = 0 }\n",
             "error: pipeline.toml:4:26: stage `a` (node `a.seed-1`): params.`threads`: must be at least 1\n",
         ),
