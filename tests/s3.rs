@@ -85,25 +85,6 @@ fn results(run: &Run) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn files(p: &TestProject, node: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let root = p.latest(node);
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(&root).unwrap().display().to_string();
-                out.push((rel, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The object directory of `node`'s current output.
 fn object_dir(p: &TestProject, node: &str) -> std::path::PathBuf {
     std::fs::canonicalize(p.latest(node))
@@ -150,7 +131,7 @@ fn a_second_store_fetches_everything_and_runs_nothing_then_an_edit_runs_and_uplo
     assert_eq!(["a", "b", "c", "d"].map(|n| b.runs(n)), [0; 4]);
     assert_eq!(b.objects(), a.objects());
     for node in ["a", "b", "c", "d"] {
-        assert_eq!(files(&b, node), files(&a, node), "{node}");
+        assert_eq!(b.files(node), a.files(node), "{node}");
     }
     // The run's log came along with it.
     assert!(
@@ -320,7 +301,7 @@ fn push_and_pull_move_built_artifacts() {
     assert!(!pull.stderr.contains("pulled `c`"), "only what `b` needs");
     let status = b.status();
     assert!(status.contains("b  up to date"), "{status}");
-    assert_eq!(files(&b, "b"), files(&a, "b"));
+    assert_eq!(b.files("b"), a.files("b"));
 }
 
 #[test]

@@ -57,23 +57,6 @@ fn spawn(p: &TestProject, cluster: &Cluster, args: &[&str]) -> Child {
         .expect("the binary starts")
 }
 
-/// The published files of `node`, name → bytes.
-fn files(p: &TestProject, node: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = p.latest(node);
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// The ids of the jobs of `p`'s node `node` that the cluster knows, in any state (tests share
 /// the cluster: jobs are told apart by their working directory).
 fn jobs_of(cluster: &Cluster, p: &TestProject, node: &str) -> Vec<String> {
@@ -131,7 +114,7 @@ fn a_dag_through_slurm_publishes_what_a_local_run_does_and_resources_rerun_nothi
     local.run(&["run", "-q"]).ok();
     assert_eq!(remote.objects(), local.objects(), "the same keys");
     for node in ["a", "b", "c"] {
-        assert_eq!(files(&remote, node), files(&local, node), "{node}");
+        assert_eq!(remote.files(node), local.files(node), "{node}");
     }
     assert_eq!(jobs_of(&cluster, &remote, "b").len(), 1);
     assert!(job_files(&remote).is_empty(), "{:?}", job_files(&remote));
@@ -374,7 +357,7 @@ fn the_method_runs_through_slurm_as_it_runs_locally() {
     local.run(&["run", "-q"]).ok();
     assert_eq!(remote.objects(), local.objects(), "the same keys");
     for node in ["features", "correspondences", "report"] {
-        assert_eq!(files(&remote, node), files(&local, node), "{node}");
+        assert_eq!(remote.files(node), local.files(node), "{node}");
     }
     assert!(!jobs_of(&cluster, &remote, "train.seed-1").is_empty());
 }

@@ -118,8 +118,8 @@ impl S3 {
     fn send(
         &self,
         what: &str,
-        mut attempt: impl FnMut() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<ureq::http::Response<ureq::Body>, S3Error> {
+        mut attempt: impl FnMut() -> Result<Response, ureq::Error>,
+    ) -> Result<Response, S3Error> {
         let mut last = String::new();
         for i in 0..=self.retries {
             if i > 0 {
@@ -140,7 +140,7 @@ impl S3 {
         )))
     }
 
-    fn refused(&self, what: &str, response: ureq::http::Response<ureq::Body>) -> S3Error {
+    fn refused(&self, what: &str, response: Response) -> S3Error {
         let status = response.status();
         let mut body = response.into_body();
         let text = body
@@ -169,12 +169,7 @@ impl S3 {
         let what = format!("HEAD `{key}`");
         let r = self.send(&what, || self.agent.head(url.as_str()).call())?;
         match r.status().as_u16() {
-            200 => Ok(Some(
-                r.headers()
-                    .get("content-length")
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(0),
-            )),
+            200 => Ok(Some(content_length(&r).unwrap_or(0))),
             404 => Ok(None),
             _ => Err(self.refused(&what, r)),
         }
@@ -212,10 +207,7 @@ impl S3 {
             404 => return Ok(None),
             _ => return Err(self.refused(&what, r)),
         }
-        if let Some(len) = r
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        if let Some(len) = content_length(&r)
             && len > limit
         {
             return Err(S3Error::Refused(format!(
@@ -246,38 +238,47 @@ impl S3 {
 
     /// Writes `bytes` as object `rel`.
     pub fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), S3Error> {
-        let key = self.object(rel);
-        let url = self
-            .bucket
-            .put_object(Some(&self.credentials), &key)
-            .sign(SIGNED_FOR);
-        let what = format!("PUT `{key}`");
-        let r = self.send(&what, || self.agent.put(url.as_str()).send(bytes))?;
-        self.stored(&what, r)
+        self.put_with(rel, |request| request.send(bytes))
     }
 
     /// Writes the file at `path` as object `rel`, streamed.
     pub fn put_file(&self, rel: &str, path: &Path) -> Result<(), S3Error> {
+        self.put_with(rel, |request| {
+            request.send(File::open(path).map_err(ureq::Error::Io)?)
+        })
+    }
+
+    /// A PUT of object `rel` whose body `send` gives (again for each attempt).
+    fn put_with(
+        &self,
+        rel: &str,
+        send: impl Fn(ureq::RequestBuilder<ureq::typestate::WithBody>) -> Result<Response, ureq::Error>,
+    ) -> Result<(), S3Error> {
         let key = self.object(rel);
         let url = self
             .bucket
             .put_object(Some(&self.credentials), &key)
             .sign(SIGNED_FOR);
         let what = format!("PUT `{key}`");
-        let r = self.send(&what, || {
-            let file = File::open(path).map_err(ureq::Error::Io)?;
-            self.agent.put(url.as_str()).send(file)
-        })?;
-        self.stored(&what, r)
-    }
-
-    fn stored(&self, what: &str, r: ureq::http::Response<ureq::Body>) -> Result<(), S3Error> {
+        let r = self.send(&what, || send(self.agent.put(url.as_str())))?;
         if r.status().is_success() {
             Ok(())
         } else {
-            Err(self.refused(what, r))
+            Err(self.refused(&what, r))
         }
     }
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+/// The `Content-Length` of a response, when it gives one.
+fn content_length(r: &Response) -> Option<u64> {
+    r.headers()
+        .get("content-length")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn env(name: &str) -> Option<String> {

@@ -94,6 +94,26 @@ impl TestProject {
     }
 
     /// The `latest/<node>` output directory.
+    /// The published files of `node` (relative path → bytes), sorted: to compare two runs.
+    pub fn files(&self, node: &str) -> Vec<(String, Vec<u8>)> {
+        let root = self.latest(node);
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path.strip_prefix(&root).unwrap().display().to_string();
+                    out.push((rel, std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     pub fn latest(&self, node: &str) -> PathBuf {
         self.path().join("artifacts/latest").join(node)
     }
