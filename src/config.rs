@@ -56,8 +56,10 @@
 //! - A reference is a stage name (`"train"`), one member (`"train.seed-1"`), an external path
 //!   `{ path = "..." }` (file or directory, relative to the config file), or an array of these
 //!   (concatenated in order). A reference to a stage whose members carry label keys that the
-//!   referring node also carries binds only the member with the same values; otherwise it binds
-//!   every member, in matrix order.
+//!   referring node also carries binds only the members whose values agree with the node's on
+//!   those shared keys (`report.variants-4`, labelled `variants`, binds every
+//!   `evaluate.variants-4.seed-*`); with no key in common it binds every member, in matrix
+//!   order.
 //!
 //! Unknown keys, unknown kinds, bad references, duplicate node names and cycles are errors
 //! naming `file:line:column`.

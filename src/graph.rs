@@ -492,8 +492,9 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    /// Members of `stage` bound from `node`: the one with matching labels when `node` carries
-    /// all the label keys of the stage's members, otherwise all of them.
+    /// Members of `stage` bound from `node`: those whose labels agree with the node's on every
+    /// label key both carry (`report.variants-4` binds the `evaluate.variants-4.seed-*`), all of
+    /// them when they share no key.
     fn bind_stage(
         &self,
         stage: &Stage,
@@ -514,7 +515,8 @@ impl Builder<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        if keys.is_empty() || !keys.iter().all(|k| own.contains_key(k)) {
+        let shared: Vec<&str> = keys.into_iter().filter(|k| own.contains_key(k)).collect();
+        if shared.is_empty() {
             return Ok(stage.members.iter().map(|&j| Binding::Node(j)).collect());
         }
         let matching: Vec<_> = stage
@@ -524,12 +526,13 @@ impl Builder<'_> {
                 pending[j]
                     .labels
                     .iter()
-                    .all(|(k, v)| own.get(k.as_str()) == Some(&v.as_str()))
+                    .filter(|(k, _)| own.contains_key(k.as_str()))
+                    .all(|(k, v)| own[k.as_str()] == v.as_str())
             })
             .map(|&j| Binding::Node(j))
             .collect();
         if matching.is_empty() {
-            let want: Vec<_> = keys.iter().map(|k| format!("{k}={}", own[k])).collect();
+            let want: Vec<_> = shared.iter().map(|k| format!("{k}={}", own[k])).collect();
             return Err(format!(
                 "stage `{}` has no member with {}",
                 stage.name,
@@ -816,6 +819,49 @@ inputs = { e = ["embed", "f"] }
         assert_eq!(
             names(&p, &r.inputs[0].bindings),
             ["embed.seed-1.lr-0_5", "embed.seed-2.lr-0_5", "f"]
+        );
+    }
+
+    #[test]
+    fn a_node_binds_the_members_that_agree_on_the_labels_it_shares() {
+        let p = load(
+            r#"
+[stages.data]
+kind = "command"
+matrix = { v = [1, 2] }
+params = { run = "true" }
+[stages.train]
+kind = "command"
+foreach = "data"
+matrix = { seed = [1, 2] }
+params = { run = "true" }
+inputs = { d = "data" }
+[stages.ensemble]
+kind = "command"
+foreach = "data"
+params = { run = "true" }
+inputs = { m = "train" }
+[stages.all]
+kind = "command"
+params = { run = "true" }
+inputs = { m = "train" }
+"#,
+        )
+        .unwrap();
+        let node = |name: &str| p.nodes.iter().find(|n| n.name == name).unwrap();
+        assert_eq!(
+            names(&p, &node("ensemble.v-2").inputs[0].bindings),
+            ["train.v-2.seed-1", "train.v-2.seed-2"],
+            "`v` is shared, `seed` is not"
+        );
+        assert_eq!(
+            names(&p, &node("train.v-1.seed-2").inputs[0].bindings),
+            ["data.v-1"]
+        );
+        assert_eq!(
+            node("all").inputs[0].bindings.len(),
+            4,
+            "no shared label: every member"
         );
     }
 

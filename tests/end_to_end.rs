@@ -35,6 +35,39 @@ fn tiny_pipeline_runs_end_to_end_and_reruns_only_what_an_edit_changes() {
     let report = p.read("artifacts/latest/report/report.md");
     assert!(report.contains("`evaluate-distill`"), "{report}");
     assert!(p.latest("report").join("training_curves.png").exists());
+    // The student against its control, its start (chosen on validation, as `distill` chose
+    // it) and the teachers, from what the run measured.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&p.read("artifacts/latest/report/metrics.json")).unwrap();
+    let headline = &metrics["headline"];
+    let start = headline["start_chosen_on_validation"]["node"]
+        .as_str()
+        .unwrap();
+    let object = p.latest("distill").canonicalize().unwrap();
+    let distill_log = std::fs::read_to_string(object.parent().unwrap().join("log.txt")).unwrap();
+    assert!(
+        distill_log.contains(&format!("init: `{start}`")),
+        "the report's start is the one distill started from: {start}\n{distill_log}"
+    );
+    let map10 = |node: &str| {
+        let m: serde_json::Value =
+            serde_json::from_str(&p.read(&format!("artifacts/latest/{node}/metrics.json")))
+                .unwrap();
+        m["t2a"]["map10"].as_f64().unwrap()
+    };
+    let minus_control = headline["per_seed"]["evaluate-distill"]["minus_control_map10"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (minus_control - (map10("evaluate-distill") - map10("evaluate-continued"))).abs() < 1e-12
+    );
+    let ensemble: serde_json::Value =
+        serde_json::from_str(&p.read("artifacts/latest/evaluate-ensemble/metrics.json")).unwrap();
+    assert_eq!(ensemble["members"], 2);
+    assert!(
+        report.contains("| `evaluate-ensemble` | ensemble |"),
+        "{report}"
+    );
 
     // The analyst queries of the README, with the Rust polars crate.
     let (clips, captions) = (24, 24 * 3);
@@ -151,7 +184,7 @@ fn outputs_are_reproducible_relocatable_and_rebuilt_nodes_leave_dependents_cache
     here.run(&["run", "-q"]).ok();
     there.run(&["run", "-q"]).ok();
     let keys_here = keys(&here);
-    assert_eq!(keys_here.len(), 13, "{keys_here:?}");
+    assert_eq!(keys_here.len(), 17, "{keys_here:?}");
     assert_eq!(keys_here, keys(&there));
 
     // Rebuilding the data set from scratch reproduces its bytes: nothing after it reruns.

@@ -26,7 +26,7 @@ fn real_sounds_pipeline_plans() {
     for node in [
         "sounds (fetch)",
         "encode (encode)",
-        "distill (distill)",
+        "distill.seed-3 (distill)",
         "report (report)",
     ] {
         assert!(dag.contains(node), "{node} missing:\n{dag}");
@@ -38,6 +38,19 @@ fn clotho_gpu_pipeline_plans_with_only_the_data_folder_added() {
     let dag = plans("clotho-gpu.toml", &["data/clotho"]);
     assert!(dag.contains("root <- {path = ../data/clotho}"), "{dag}");
     assert!(dag.contains("pretrained <- encoders"), "{dag}");
+}
+
+#[test]
+fn partial_match_sweep_plans_one_report_per_data_set() {
+    let dag = plans("partial-matches.toml", &[]);
+    for line in [
+        "correspondences.variants-4 (correspondences)\n  teachers <- embed.variants-4.seed-1, embed.variants-4.seed-2, embed.variants-4.seed-3\n",
+        "distill.variants-2.seed-3 (distill)\n  init <- train.variants-2.seed-3\n",
+        "reports <- report.variants-1, report.variants-2, report.variants-4, report.variants-6\n",
+        "datasets <- data.variants-1, data.variants-2, data.variants-4, data.variants-6\n",
+    ] {
+        assert!(dag.contains(line), "{line} missing:\n{dag}");
+    }
 }
 
 #[test]

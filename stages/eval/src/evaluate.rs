@@ -1,5 +1,6 @@
 //! Kind `evaluate`: retrieval metrics of one `embed` artifact on one split, with bootstrap
-//! confidence intervals.
+//! confidence intervals. Bound to several `embed` artifacts (an ensemble), it ranks by the mean
+//! of their cosine similarities: the very estimate that Stage 2 learns from.
 //!
 //! Every caption of the split queries every distinct clip of the split (DCASE convention);
 //! ties are broken by the lower clip index (see [`crate::metrics`]). **All values are fractions
@@ -21,14 +22,18 @@
 //!     clip with relevance >= 1 (clips the caption fully describes); `ndcg10` the nDCG@10 with
 //!     linear gains `max(relevance, 1 if annotated)`.
 //!
-//!   Intervals are 95 % bootstrap percentile intervals over queries ([`crate::statistics`];
-//!   `bootstrap` resamples, ChaCha8 seeded with `seed`; the metrics of one direction share the
-//!   resampled query sets).
+//!   - `members`: the number of `embed` artifacts whose cosines are averaged (1 for one model).
+//!
+//!   Intervals are 95 % bootstrap percentile intervals that resample clips, each with all its
+//!   caption queries ([`crate::statistics`]; `bootstrap` resamples, ChaCha8 seeded with `seed`;
+//!   the metrics of one direction share the resampled sets). In audio → text, a clip is one
+//!   query already.
 //! - `metrics.parquet`: `metric: utf8` (e.g. `t2a.map10`, `a2t_any.r1`), `value`, `ci_low`,
 //!   `ci_high: float64`.
 //! - `ranks.parquet`: one row per caption query, `caption_index: int64` (features row),
-//!   `caption_id: utf8`, `rank: int64` (1-based rank of its annotated clip) and, with ground
-//!   truth, `graded_ap10: float64`: enough for paired comparisons between models.
+//!   `caption_id: utf8`, `clip_index: int64` (features row of its annotated clip, the cluster of
+//!   the bootstrap), `rank: int64` (1-based rank of its annotated clip) and, with ground truth,
+//!   `graded_ap10: float64`: enough for paired comparisons between models.
 
 use std::collections::BTreeMap;
 
@@ -112,6 +117,13 @@ pub struct EvaluationMetrics {
     pub t2a_graded: Option<GradedScores>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t2a_graded_ci: Option<GradedIntervals>,
+    /// Models whose cosines are averaged (1: one model; more: an ensemble).
+    #[serde(default = "one")]
+    pub members: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl EvaluationMetrics {
@@ -165,12 +177,13 @@ impl StageKind for Evaluate {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: intervals resample clips with all their captions; `clip_index` in the ranks;
+        // several embeddings are evaluated as an ensemble.
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
         inputs.expect(&["embeddings", "features"], &[])?;
-        inputs.expect_single("embeddings")?;
         inputs.expect_single("features")?;
         let p: EvaluateParams = parse_params(params)?;
         Plan::new(&p, Resources::ALL_CORES)
@@ -185,24 +198,33 @@ impl StageKind for Evaluate {
     }
 }
 
-/// Evaluates `audio [n_clips, dim]` / `text [n_captions, dim]` (split rows, normalised) of a
-/// split; returns the metrics and the t2a ranks (and graded AP@10 per query, with ground truth).
+/// The text × audio cosine matrix `[n_captions, n_clips]` of one model's split rows
+/// (normalised `audio [n_clips, dim]`, `text [n_captions, dim]`).
+pub fn cosines(audio: &[f32], text: &[f32], dim: usize) -> Vec<f32> {
+    metrics::dot_matrix(text, audio, dim)
+}
+
+/// Evaluates a split from its `sim [n_captions, n_clips]` matrix (one model's cosines, or an
+/// ensemble's mean cosines); returns the metrics and the t2a ranks (and graded AP@10 per query,
+/// with ground truth).
 pub fn evaluate_split(
     index: &SplitIndex,
-    audio: &[f32],
-    text: &[f32],
-    dim: usize,
+    sim: &[f32],
     bootstrap: usize,
     seed: u64,
 ) -> (EvaluationMetrics, Vec<usize>, Option<Vec<f64>>) {
     let (n_a, n_c) = (index.n_clips(), index.n_captions());
-    let sim = metrics::dot_matrix(text, audio, dim);
+    assert_eq!(sim.len(), n_a * n_c, "one score per caption and clip");
+    let by_clip = statistics::Clusters::by_label(&index.caption_clip);
+    let each_clip = statistics::Clusters::singletons(n_a);
     let ranks = metrics::text_to_audio_ranks(&sim, n_a, &index.caption_clip);
     let t2a = metrics::text_to_audio_per_query(&ranks);
     let a2t_ranks = metrics::audio_to_text_ranks(&sim, n_a, &index.caption_clip);
     let any = metrics::audio_to_text_any_per_query(&a2t_ranks);
     let fraction = metrics::audio_to_text_fraction_per_query(&a2t_ranks);
-    let ci = |pq: &PerQuery, salt: u64| pq.bootstrap(bootstrap, seed.wrapping_add(salt), LEVEL);
+    let ci = |pq: &PerQuery, clusters: &statistics::Clusters, salt: u64| {
+        pq.bootstrap(clusters, bootstrap, seed.wrapping_add(salt), LEVEL)
+    };
 
     let graded = index.relevance.as_ref().map(|rel| {
         let per_query: Vec<(f64, f64, f64)> = (0..n_c)
@@ -228,6 +250,7 @@ pub fn evaluate_split(
         let ndcgs: Vec<f64> = per_query.iter().map(|v| v.2).collect();
         let cis = statistics::bootstrap_means_ci(
             &[&aps, &aps_full, &ndcgs],
+            &by_clip,
             bootstrap,
             seed.wrapping_add(3),
             LEVEL,
@@ -252,34 +275,55 @@ pub fn evaluate_split(
         queries: n_c,
         clips: n_a,
         t2a: t2a.mean(),
-        t2a_ci: ci(&t2a, 0),
+        t2a_ci: ci(&t2a, &by_clip, 0),
         a2t_any: any.mean(),
-        a2t_any_ci: ci(&any, 1),
+        a2t_any_ci: ci(&any, &each_clip, 1),
         a2t_fraction: fraction.mean(),
-        a2t_fraction_ci: ci(&fraction, 2),
+        a2t_fraction_ci: ci(&fraction, &each_clip, 2),
         t2a_graded: graded.as_ref().map(|g| g.0),
         t2a_graded_ci: graded.as_ref().map(|g| g.1),
+        members: 1,
     };
     (m, ranks, graded.map(|g| g.2))
 }
 
 fn run(ctx: &RunContext<'_>, p: &EvaluateParams) -> anyhow::Result<()> {
     let index = SplitIndex::load(ctx.input("features")?, p.split)?;
-    let emb_dir = ctx.input("embeddings")?;
-    let emb = Embeddings::load(emb_dir)?;
+    let members = ctx.inputs("embeddings");
     let n_features_clips = index.clip_rows.iter().max().map_or(0, |m| m + 1);
+    let step = ctx.reporter.step("evaluating", members.len() as u64 + 1);
+    let mut sim: Vec<f32> = Vec::new();
+    for member in members {
+        let emb = Embeddings::load(&member.path)?;
+        ensure!(
+            emb.n_clips() >= n_features_clips,
+            "`{}` has {} audio rows but the features' split uses row {}: embeddings of other features?",
+            member.path.display(),
+            emb.n_clips(),
+            n_features_clips - 1
+        );
+        let audio =
+            gather_normalised(&emb.audio, emb.dim, &index.clip_rows).context("audio rows")?;
+        let text =
+            gather_normalised(&emb.text, emb.dim, &index.caption_rows).context("text rows")?;
+        let member_sim = cosines(&audio, &text, emb.dim);
+        if sim.is_empty() {
+            sim = member_sim;
+        } else {
+            sim.iter_mut().zip(&member_sim).for_each(|(s, m)| *s += m);
+        }
+        step.inc(1);
+    }
     ensure!(
-        emb.n_clips() >= n_features_clips,
-        "`{}` has {} audio rows but the features' split uses row {}: embeddings of other features?",
-        emb_dir.display(),
-        emb.n_clips(),
-        n_features_clips - 1
+        !sim.is_empty() || index.n_captions() == 0,
+        "input `embeddings` binds nothing"
     );
-    let audio = gather_normalised(&emb.audio, emb.dim, &index.clip_rows).context("audio rows")?;
-    let text = gather_normalised(&emb.text, emb.dim, &index.caption_rows).context("text rows")?;
-    let step = ctx.reporter.step("evaluating", 1);
-    let (m, ranks, graded_aps) =
-        evaluate_split(&index, &audio, &text, emb.dim, p.bootstrap, p.seed);
+    if members.len() > 1 {
+        let scale = 1.0 / members.len() as f32;
+        sim.iter_mut().for_each(|s| *s *= scale);
+    }
+    let (mut m, ranks, graded_aps) = evaluate_split(&index, &sim, p.bootstrap, p.seed);
+    m.members = members.len();
     step.inc(1);
     drop(step);
     ctx.reporter.log(&format!(
@@ -313,6 +357,15 @@ fn run(ctx: &RunContext<'_>, p: &EvaluateParams) -> anyhow::Result<()> {
             i64_column(index.caption_rows.iter().map(|&r| r as i64)),
         ),
         ("caption_id", string_column(&index.caption_ids)),
+        (
+            "clip_index",
+            i64_column(
+                index
+                    .caption_clip
+                    .iter()
+                    .map(|&c| index.clip_rows[c] as i64),
+            ),
+        ),
         ("rank", i64_column(ranks.iter().map(|&r| r as i64))),
     ];
     if let Some(aps) = graded_aps {
@@ -329,12 +382,34 @@ pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<EvaluationMetrics> 
     serde_json::from_slice(&bytes).with_context(|| format!("parsing `{}`", path.display()))
 }
 
-/// Reads an `evaluate` artifact's `ranks.parquet` as `caption_index → rank`.
-pub fn read_ranks(dir: &std::path::Path) -> anyhow::Result<BTreeMap<i64, usize>> {
+/// One caption query of an evaluation: its annotated clip (features row) and that clip's rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryRank {
+    pub clip_index: i64,
+    pub rank: usize,
+}
+
+/// Reads an `evaluate` artifact's `ranks.parquet` as `caption_index → (clip, rank)`.
+pub fn read_ranks(dir: &std::path::Path) -> anyhow::Result<BTreeMap<i64, QueryRank>> {
     let path = dir.join(RANKS_FILE);
     let t = pipeline_formats::Table::open(&path)?;
+    let clips = t.i64s("clip_index").with_context(|| {
+        format!(
+            "`{}` predates clip-clustered intervals: rebuild the evaluation",
+            path.display()
+        )
+    })?;
     Ok(t.i64s("caption_index")?
         .into_iter()
-        .zip(t.i64s("rank")?.into_iter().map(|r| r as usize))
+        .zip(clips.into_iter().zip(t.i64s("rank")?))
+        .map(|(q, (clip_index, rank))| {
+            (
+                q,
+                QueryRank {
+                    clip_index,
+                    rank: rank as usize,
+                },
+            )
+        })
         .collect())
 }

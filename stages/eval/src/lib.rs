@@ -1,9 +1,11 @@
 //! Stage kinds: eval. Retrieval metrics ([`metrics`], also used by `learn` for validation),
 //! their statistics (bootstrap intervals, correlations: [`statistics`]), the correspondence
-//! table ([`correspondences`]), evaluation ([`evaluate`]) and the report ([`report`]).
+//! table ([`correspondences`]), evaluation ([`evaluate`]), the report ([`report`], its
+//! comparisons in [`compare`]) and sweeps over data sets ([`sweep`]).
 
 use pipeline_api::Registry;
 
+pub mod compare;
 pub mod correspondences;
 pub mod evaluate;
 pub mod index;
@@ -11,10 +13,12 @@ pub mod metrics;
 pub mod plot;
 pub mod report;
 pub mod statistics;
+pub mod sweep;
 
 pub use correspondences::Correspondences;
 pub use evaluate::Evaluate;
 pub use report::Report;
+pub use sweep::Sweep;
 
 /// How an output names an input artifact: its producing node (`"embed.seed-1"`), or for an
 /// external path the path's last component, never the whole path: outputs must not depend on
@@ -29,9 +33,10 @@ pub fn input_label(artifact: &pipeline_api::InputArtifact) -> String {
     }
 }
 
-/// Registers this crate's stage kinds: `correspondences`, `evaluate`, `report`.
+/// Registers this crate's stage kinds: `correspondences`, `evaluate`, `report`, `sweep`.
 pub fn register(registry: &mut Registry) {
     registry.register(Correspondences);
     registry.register(Evaluate);
     registry.register(Report);
+    registry.register(Sweep);
 }

@@ -22,7 +22,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::statistics::{Interval, bootstrap_means_ci, mean, nan_as_lowest};
+use crate::statistics::{Clusters, Interval, bootstrap_means_ci, mean, nan_as_lowest};
 
 /// Recall@1/5/10 and mAP@10, fractions in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -79,10 +79,18 @@ impl PerQuery {
         }
     }
 
-    /// Bootstrap percentile intervals; the four metrics share the resampled query sets.
-    pub fn bootstrap(&self, resamples: usize, seed: u64, level: f64) -> RetrievalIntervals {
+    /// Bootstrap percentile intervals, resampling `clusters` of queries; the four metrics share
+    /// the resampled sets.
+    pub fn bootstrap(
+        &self,
+        clusters: &Clusters,
+        resamples: usize,
+        seed: u64,
+        level: f64,
+    ) -> RetrievalIntervals {
         let cis = bootstrap_means_ci(
             &[&self.r1, &self.r5, &self.r10, &self.map10],
+            clusters,
             resamples,
             seed,
             level,

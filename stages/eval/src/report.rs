@@ -1,12 +1,14 @@
-//! Kind `report`: one Markdown report over many evaluations, with the Stage-2 vs Stage-1
-//! comparison (paired bootstrap over the same queries), the correspondence-quality table and
-//! PNG plots.
+//! Kind `report`: one Markdown report over many evaluations, with declared comparisons of
+//! Stage-2 students against their controls, starts and teachers (per seed and over seeds, see
+//! [`crate::compare`]), the correspondence-quality table and PNG plots.
 //!
 //! # Inputs
 //! - `evaluations` (required, one or more `evaluate` artifacts): the node name of each is its
 //!   label (for an external path: the path's last component, so that the report never prints
-//!   an absolute path); those matching `baseline` are Stage-1 models, the others Stage-2 models.
-//! - `training` (optional, `train` / `distill` artifacts with `curves.parquet`).
+//!   an absolute path); those matching `baseline` are Stage-1 models, an ensemble evaluation
+//!   (several embeddings) is marked `ensemble`, the others are Stage-2 models.
+//! - `training` (optional, `train` / `distill` artifacts with `curves.parquet` and
+//!   `metrics.json`): curves, and the validation scores that choose a comparison's start.
 //! - `correspondences` (optional, one `correspondences` artifact).
 //! - `features` (optional): split sizes for the report's header.
 //!
@@ -15,13 +17,12 @@
 //!   `correspondences`: for a few captions of the split, the clips ranked by the estimate
 //!   `C_hat` (mean teacher cosine), the top 30, the annotated clip in red; the title gives the
 //!   annotated clip's rank).
-//! - `metrics.json`: `models`, `stage1_models`, `stage2_models`, `best_stage1_map10`,
-//!   `best_stage2_map10` and `stage2_minus_best_stage1_map10: {value, ci_low, ci_high}` (best
-//!   Stage-2 model minus best Stage-1 model on text → audio mAP@10, 95 % paired bootstrap interval
-//!   over the queries), plus `margins: {<stage-2 node>: {value, ci_low, ci_high}}` for every
-//!   Stage-2 model; fractions in `[0, 1]`. Comparisons need both models evaluated on the same
-//!   queries (same `caption_index` set in `ranks.parquet`); a Stage-2 model evaluated on other
-//!   queries is listed as "n/a" and left out of the margins.
+//! - `metrics.json`: `models`, `stage1_models`, `stage2_models`; `comparisons: {<students
+//!   stage>: {...}}` and `headline` (the first comparison): `student_map10` and, per reference
+//!   (`control`, `start`, `teachers`), `<role>_map10` and `minus_<role>_map10` as `{n, mean, sd,
+//!   ci_low, ci_high}` over seeds (Student-t interval), and `per_seed: {<student>:
+//!   {student_map10, minus_<role>_map10: {value, ci_low, ci_high}}}` (paired bootstrap over
+//!   clips); fractions in `[0, 1]`. Paired models must have been evaluated on the same queries.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,15 +34,18 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
+use pipeline_api::{
+    InputArtifact, InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params,
+};
 use pipeline_formats::{CLIPS_FILE, Split, Table};
 use serde::{Deserialize, Serialize};
 
+use crate::compare::{self, Comparison};
 use crate::correspondences::{CORRESPONDENCES_FILE, teacher_names};
-use crate::evaluate::{EvaluationMetrics, read_metrics, read_ranks};
-use crate::metrics::{self, RetrievalIntervals, RetrievalScores};
+use crate::evaluate::{EvaluationMetrics, QueryRank, read_metrics, read_ranks};
+use crate::metrics::{RetrievalIntervals, RetrievalScores};
 use crate::plot::{self, BarPanel, LinePanel, Series};
-use crate::statistics::{self, Interval};
+use crate::statistics::Interval;
 
 /// Report file name.
 pub const REPORT_FILE: &str = "report.md";
@@ -115,6 +119,9 @@ pub struct ReportParams {
     /// Title of `report.md` (default "Language-based audio retrieval: report").
     #[serde(default = "default_title")]
     pub title: String,
+    /// The comparisons, one section each; the first is the report's headline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Comparison>,
 }
 
 fn default_baseline() -> Baseline {
@@ -147,7 +154,9 @@ impl StageKind for Report {
         // 2: the headline says that its two models are chosen on the test split.
         // 3: inputs bound by an external path are labelled by its last component, not by the
         // absolute path.
-        3
+        // 4: declared comparisons over seeds replace the best-on-test headline; intervals
+        // resample clips.
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -161,6 +170,22 @@ impl StageKind for Report {
         if p.baseline.patterns().iter().any(|s| s.is_empty()) {
             return Err(ParamError::at("baseline", "patterns must not be empty"));
         }
+        for (i, c) in p.comparisons.iter().enumerate() {
+            for (key, name) in c.names() {
+                if name.is_empty() || name.contains('*') {
+                    return Err(ParamError::at(
+                        &format!("comparisons[{i}].{key}"),
+                        "must name a stage or a node (no pattern)",
+                    ));
+                }
+            }
+            if c.start_chosen_by.is_some() && c.start.is_none() {
+                return Err(ParamError::at(
+                    &format!("comparisons[{i}].start_chosen_by"),
+                    "needs `start`, the stage of the starts' evaluations",
+                ));
+            }
+        }
         Plan::new(&p, Resources::LIGHT)
     }
 
@@ -170,11 +195,24 @@ impl StageKind for Report {
     }
 }
 
-struct Model {
-    name: String,
+/// One evaluation of the report.
+pub(crate) struct Model {
+    pub(crate) name: String,
     stage1: bool,
-    metrics: EvaluationMetrics,
-    ranks: BTreeMap<i64, usize>,
+    pub(crate) metrics: EvaluationMetrics,
+    pub(crate) ranks: BTreeMap<i64, QueryRank>,
+}
+
+impl Model {
+    fn role(&self) -> &'static str {
+        if self.metrics.members > 1 {
+            "ensemble"
+        } else if self.stage1 {
+            "1"
+        } else {
+            "2"
+        }
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -183,48 +221,6 @@ fn pct(x: f64) -> String {
 
 fn pct_ci(x: f64, ci: Interval) -> String {
     format!("{} [{}, {}]", pct(x), pct(ci.low), pct(ci.high))
-}
-
-fn signed_pct_ci(x: f64, ci: Interval) -> String {
-    format!(
-        "{:+.2} [{:+.2}, {:+.2}]",
-        100.0 * x,
-        100.0 * ci.low,
-        100.0 * ci.high
-    )
-}
-
-/// `(AP@10 of a, AP@10 of b, R@1 of a, R@1 of b)` per query.
-type PairedValues = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
-
-/// Per-query AP@10 and R@1 of two models over the same queries; errors if the query sets
-/// differ.
-fn paired(a: &Model, b: &Model) -> anyhow::Result<PairedValues> {
-    ensure!(
-        a.ranks.len() == b.ranks.len() && a.ranks.keys().eq(b.ranks.keys()),
-        "`{}` and `{}` were evaluated on different queries; cannot pair them",
-        a.name,
-        b.name
-    );
-    let (mut ap_a, mut ap_b, mut r1_a, mut r1_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (ra, rb) in a.ranks.values().zip(b.ranks.values()) {
-        let (va, vb) = (
-            metrics::single_relevant_values(*ra),
-            metrics::single_relevant_values(*rb),
-        );
-        ap_a.push(va[3]);
-        ap_b.push(vb[3]);
-        r1_a.push(va[0]);
-        r1_b.push(vb[0]);
-    }
-    Ok((ap_a, ap_b, r1_a, r1_b))
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Margin {
-    value: f64,
-    ci_low: f64,
-    ci_high: f64,
 }
 
 fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
@@ -259,7 +255,8 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
     writeln!(
         md,
         "All numbers are percentages. Text → audio: every caption of the split queries every clip of the split; \
-         ties are broken by the lower clip index. Intervals are 95 % bootstrap percentile intervals over queries.\n"
+         ties are broken by the lower clip index. Intervals are 95 % bootstrap percentile intervals that resample \
+         clips, each with all its captions. Stage `ensemble`: ranked by the mean cosine of several models.\n"
     )?;
 
     // Main table.
@@ -275,7 +272,7 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
             md,
             "| `{}` | {} | {} | {} | {} | {} | {} |",
             m.name,
-            if m.stage1 { 1 } else { 2 },
+            m.role(),
             m.metrics.queries,
             pct_ci(s.map10, c.map10),
             pct_ci(s.r1, c.r1),
@@ -285,88 +282,37 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
     }
     writeln!(md)?;
 
-    // Comparison.
-    let best = |stage1: bool| {
-        models
-            .iter()
-            .filter(|m| m.stage1 == stage1)
-            .max_by(|a, b| a.metrics.t2a.map10.total_cmp(&b.metrics.t2a.map10))
-    };
+    // Comparisons.
     let mut json = serde_json::Map::new();
     json.insert("models".into(), models.len().into());
     json.insert(
         "stage1_models".into(),
-        models.iter().filter(|m| m.stage1).count().into(),
+        models.iter().filter(|m| m.role() == "1").count().into(),
     );
     json.insert(
         "stage2_models".into(),
-        models.iter().filter(|m| !m.stage1).count().into(),
+        models.iter().filter(|m| m.role() == "2").count().into(),
     );
-    match (best(true), best(false)) {
-        (Some(b1), Some(b2)) => {
-            json.insert("best_stage1_map10".into(), b1.metrics.t2a.map10.into());
-            json.insert("best_stage2_map10".into(), b2.metrics.t2a.map10.into());
-            writeln!(md, "## Stage 2 vs the best Stage-1 model (`{}`)\n", b1.name)?;
-            writeln!(
-                md,
-                "Paired differences over the same queries (Stage 2 minus Stage 1), 95 % paired bootstrap intervals \
-                 ({} resamples).\n",
-                p.bootstrap
-            )?;
-            writeln!(md, "| Stage-2 model | Δ mAP@10 | Δ R@1 |")?;
-            writeln!(md, "|---|---|---|")?;
-            let mut margins = serde_json::Map::new();
-            for m in models.iter().filter(|m| !m.stage1) {
-                let (ap2, ap1, r2, r1) = match paired(m, b1) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        ctx.reporter.log(&format!("{e:#}"));
-                        writeln!(md, "| `{}` | n/a: {e} | n/a |", m.name)?;
-                        continue;
-                    }
-                };
-                let d_ap = statistics::mean(&ap2) - statistics::mean(&ap1);
-                let ci_ap =
-                    statistics::paired_bootstrap_diff_ci(&ap2, &ap1, p.bootstrap, p.seed, 0.95);
-                let d_r1 = statistics::mean(&r2) - statistics::mean(&r1);
-                let ci_r1 =
-                    statistics::paired_bootstrap_diff_ci(&r2, &r1, p.bootstrap, p.seed, 0.95);
-                writeln!(
-                    md,
-                    "| `{}` | {} | {} |",
-                    m.name,
-                    signed_pct_ci(d_ap, ci_ap),
-                    signed_pct_ci(d_r1, ci_r1)
-                )?;
-                let margin = Margin {
-                    value: d_ap,
-                    ci_low: ci_ap.low,
-                    ci_high: ci_ap.high,
-                };
-                margins.insert(m.name.clone(), serde_json::to_value(margin)?);
-                if m.name == b2.name {
-                    json.insert(
-                        "stage2_minus_best_stage1_map10".into(),
-                        serde_json::to_value(margin)?,
-                    );
-                }
-            }
-            json.insert("margins".into(), margins.into());
-            writeln!(
-                md,
-                "\nHeadline: best Stage-2 model `{}` minus best Stage-1 model `{}`. Both are the best \
-                 of their group on this test split, so the headline is a summary, not an unbiased \
-                 estimate; each row above compares one model fixed in advance.\n",
-                b2.name, b1.name
-            )?;
+    let training: Vec<(String, &InputArtifact)> = ctx
+        .inputs("training")
+        .iter()
+        .map(|a| (crate::input_label(a), a))
+        .collect();
+    let mut comparisons = serde_json::Map::new();
+    for c in &p.comparisons {
+        let entry = compare::section(&mut md, c, &models, &training, p.bootstrap, p.seed)?;
+        if comparisons.is_empty() {
+            json.insert("headline".into(), entry.clone());
         }
-        _ => {
-            writeln!(
-                md,
-                "_No Stage-2 vs Stage-1 comparison: the baseline pattern selects all or none of the evaluations._\n"
-            )?;
-        }
+        comparisons.insert(c.students.clone(), entry);
     }
+    if p.comparisons.is_empty() {
+        writeln!(
+            md,
+            "_No comparison declared (`comparisons` in the report's parameters)._\n"
+        )?;
+    }
+    json.insert("comparisons".into(), comparisons.into());
 
     // Audio → text.
     writeln!(md, "## Audio → text retrieval\n")?;

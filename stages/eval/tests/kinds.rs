@@ -9,7 +9,7 @@ use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use pipeline_api::{InputCounts, Registry, StageKind};
 use pipeline_eval::evaluate::{EvaluationMetrics, read_metrics};
-use pipeline_eval::{Correspondences, Evaluate, Report, metrics, statistics};
+use pipeline_eval::{Correspondences, Evaluate, Report, Sweep, metrics, statistics};
 use pipeline_formats::{
     Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet,
     write_parquet,
@@ -68,12 +68,12 @@ fn i64s(b: &RecordBatch, name: &str) -> Vec<i64> {
 }
 
 #[test]
-fn registry_has_the_three_kinds() {
+fn registry_has_the_four_kinds() {
     let mut r = Registry::default();
     pipeline_eval::register(&mut r);
     assert_eq!(
         r.names().collect::<Vec<_>>(),
-        vec!["correspondences", "evaluate", "report"]
+        vec!["correspondences", "evaluate", "report", "sweep"]
     );
     assert!(
         r.iter()
@@ -120,11 +120,13 @@ fn plans_validate_parameters_and_inputs() {
         .unwrap();
     assert_eq!(ev.params["split"], "test");
     assert_eq!(ev.params["bootstrap"], 1000);
+    // Several embeddings are an ensemble; none is refused.
     assert!(
         Evaluate
             .plan(&t(""), &one(&[("embeddings", 2), ("features", 1)]))
-            .is_err()
+            .is_ok()
     );
+    assert!(Evaluate.plan(&t(""), &one(&[("features", 1)])).is_err());
     let rp = Report
         .plan(
             &t("baseline = [\"evaluate.\", \"*-s1\"]"),
@@ -138,6 +140,26 @@ fn plans_validate_parameters_and_inputs() {
         Report
             .plan(&t("baseline = 3"), &one(&[("evaluations", 3)]))
             .is_err()
+    );
+    let refused = |params: &str| {
+        Report
+            .plan(&t(params), &one(&[("evaluations", 3)]))
+            .unwrap_err()
+            .key
+    };
+    assert_eq!(
+        refused("[[comparisons]]\nstudents = \"evaluate-*\"").as_deref(),
+        Some("comparisons[0].students")
+    );
+    assert_eq!(
+        refused("[[comparisons]]\nstudents = \"s\"\n[[comparisons]]\nstudents = \"d\"\nstart_chosen_by = \"train\"")
+            .as_deref(),
+        Some("comparisons[1].start_chosen_by")
+    );
+    assert!(
+        refused("[[comparisons]]\nstudents = \"s\"\ncontrol = \"c\"")
+            .is_some_and(|k| k.starts_with("comparisons")),
+        "a misspelt key of a comparison is refused"
     );
     assert!(pipeline_eval::report::pattern_matches(
         "evaluate.",
@@ -339,14 +361,28 @@ fn evaluate(
     emb: &Embeddings,
     bootstrap: usize,
 ) -> (PathBuf, EvaluationMetrics) {
-    let e = save_embeddings(s, &format!("emb-{name}"), emb);
+    evaluate_ensemble(s, name, std::slice::from_ref(emb), bootstrap)
+}
+
+/// Evaluates the mean cosine of several embedding sets (one: a single model).
+fn evaluate_ensemble(
+    s: &Setup,
+    name: &str,
+    members: &[Embeddings],
+    bootstrap: usize,
+) -> (PathBuf, EvaluationMetrics) {
+    let dirs = members
+        .iter()
+        .enumerate()
+        .map(|(k, e)| (None, save_embeddings(s, &format!("emb-{name}-{k}"), e)))
+        .collect();
     let out = s.dir.path().join(name);
     run_stage(
         &Evaluate,
         name,
         &format!("bootstrap = {bootstrap}\nseed = 1"),
         &[
-            ("embeddings", vec![(None, e)]),
+            ("embeddings", dirs),
             ("features", vec![(None, s.fdir.clone())]),
         ],
         &out,
@@ -357,16 +393,11 @@ fn evaluate(
     (out, m)
 }
 
-#[test]
-fn evaluate_matches_the_metric_functions() {
-    let s = setup(true);
-    let emb = synthetic_embeddings(&s.features, 10, TOPICS, 1.5, 4);
-    let (out, m) = evaluate(&s, "evaluate.x", &emb, 200);
-    let clips = s.features.split_clips(Split::Test);
-    let caps = s.features.split_captions(Split::Test);
+/// The test split's text × audio cosines of `emb` (captions × clips), by brute force.
+fn test_cosines(s: &Setup, emb: &Embeddings) -> Vec<f32> {
     let mut sim = Vec::new();
-    for &j in &caps {
-        for &i in &clips {
+    for &j in &s.features.split_captions(Split::Test) {
+        for &i in &s.features.split_clips(Split::Test) {
             sim.push(
                 emb.text_row(j)
                     .iter()
@@ -376,6 +407,17 @@ fn evaluate_matches_the_metric_functions() {
             );
         }
     }
+    sim
+}
+
+#[test]
+fn evaluate_matches_the_metric_functions() {
+    let s = setup(true);
+    let emb = synthetic_embeddings(&s.features, 10, TOPICS, 1.5, 4);
+    let (out, m) = evaluate(&s, "evaluate.x", &emb, 200);
+    let clips = s.features.split_clips(Split::Test);
+    let caps = s.features.split_captions(Split::Test);
+    let sim = test_cosines(&s, &emb);
     let relevant: Vec<usize> = caps
         .iter()
         .map(|&j| {
@@ -393,7 +435,28 @@ fn evaluate_matches_the_metric_functions() {
             && (m.a2t_fraction.r5 - a2t.fraction.r5).abs() < 1e-9
     );
     assert!(m.t2a_ci.map10.low <= m.t2a.map10 && m.t2a.map10 <= m.t2a_ci.map10.high);
-    assert_eq!((m.queries, m.clips), (caps.len(), clips.len()));
+    // The interval resamples clips with all their captions (seed 1, salt 0 for t2a).
+    let per_query = metrics::text_to_audio_per_query(&metrics::text_to_audio_ranks(
+        &sim,
+        clips.len(),
+        &relevant,
+    ));
+    let by_clip = statistics::Clusters::by_label(&relevant);
+    assert_eq!(by_clip.len(), clips.len());
+    assert_eq!(
+        m.t2a_ci,
+        per_query.bootstrap(&by_clip, 200, 1, 0.95),
+        "t2a intervals resample clips"
+    );
+    assert_ne!(
+        m.t2a_ci,
+        per_query.bootstrap(&statistics::Clusters::singletons(caps.len()), 200, 1, 0.95),
+        "not caption queries one by one"
+    );
+    assert_eq!(
+        (m.queries, m.clips, m.members),
+        (caps.len(), clips.len(), 1)
+    );
     let g = m.t2a_graded.unwrap();
     // Brute force: relevant = annotated or relevance > 0 (the fixture gives 1 to the own clip,
     // 0.5 to same-topic clips), walking the full ranking.
@@ -434,6 +497,12 @@ fn evaluate_matches_the_metric_functions() {
         i64s(&ranks, "caption_index"),
         caps.iter().map(|&c| c as i64).collect::<Vec<_>>()
     );
+    assert_eq!(
+        i64s(&ranks, "clip_index"),
+        caps.iter()
+            .map(|&c| s.features.captions[c].clip_index as i64)
+            .collect::<Vec<_>>()
+    );
     let r: Vec<usize> = i64s(&ranks, "rank")
         .into_iter()
         .map(|r| r as usize)
@@ -459,14 +528,96 @@ fn evaluate_matches_the_metric_functions() {
 }
 
 #[test]
-fn report_compares_stages_with_paired_intervals() {
+fn an_ensemble_is_evaluated_by_its_members_mean_cosine() {
     let s = setup(true);
-    let weak = synthetic_embeddings(&s.features, 10, TOPICS, 2.5, 4);
-    let strong = synthetic_embeddings(&s.features, 10, TOPICS, 0.6, 5);
-    let (e1, m1) = evaluate(&s, "evaluate.s1", &weak, 100);
-    let (e2, m2) = evaluate(&s, "evaluate-distill.s1", &strong, 100);
+    let a = synthetic_embeddings(&s.features, 10, TOPICS, 1.5, 4);
+    let b = synthetic_embeddings(&s.features, 10, TOPICS, 1.5, 5);
+    let (out, m) = evaluate_ensemble(&s, "evaluate-ensemble", &[a.clone(), b.clone()], 50);
+    assert_eq!(m.members, 2);
+    let mean: Vec<f32> = test_cosines(&s, &a)
+        .iter()
+        .zip(test_cosines(&s, &b))
+        .map(|(x, y)| (x + y) * 0.5)
+        .collect();
+    let clips = s.features.split_clips(Split::Test);
+    let relevant: Vec<usize> = s
+        .features
+        .split_captions(Split::Test)
+        .iter()
+        .map(|&j| {
+            clips
+                .iter()
+                .position(|&i| i == s.features.captions[j].clip_index)
+                .unwrap()
+        })
+        .collect();
+    let ranks: Vec<usize> = i64s(&read_all(&out.join("ranks.parquet")), "rank")
+        .into_iter()
+        .map(|r| r as usize)
+        .collect();
+    assert_eq!(
+        ranks,
+        metrics::text_to_audio_ranks(&mean, clips.len(), &relevant)
+    );
+    let direct = metrics::text_to_audio(&mean, clips.len(), &relevant);
+    assert!((m.t2a.map10 - direct.map10).abs() < 1e-9);
+    let (_, single) = evaluate(&s, "evaluate.a", &a, 50);
+    assert_ne!(single.t2a, m.t2a, "the ensemble is not its first member");
+}
+
+/// A `train` artifact with curves and a validation score, as the report reads them.
+fn training_artifact(s: &Setup, name: &str, val_map10: f64) -> PathBuf {
+    let dir = s.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_parquet(
+        &dir.join("curves.parquet"),
+        &batch(vec![
+            ("epoch", i64_column([1i64, 1, 2, 2, 3, 3])),
+            ("step", i64_column(1..=6)),
+            ("train_loss", f64_column([3.0, 2.8, 2.2, 2.0, 1.7, 1.6])),
+            ("lr", f64_column([1e-5; 6])),
+            (
+                "val_map10",
+                f64_column([f64::NAN, 0.2, f64::NAN, 0.3, f64::NAN, val_map10]),
+            ),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("metrics.json"),
+        serde_json::json!({ "val": { "map10": val_map10 } }).to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn report_compares_students_with_their_controls_starts_and_teachers_over_seeds() {
+    let s = setup(true);
+    let emb = |noise: f32, seed: u64| synthetic_embeddings(&s.features, 10, TOPICS, noise, seed);
+    // Stage 1: `s2` is far better on test, but `s1` is better on validation, so `s1` is the start.
+    let (start1, start2) = (emb(2.5, 4), emb(0.3, 5));
+    let mut evaluations = Vec::new();
+    let mut measured = HashMap::new();
+    let mut add = |name: &'static str, members: &[Embeddings]| {
+        let (dir, m) = evaluate_ensemble(&s, name, members, 100);
+        measured.insert(name, m);
+        evaluations.push((Some(name), dir));
+    };
+    add("evaluate.s1", std::slice::from_ref(&start1));
+    add("evaluate.s2", std::slice::from_ref(&start2));
+    add("evaluate-ensemble", &[start1.clone(), start2.clone()]);
+    add("evaluate-distill.s1", &[emb(0.8, 6)]);
+    add("evaluate-distill.s2", &[emb(1.0, 7)]);
+    add("evaluate-continued.s1", &[emb(1.6, 8)]);
+    add("evaluate-continued.s2", &[emb(1.4, 9)]);
+    let training = vec![
+        (Some("train.s1"), training_artifact(&s, "train.s1", 0.5)),
+        (Some("train.s2"), training_artifact(&s, "train.s2", 0.3)),
+    ];
     // Correspondences for the report's table and plot.
-    let t = save_embeddings(&s, "teacher", &weak);
+    let t = save_embeddings(&s, "teacher", &start1);
     let corr = s.dir.path().join("corr");
     run_stage(
         &Correspondences,
@@ -480,53 +631,35 @@ fn report_compares_stages_with_paired_intervals() {
         2,
     )
     .unwrap();
-    // Training curves: two rows per epoch, validation on the last.
-    let train = s.dir.path().join("train");
-    std::fs::create_dir_all(&train).unwrap();
-    let epochs = [1i64, 1, 2, 2, 3, 3];
-    write_parquet(
-        &train.join("curves.parquet"),
-        &batch(vec![
-            ("epoch", i64_column(epochs)),
-            ("step", i64_column(1..=6)),
-            ("train_loss", f64_column([3.0, 2.8, 2.2, 2.0, 1.7, 1.6])),
-            ("lr", f64_column([1e-5; 6])),
-            (
-                "val_map10",
-                f64_column([f64::NAN, 0.2, f64::NAN, 0.3, f64::NAN, 0.35]),
-            ),
-        ])
-        .unwrap(),
-    )
-    .unwrap();
-    let (loss, val) = pipeline_eval::report::read_curves(&train.join("curves.parquet")).unwrap();
+    let (loss, val) =
+        pipeline_eval::report::read_curves(&training[0].1.join("curves.parquet")).unwrap();
     assert_eq!(loss, vec![(1.0, 2.9), (2.0, 2.1), (3.0, 1.65)]);
-    assert_eq!(val, vec![(1.0, 0.2), (2.0, 0.3), (3.0, 0.35)]);
+    assert_eq!(val, vec![(1.0, 0.2), (2.0, 0.3), (3.0, 0.5)]);
 
+    let comparison = "baseline = [\"evaluate.\", \"evaluate-continued\"]\nbootstrap = 300\n\
+        [[comparisons]]\ntitle = \"Stage 2\"\nstudents = \"evaluate-distill\"\n\
+        controls = \"evaluate-continued\"\nstart = \"evaluate\"\nstart_chosen_by = \"train\"\n\
+        teachers = \"evaluate-ensemble\"";
+    let report = |params: &str, out: &Path| {
+        run_stage(
+            &Report,
+            "report",
+            params,
+            &[
+                ("evaluations", evaluations.clone()),
+                ("training", training.clone()),
+                (
+                    "correspondences",
+                    vec![(Some("correspondences"), corr.clone())],
+                ),
+                ("features", vec![(Some("features"), s.fdir.clone())]),
+            ],
+            out,
+            1,
+        )
+    };
     let out = s.dir.path().join("report");
-    run_stage(
-        &Report,
-        "report",
-        "baseline = \"evaluate.\"\nbootstrap = 300",
-        &[
-            (
-                "evaluations",
-                vec![(Some("evaluate.s1"), e1), (Some("evaluate-distill.s1"), e2)],
-            ),
-            (
-                "training",
-                vec![
-                    (Some("train.s1"), train.clone()),
-                    (Some("distill.s1"), train),
-                ],
-            ),
-            ("correspondences", vec![(Some("correspondences"), corr)]),
-            ("features", vec![(Some("features"), s.fdir.clone())]),
-        ],
-        &out,
-        1,
-    )
-    .unwrap();
+    report(comparison, &out).unwrap();
     if let Ok(keep) = std::env::var("PIPELINE_EVAL_KEEP_REPORT") {
         // For looking at the report by hand.
         std::fs::create_dir_all(&keep).unwrap();
@@ -540,27 +673,75 @@ fn report_compares_stages_with_paired_intervals() {
         }
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| `evaluate.s1` | 1 |"), "{md}");
-    assert!(md.contains("| `evaluate-distill.s1` | 2 |"), "{md}");
+    for row in [
+        "| `evaluate.s1` | 1 |",
+        "| `evaluate-continued.s2` | 1 |",
+        "| `evaluate-distill.s1` | 2 |",
+        "| `evaluate-ensemble` | ensemble |",
+    ] {
+        assert!(md.contains(row), "{row} in {md}");
+    }
     assert!(
-        md.contains("Estimated correspondences") && md.contains("ensemble (C_hat)"),
+        md.contains("starts from `train.s1`") && md.contains("`evaluate.s1`"),
         "{md}"
     );
+    assert!(md.contains("| mean ± sd (2 seeds) |"), "{md}");
     assert!(
-        md.contains("training_curves.png") && md.contains("correspondences.png"),
+        md.contains("Estimated correspondences") && md.contains("ensemble (C_hat)"),
         "{md}"
     );
     for png in ["training_curves.png", "correspondences.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
     }
+
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
-    let h = &m["stage2_minus_best_stage1_map10"];
-    let v = h["value"].as_f64().unwrap();
-    assert!((v - (m2.t2a.map10 - m1.t2a.map10)).abs() < 1e-12);
-    assert!(h["ci_low"].as_f64().unwrap() <= v && v <= h["ci_high"].as_f64().unwrap());
-    assert_eq!(m["stage1_models"], 1);
+    assert_eq!(m["headline"], m["comparisons"]["evaluate-distill"]);
+    let c = &m["headline"];
+    assert_eq!(c["start_chosen_on_validation"]["node"], "train.s1");
+    let map10 = |name: &str| measured[name].t2a.map10;
+    let mut minus_control = Vec::new();
+    for seed in ["s1", "s2"] {
+        let row = &c["per_seed"][format!("evaluate-distill.{seed}")];
+        let student = map10(&format!("evaluate-distill.{seed}"));
+        for (key, reference) in [
+            ("minus_control_map10", format!("evaluate-continued.{seed}")),
+            ("minus_start_map10", "evaluate.s1".to_owned()),
+            ("minus_teachers_map10", "evaluate-ensemble".to_owned()),
+        ] {
+            let v = row[key]["value"].as_f64().unwrap();
+            assert!((v - (student - map10(&reference))).abs() < 1e-12, "{key}");
+            assert!(row[key]["ci_low"].as_f64().unwrap() <= v + 1e-12);
+            assert!(v <= row[key]["ci_high"].as_f64().unwrap() + 1e-12);
+        }
+        minus_control.push(student - map10(&format!("evaluate-continued.{seed}")));
+    }
+    let over = &c["minus_control_map10"];
+    assert_eq!(over["n"], 2);
+    let mean = (minus_control[0] + minus_control[1]) / 2.0;
+    let sd = (minus_control[0] - minus_control[1]).abs() / 2f64.sqrt();
+    assert!((over["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((over["sd"].as_f64().unwrap() - sd).abs() < 1e-12);
+    // t_{0.975, 1} = 12.706204736174698.
+    let half = 12.706204736174698 * sd / 2f64.sqrt();
+    assert!((over["ci_high"].as_f64().unwrap() - (mean + half)).abs() < 1e-9);
+    assert_eq!(m["stage1_models"], 4);
+    assert_eq!(m["stage2_models"], 2);
+
+    // A reference that was not evaluated is named.
+    let err = report(
+        &comparison.replace(
+            "controls = \"evaluate-continued\"",
+            "controls = \"evaluate-absent\"",
+        ),
+        &s.dir.path().join("report-2"),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("`evaluate-absent.s1` is not among"),
+        "{err:#}"
+    );
 }
 
 /// Every string value (plain or dictionary-encoded) and every key-value metadata entry of a
@@ -838,4 +1019,78 @@ fn correspondences_of_generated_features_name_files_relative_to_the_data_set() {
     let strings = parquet_strings(&corr.join("correspondences.parquet"));
     let root = root.path().to_string_lossy().into_owned();
     assert!(!strings.iter().any(|s| s.contains(&root)));
+}
+
+#[test]
+fn a_sweep_pairs_reports_with_their_data_sets_by_label_and_orders_them_by_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_dir = |name: &str, value: serde_json::Value| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("metrics.json"), value.to_string()).unwrap();
+        d
+    };
+    let over = |mean: f64| serde_json::json!({"n": 3, "mean": mean, "sd": 0.01, "ci_low": mean - 0.02, "ci_high": mean + 0.02});
+    let headline = |gain: f64| {
+        serde_json::json!({"headline": {
+            "student_map10": over(0.3), "control_map10": over(0.3 - gain),
+            "minus_control_map10": over(gain)
+        }})
+    };
+    let reports = vec![
+        (Some("report.variants-1"), json_dir("r1", headline(0.03))),
+        (Some("report.variants-4"), json_dir("r4", headline(0.005))),
+    ];
+    let datasets = vec![
+        (
+            Some("data.variants-4"),
+            json_dir("d4", serde_json::json!({"partial_match_fraction": 0.05})),
+        ),
+        (
+            Some("data.variants-1"),
+            json_dir("d1", serde_json::json!({"partial_match_fraction": 0.4})),
+        ),
+    ];
+    let out = dir.path().join("sweep");
+    run_stage(
+        &Sweep,
+        "sweep",
+        "",
+        &[("reports", reports.clone()), ("datasets", datasets.clone())],
+        &out,
+        1,
+    )
+    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let points = m["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    // In increasing rate of partial matches, each with its own data set's rate.
+    assert_eq!(points[0]["dataset"], "data.variants-4");
+    assert_eq!(points[0]["x"], 0.05);
+    assert_eq!(points[0]["minus_control_map10"]["mean"], 0.005);
+    assert_eq!(points[1]["report"], "report.variants-1");
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    let (low, high) = (
+        md.find("| `data.variants-4` | 5.00 |"),
+        md.find("| `data.variants-1` | 40.00 |"),
+    );
+    assert!(low.is_some() && high.is_some() && low < high, "{md}");
+    assert!(md.contains("+3.00 ± 1.00 [+1.00, +5.00]"), "{md}");
+    assert_eq!(&std::fs::read(out.join("sweep.png")).unwrap()[1..4], b"PNG");
+
+    // A report without its data set is named.
+    let err = run_stage(
+        &Sweep,
+        "sweep",
+        "",
+        &[("reports", reports), ("datasets", datasets[..1].to_vec())],
+        &dir.path().join("sweep-2"),
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("`report.variants-1` has no data set"),
+        "{err:#}"
+    );
 }

@@ -3,7 +3,7 @@
 
 use rand::RngExt;
 
-use super::scene::{Event, Fact, Scene, Source};
+use super::scene::{Event, Fact, Scene, Source, VARIANT_WORDS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Number {
@@ -211,11 +211,11 @@ impl Mention {
 fn mention(rng: &mut impl RngExt, e: &Event, facts: &mut Vec<Fact>, background: bool) -> Mention {
     let lex = lexicon(e.source);
     let (noun, number) = lex.nouns[rng.random_range(0..lex.nouns.len())];
-    facts.push(Fact::Source(e.source));
+    facts.push(Fact::Source(e.kind()));
     let mut adjectives: Vec<&str> = Vec::new();
     let mut adverbs: Vec<&str> = Vec::new();
     if rng.random_bool(0.35) {
-        facts.push(Fact::Loud(e.source, e.loud));
+        facts.push(Fact::Loud(e.kind(), e.loud));
         let as_adverb = !background && rng.random_bool(0.4);
         match (e.loud, as_adverb) {
             (true, false) => adjectives.push(pick(rng, LOUD)),
@@ -227,7 +227,7 @@ fn mention(rng: &mut impl RngExt, e: &Event, facts: &mut Vec<Fact>, background: 
     if let Some(fast) = e.fast
         && rng.random_bool(0.3)
     {
-        facts.push(Fact::Fast(e.source, fast));
+        facts.push(Fact::Fast(e.kind(), fast));
         let as_adverb = !background && rng.random_bool(0.5);
         match (fast, as_adverb) {
             (true, false) => adjectives.push(pick(rng, FAST)),
@@ -239,18 +239,23 @@ fn mention(rng: &mut impl RngExt, e: &Event, facts: &mut Vec<Fact>, background: 
     if let Some(high) = e.high
         && rng.random_bool(0.4)
     {
-        facts.push(Fact::High(e.source, high));
+        facts.push(Fact::High(e.kind(), high));
         adjectives.push(pick(rng, if high { HIGH } else { LOW }));
     }
     if let Some(count) = e.count
         && !background
         && rng.random_bool(0.4)
     {
-        facts.push(Fact::Count(e.source, count));
+        facts.push(Fact::Count(e.kind(), count));
         adverbs.push(pick(rng, COUNTS[(count as usize).clamp(1, 4) - 1]));
     }
 
     let mut words: Vec<&str> = adjectives;
+    // The variant is part of what the source is, so it is always said (no draw: captions of a
+    // data set without variants are unchanged).
+    if let Some(v) = e.variant {
+        words.push(VARIANT_WORDS[v as usize]);
+    }
     words.push(noun);
     let body = words.join(" ");
     let np = match number {
@@ -398,7 +403,7 @@ fn caption_once(rng: &mut impl RngExt, scene: &Scene) -> (String, Vec<Fact>) {
             text = m.clause();
             continue;
         }
-        let (a, b) = (chosen[k - 1].source, chosen[k].source);
+        let (a, b) = (chosen[k - 1].kind(), chosen[k].kind());
         let relation = if scene.holds(Fact::Then(a, b)) {
             Some(Fact::Then(a, b))
         } else if scene.holds(Fact::Together(a, b)) {
@@ -441,9 +446,9 @@ fn caption_once(rng: &mut impl RngExt, scene: &Scene) -> (String, Vec<Fact>) {
     if let Some(bg) = bg
         && rng.random_bool(0.6)
     {
-        let fg0 = chosen[0].source;
+        let fg0 = chosen[0].kind();
         let m = mention(rng, bg, &mut facts, true);
-        facts.push(Fact::Over(fg0, bg.source));
+        facts.push(Fact::Over(fg0, bg.kind()));
         text = match rng.random_range(0..5) {
             0 => format!("{text} with {} in the background", m.np),
             1 => format!("{text} over the sound of {}", m.np),
@@ -480,7 +485,8 @@ mod tests {
         let mut in_range = 0;
         let n = 2000;
         for _ in 0..n / 5 {
-            let scene = sample_scene(&mut rng, 4.0, false, None);
+            let variants = 1 + rng.random::<u8>() % 6;
+            let scene = sample_scene(&mut rng, 4.0, false, None, variants);
             for _ in 0..5 {
                 let (text, facts) = caption(&mut rng, &scene);
                 assert!(!facts.is_empty());

@@ -56,6 +56,15 @@ pub struct SynthParams {
     pub captions_per_clip: usize,
     /// Fraction of the test clips built around a held-out source pair (0 to 1).
     pub held_out_fraction: f64,
+    /// Audibly different variants of every source type (1 to 6; a timbre the captions name:
+    /// "a muffled bell"). More variants, fewer captions that partly describe other clips; the
+    /// rate is measured as `partial_match_fraction` in `metrics.json`.
+    #[serde(skip_serializing_if = "is_one")]
+    pub variants: u8,
+}
+
+fn is_one(n: &u8) -> bool {
+    *n == 1
 }
 
 impl Default for SynthParams {
@@ -69,6 +78,7 @@ impl Default for SynthParams {
             sample_rate: 16000,
             captions_per_clip: 5,
             held_out_fraction: 0.3,
+            variants: 1,
         }
     }
 }
@@ -103,6 +113,16 @@ impl SynthParams {
             return Err(ParamError::at(
                 "captions_per_clip",
                 format!("must be between 1 and 10, got {}", self.captions_per_clip),
+            ));
+        }
+        if !(1..=scene::VARIANT_WORDS.len() as u8).contains(&self.variants) {
+            return Err(ParamError::at(
+                "variants",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    scene::VARIANT_WORDS.len(),
+                    self.variants
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&self.held_out_fraction) {
@@ -159,7 +179,13 @@ pub fn generate(params: &SynthParams) -> Vec<GeneratedClip> {
                     if rng.random_bool(0.5) { (a, b) } else { (b, a) }
                 });
             let forbid = split != Split::Test;
-            let scene = scene::sample_scene(&mut rng, params.clip_seconds as f32, forbid, held_out);
+            let scene = scene::sample_scene(
+                &mut rng,
+                params.clip_seconds as f32,
+                forbid,
+                held_out,
+                params.variants,
+            );
             let mut captions: Vec<(String, Vec<Fact>)> =
                 Vec::with_capacity(params.captions_per_clip);
             let mut tries = 0;

@@ -21,6 +21,9 @@ pub fn render(scene: &Scene, clip_seconds: f32, sr: u32, seed: u64) -> Vec<f32> 
         }
         let mut buf = vec![0.0f32; end - start];
         synth_event(e, sr as f32, &mut ev_rng, &mut buf);
+        if let Some(v) = e.variant {
+            timbre(v, sr as f32, &mut buf);
+        }
         // Short fades at the borders, peak normalisation, then the event's gain.
         fade(&mut buf, (0.005 * sr as f32) as usize);
         let peak = buf.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-9);
@@ -56,6 +59,55 @@ pub fn render(scene: &Scene, clip_seconds: f32, sr: u32, seed: u64) -> Vec<f32> 
         *o *= gain;
     }
     out
+}
+
+/// Applies the timbre of variant `v` (`scene::VARIANT_WORDS[v]`) to an event's samples: clear
+/// (unchanged), muffled (low-passed), tinny (high-passed), distorted (saturated), echoing (a
+/// feedback echo) or wobbling (a deep 7 Hz tremolo).
+fn timbre(v: u8, sr: f32, buf: &mut [f32]) {
+    // One-pole smoothing coefficient of a cut-off frequency.
+    let coefficient = |hz: f32| 1.0 - (-TAU * hz / sr).exp();
+    match v {
+        1 => {
+            let a = coefficient(500.0);
+            for _ in 0..2 {
+                let mut y = 0.0f32;
+                for x in buf.iter_mut() {
+                    y += a * (*x - y);
+                    *x = y;
+                }
+            }
+        }
+        2 => {
+            let a = coefficient(2500.0);
+            for _ in 0..2 {
+                let mut low = 0.0f32;
+                for x in buf.iter_mut() {
+                    low += a * (*x - low);
+                    *x -= low;
+                }
+            }
+        }
+        3 => {
+            let peak = buf.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-9);
+            for x in buf.iter_mut() {
+                *x = (8.0 * *x / peak).tanh();
+            }
+        }
+        4 => {
+            let delay = (0.11 * sr) as usize;
+            for i in delay..buf.len() {
+                buf[i] += 0.6 * buf[i - delay];
+            }
+        }
+        5 => {
+            for (i, x) in buf.iter_mut().enumerate() {
+                let phase = TAU * 7.0 * i as f32 / sr;
+                *x *= 1.0 - 0.85 * (0.5 + 0.5 * phase.sin());
+            }
+        }
+        _ => {}
+    }
 }
 
 fn fade(buf: &mut [f32], len: usize) {
@@ -425,6 +477,7 @@ mod tests {
                     background: false,
                     interval: 0.3,
                     seed: 11,
+                    variant: None,
                 };
                 let mut buf = vec![0.0; 24000];
                 synth_event(&e, sr, &mut ChaCha8Rng::seed_from_u64(1), &mut buf);
@@ -434,10 +487,62 @@ mod tests {
             }
         }
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let scene = sample_scene(&mut rng, 4.0, false, None);
+        let scene = sample_scene(&mut rng, 4.0, false, None, 1);
         let audio = render(&scene, 4.0, 16000, 9);
         assert_eq!(audio.len(), 64000);
         assert!(audio.iter().all(|x| x.abs() <= 1.0));
         assert_eq!(audio, render(&scene, 4.0, 16000, 9));
+    }
+
+    #[test]
+    fn variants_sound_different() {
+        let sr = 16000.0;
+        // Share of the energy in the first difference: a measure of brightness.
+        let brightness = |buf: &[f32]| {
+            let diff: f32 = buf.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum();
+            diff / buf.iter().map(|x| x * x).sum::<f32>().max(1e-12)
+        };
+        for source in [Source::Rain, Source::Bell, Source::Engine] {
+            let e = Event {
+                source,
+                high: source.traits().pitch.then_some(true),
+                loud: true,
+                fast: source.traits().speed.then_some(false),
+                count: source.traits().count.then_some(2),
+                start: 0.0,
+                end: 1.5,
+                background: false,
+                interval: 0.4,
+                seed: 3,
+                variant: None,
+            };
+            let mut clear = vec![0.0; 24000];
+            synth_event(&e, sr, &mut ChaCha8Rng::seed_from_u64(1), &mut clear);
+            let variant = |v: u8| {
+                let mut buf = clear.clone();
+                timbre(v, sr, &mut buf);
+                assert!(buf.iter().all(|x| x.is_finite()), "{source:?} variant {v}");
+                buf
+            };
+            assert_eq!(variant(0), clear);
+            let b = brightness(&clear);
+            assert!(
+                brightness(&variant(1)) < 0.5 * b,
+                "{source:?}: muffled is darker"
+            );
+            // Rain is near-white noise already (brightness 1.76 of at most 4; 2.36 tinny).
+            assert!(
+                brightness(&variant(2)) > 1.25 * b,
+                "{source:?}: tinny is brighter"
+            );
+            for v in 3..6 {
+                let other = variant(v);
+                let change: f32 = other.iter().zip(&clear).map(|(a, b)| (a - b).abs()).sum();
+                assert!(
+                    change > 0.1 * clear.iter().map(|x| x.abs()).sum::<f32>(),
+                    "{source:?} variant {v}"
+                );
+            }
+        }
     }
 }

@@ -117,6 +117,45 @@ impl Source {
     }
 }
 
+/// The words captions use for the variants of a source type, one per audible timbre
+/// ([`super::render`] applies them), in variant order.
+pub const VARIANT_WORDS: [&str; 6] = [
+    "clear",
+    "muffled",
+    "tinny",
+    "distorted",
+    "echoing",
+    "wobbling",
+];
+
+/// What a caption names: a source type and, in a data set with several variants per type, the
+/// variant (`None` with one variant, the default). Two variants of one source are as different
+/// as two sources: no fact about one holds for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kind {
+    pub source: Source,
+    pub variant: Option<u8>,
+}
+
+impl Kind {
+    /// `bell`, or with a variant `muffled-bell`.
+    pub fn name(self) -> String {
+        match self.variant {
+            None => self.source.name().to_owned(),
+            Some(v) => format!("{}-{}", VARIANT_WORDS[v as usize], self.source.name()),
+        }
+    }
+}
+
+impl From<Source> for Kind {
+    fn from(source: Source) -> Self {
+        Self {
+            source,
+            variant: None,
+        }
+    }
+}
+
 /// Source pairs that never occur together in a training or validation clip; some test clips
 /// hold one of them (compositional generalisation).
 pub const HELD_OUT_PAIRS: [(Source, Source); 5] = [
@@ -154,9 +193,21 @@ pub struct Event {
     /// Seed of the event's synthesis (pitch variation, noise).
     #[serde(skip)]
     pub seed: u64,
+    /// The variant of the source type (an index into [`VARIANT_WORDS`]), in data sets with
+    /// several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<u8>,
 }
 
 impl Event {
+    /// What a caption names this event by.
+    pub fn kind(&self) -> Kind {
+        Kind {
+            source: self.source,
+            variant: self.variant,
+        }
+    }
+
     fn duration(&self) -> f32 {
         self.end - self.start
     }
@@ -171,17 +222,17 @@ pub struct Scene {
 /// Something a caption says about a clip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fact {
-    Source(Source),
-    High(Source, bool),
-    Loud(Source, bool),
-    Fast(Source, bool),
-    Count(Source, u8),
+    Source(Kind),
+    High(Kind, bool),
+    Loud(Kind, bool),
+    Fast(Kind, bool),
+    Count(Kind, u8),
     /// The first source ends before the second starts.
-    Then(Source, Source),
+    Then(Kind, Kind),
     /// The two overlap for at least half of the shorter one.
-    Together(Source, Source),
+    Together(Kind, Kind),
     /// The first is in the foreground over the second as the background.
-    Over(Source, Source),
+    Over(Kind, Kind),
 }
 
 impl Fact {
@@ -202,29 +253,35 @@ impl Scene {
         self.events.iter().find(|e| e.source == source)
     }
 
+    /// The event of `kind`: of its source type and variant.
+    pub fn event_of(&self, kind: Kind) -> Option<&Event> {
+        self.event(kind.source)
+            .filter(|e| e.variant == kind.variant)
+    }
+
     pub fn sources(&self) -> impl Iterator<Item = Source> + '_ {
         self.events.iter().map(|e| e.source)
     }
 
     pub fn holds(&self, fact: Fact) -> bool {
         match fact {
-            Fact::Source(s) => self.event(s).is_some(),
-            Fact::High(s, v) => self.event(s).is_some_and(|e| e.high == Some(v)),
-            Fact::Loud(s, v) => self.event(s).is_some_and(|e| e.loud == v),
-            Fact::Fast(s, v) => self.event(s).is_some_and(|e| e.fast == Some(v)),
-            Fact::Count(s, n) => self.event(s).is_some_and(|e| e.count == Some(n)),
-            Fact::Then(a, b) => match (self.event(a), self.event(b)) {
+            Fact::Source(s) => self.event_of(s).is_some(),
+            Fact::High(s, v) => self.event_of(s).is_some_and(|e| e.high == Some(v)),
+            Fact::Loud(s, v) => self.event_of(s).is_some_and(|e| e.loud == v),
+            Fact::Fast(s, v) => self.event_of(s).is_some_and(|e| e.fast == Some(v)),
+            Fact::Count(s, n) => self.event_of(s).is_some_and(|e| e.count == Some(n)),
+            Fact::Then(a, b) => match (self.event_of(a), self.event_of(b)) {
                 (Some(a), Some(b)) => a.end <= b.start + THEN_TOLERANCE,
                 _ => false,
             },
-            Fact::Together(a, b) => match (self.event(a), self.event(b)) {
+            Fact::Together(a, b) => match (self.event_of(a), self.event_of(b)) {
                 (Some(a), Some(b)) => {
                     let overlap = a.end.min(b.end) - a.start.max(b.start);
                     overlap >= 0.5 * a.duration().min(b.duration())
                 }
                 _ => false,
             },
-            Fact::Over(fg, bg) => match (self.event(fg), self.event(bg)) {
+            Fact::Over(fg, bg) => match (self.event_of(fg), self.event_of(bg)) {
                 (Some(f), Some(b)) => !f.background && b.background,
                 _ => false,
             },
@@ -288,15 +345,23 @@ fn sample_interval(rng: &mut impl RngExt, source: Source, fast: bool) -> f32 {
 }
 
 /// Draws a scene of `clip_seconds`. Scenes holding a pair in `forbidden` are redrawn; with
-/// `force`, both sources of that pair are in the scene.
+/// `force`, both sources of that pair are in the scene. With `variants > 1`, each event is one
+/// of that many variants of its source type, fixed by its synthesis seed (so that the rest of
+/// the scene is the same for every number of variants).
 pub fn sample_scene(
     rng: &mut impl RngExt,
     clip_seconds: f32,
     forbid_held_out: bool,
     force: Option<(Source, Source)>,
+    variants: u8,
 ) -> Scene {
     loop {
-        if let Some(scene) = try_sample_scene(rng, clip_seconds, force) {
+        if let Some(mut scene) = try_sample_scene(rng, clip_seconds, force) {
+            if variants > 1 {
+                for e in &mut scene.events {
+                    e.variant = Some((e.seed % u64::from(variants)) as u8);
+                }
+            }
             let sources: Vec<Source> = scene.sources().collect();
             let bad = forbid_held_out
                 && sources
@@ -383,6 +448,7 @@ fn try_sample_scene(
                 background: background == Some(i),
                 interval,
                 seed: rng.random(),
+                variant: None,
             }
         })
         .collect();
@@ -451,7 +517,7 @@ mod tests {
     fn scenes_respect_layout_and_held_out_pairs() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for _ in 0..500 {
-            let scene = sample_scene(&mut rng, 4.0, true, None);
+            let scene = sample_scene(&mut rng, 4.0, true, None, 1);
             assert!((1..=4).contains(&scene.events.len()));
             assert!(scene.events.iter().filter(|e| e.background).count() <= 1);
             let sources: Vec<Source> = scene.sources().collect();
@@ -465,8 +531,11 @@ mod tests {
                 assert!(e.start >= 0.0 && e.end <= 4.0 && e.start < e.end, "{e:?}");
             }
         }
-        let scene = sample_scene(&mut rng, 4.0, false, Some((Source::Bell, Source::Rain)));
-        assert!(scene.holds(Fact::Source(Source::Bell)) && scene.holds(Fact::Source(Source::Rain)));
+        let scene = sample_scene(&mut rng, 4.0, false, Some((Source::Bell, Source::Rain)), 1);
+        assert!(
+            scene.holds(Fact::Source(Source::Bell.into()))
+                && scene.holds(Fact::Source(Source::Rain.into()))
+        );
     }
 
     #[test]
@@ -482,6 +551,7 @@ mod tests {
             background,
             interval: 0.4,
             seed: 0,
+            variant: None,
         };
         let scene = Scene {
             events: vec![
@@ -489,19 +559,58 @@ mod tests {
                 ev(Source::Horn, 2.0, 3.0, false),
             ],
         };
-        assert!(scene.holds(Fact::Then(Source::Bell, Source::Horn)));
-        assert!(!scene.holds(Fact::Then(Source::Horn, Source::Bell)));
-        assert!(!scene.holds(Fact::Together(Source::Horn, Source::Bell)));
+        assert!(scene.holds(Fact::Then(Source::Bell.into(), Source::Horn.into())));
+        assert!(!scene.holds(Fact::Then(Source::Horn.into(), Source::Bell.into())));
+        assert!(!scene.holds(Fact::Together(Source::Horn.into(), Source::Bell.into())));
         let facts = [
-            Fact::Source(Source::Bell),
-            Fact::High(Source::Bell, false),
-            Fact::Source(Source::Siren),
+            Fact::Source(Source::Bell.into()),
+            Fact::High(Source::Bell.into(), false),
+            Fact::Source(Source::Siren.into()),
         ];
         // 3 of 3 + 1 + 3 hold.
         assert!((scene.relevance(&facts) - 3.0 / 7.0).abs() < 1e-6);
         assert_eq!(
-            scene.relevance(&[Fact::Source(Source::Horn), Fact::Count(Source::Horn, 2)]),
+            scene.relevance(&[
+                Fact::Source(Source::Horn.into()),
+                Fact::Count(Source::Horn.into(), 2)
+            ]),
             1.0
+        );
+    }
+
+    #[test]
+    fn variants_of_one_source_share_no_fact() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let plain = sample_scene(&mut rng.clone(), 4.0, true, None, 1);
+        let varied = sample_scene(&mut rng, 4.0, true, None, 4);
+        // The same scene, only with variants.
+        assert_eq!(plain.events.len(), varied.events.len());
+        for (a, b) in plain.events.iter().zip(&varied.events) {
+            assert_eq!(
+                (a.source, a.start, a.end, a.variant),
+                (b.source, b.start, b.end, None)
+            );
+            assert!(b.variant.is_some_and(|v| v < 4));
+        }
+        let e = &varied.events[0];
+        let own = e.kind();
+        let other = Kind {
+            variant: Some((own.variant.unwrap() + 1) % 4),
+            ..own
+        };
+        assert!(varied.holds(Fact::Source(own)) && !varied.holds(Fact::Source(other)));
+        assert!(!varied.holds(Fact::Loud(other, e.loud)));
+        assert!(
+            !varied.holds(Fact::Source(e.source.into())),
+            "no variant is not a variant"
+        );
+        assert_eq!(
+            other.name(),
+            format!(
+                "{}-{}",
+                VARIANT_WORDS[other.variant.unwrap() as usize],
+                e.source.name()
+            )
         );
     }
 }
