@@ -217,9 +217,9 @@ pub fn evaluate_split(
     assert_eq!(sim.len(), n_a * n_c, "one score per caption and clip");
     let by_clip = statistics::Clusters::by_label(&index.caption_clip);
     let each_clip = statistics::Clusters::singletons(n_a);
-    let ranks = metrics::text_to_audio_ranks(&sim, n_a, &index.caption_clip);
+    let ranks = metrics::text_to_audio_ranks(sim, n_a, &index.caption_clip);
     let t2a = metrics::text_to_audio_per_query(&ranks);
-    let a2t_ranks = metrics::audio_to_text_ranks(&sim, n_a, &index.caption_clip);
+    let a2t_ranks = metrics::audio_to_text_ranks(sim, n_a, &index.caption_clip);
     let any = metrics::audio_to_text_any_per_query(&a2t_ranks);
     let fraction = metrics::audio_to_text_fraction_per_query(&a2t_ranks);
     let ci = |pq: &PerQuery, clusters: &statistics::Clusters, salt: u64| {
