@@ -393,6 +393,21 @@ fn evaluate_ensemble(
     (out, m)
 }
 
+/// The split-local position of each test caption's annotated clip.
+fn test_annotated_clips(s: &Setup) -> Vec<usize> {
+    let clips = s.features.split_clips(Split::Test);
+    s.features
+        .split_captions(Split::Test)
+        .iter()
+        .map(|&j| {
+            clips
+                .iter()
+                .position(|&i| i == s.features.captions[j].clip_index)
+                .unwrap()
+        })
+        .collect()
+}
+
 /// The test split's text × audio cosines of `emb` (captions × clips), by brute force.
 fn test_cosines(s: &Setup, emb: &Embeddings) -> Vec<f32> {
     let mut sim = Vec::new();
@@ -418,15 +433,7 @@ fn evaluate_matches_the_metric_functions() {
     let clips = s.features.split_clips(Split::Test);
     let caps = s.features.split_captions(Split::Test);
     let sim = test_cosines(&s, &emb);
-    let relevant: Vec<usize> = caps
-        .iter()
-        .map(|&j| {
-            clips
-                .iter()
-                .position(|&i| i == s.features.captions[j].clip_index)
-                .unwrap()
-        })
-        .collect();
+    let relevant = test_annotated_clips(&s);
     let direct = metrics::text_to_audio(&sim, clips.len(), &relevant);
     assert!((m.t2a.map10 - direct.map10).abs() < 1e-9 && (m.t2a.r1 - direct.r1).abs() < 1e-9);
     let a2t = metrics::audio_to_text(&sim, clips.len(), &relevant);
@@ -540,17 +547,7 @@ fn an_ensemble_is_evaluated_by_its_members_mean_cosine() {
         .map(|(x, y)| (x + y) * 0.5)
         .collect();
     let clips = s.features.split_clips(Split::Test);
-    let relevant: Vec<usize> = s
-        .features
-        .split_captions(Split::Test)
-        .iter()
-        .map(|&j| {
-            clips
-                .iter()
-                .position(|&i| i == s.features.captions[j].clip_index)
-                .unwrap()
-        })
-        .collect();
+    let relevant = test_annotated_clips(&s);
     let ranks: Vec<usize> = i64s(&read_all(&out.join("ranks.parquet")), "rank")
         .into_iter()
         .map(|r| r as usize)
