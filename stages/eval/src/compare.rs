@@ -164,6 +164,17 @@ pub(crate) fn paired_map10(
     })
 }
 
+/// Validation mAP@10 of a `train` / `distill` artifact: `val.map10` of its `metrics.json`. The
+/// `distill` kind chooses its start by it (the highest, the first on ties), and so does the report.
+pub fn validation_map10(dir: &std::path::Path) -> anyhow::Result<f64> {
+    let path = dir.join(METRICS_FILE);
+    let m: serde_json::Value = serde_json::from_slice(&fs_err::read(&path)?)
+        .with_context(|| format!("`{}` is not JSON", path.display()))?;
+    m["val"]["map10"]
+        .as_f64()
+        .with_context(|| format!("`{}` has no `val.map10`", path.display()))
+}
+
 /// The training member of `stage` with the best validation mAP@10: `(label, node, val mAP@10)`.
 fn chosen_on_validation(
     training: &[(String, &InputArtifact)],
@@ -175,12 +186,7 @@ fn chosen_on_validation(
         let Some(label) = label_in(stage, name) else {
             continue;
         };
-        let path = artifact.path.join(METRICS_FILE);
-        let m: serde_json::Value = serde_json::from_slice(&fs_err::read(&path)?)
-            .with_context(|| format!("`{}` is not JSON", path.display()))?;
-        let val = m["val"]["map10"]
-            .as_f64()
-            .with_context(|| format!("`{}` has no `val.map10`", path.display()))?;
+        let val = validation_map10(&artifact.path)?;
         if best.as_ref().is_none_or(|b| val > b.2) {
             best = Some((label.to_owned(), name.clone(), val));
         }

@@ -4,8 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, ensure};
 use pipeline_api::{
-    InputArtifact, InputCounts, METRICS_FILE, ParamError, Plan, Resources, RunContext, StageKind,
-    parse_params,
+    InputArtifact, InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params,
 };
 use pipeline_formats::{Embeddings, FeatureSet, TeacherEmbeddings};
 use serde_json::json;
@@ -239,12 +238,7 @@ fn select_init<'a>(ctx: &'a RunContext<'_>) -> anyhow::Result<&'a Path> {
     }
     let mut best: Option<(&InputArtifact, f64)> = None;
     for candidate in candidates {
-        let path = candidate.path.join(METRICS_FILE);
-        let metrics: serde_json::Value = serde_json::from_slice(&fs_err::read(&path)?)
-            .with_context(|| format!("`{}` is not JSON", path.display()))?;
-        let map10 = metrics["val"]["map10"]
-            .as_f64()
-            .with_context(|| format!("`{}` has no `val.map10`", path.display()))?;
+        let map10 = pipeline_eval::compare::validation_map10(&candidate.path)?;
         if best.is_none_or(|(_, b)| map10 > b) {
             best = Some((candidate, map10));
         }
