@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         pipeline_data::register(&mut registry);
         pipeline_eval::register(&mut registry);
         pipeline_learn::register(&mut registry);
+        pipeline_search::register(&mut registry);
     }
     pipeline::cli::main(registry)
 }

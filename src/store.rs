@@ -171,6 +171,11 @@ impl Store {
         self.root.join("cache").join("stat-cache.tsv")
     }
 
+    /// Where a domain command keeps what it derives from published outputs (`cache/<name>/`).
+    pub fn command_cache_dir(&self, namespace: &str) -> PathBuf {
+        self.root.join("cache").join(namespace)
+    }
+
     /// The manifest of `key`; `None` when missing or unreadable (never built).
     pub fn manifest(&self, key: &str) -> Option<Manifest> {
         self.read_manifest(key).ok()

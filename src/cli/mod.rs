@@ -5,6 +5,7 @@
 
 mod console;
 mod dag;
+mod domain;
 mod gc;
 mod kinds;
 mod metrics;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use pipeline_api::Registry;
 
 use crate::config::ConfigError;
@@ -121,6 +122,7 @@ fn init_logging(quiet: bool) {
         "pipeline_data",
         "pipeline_learn",
         "pipeline_eval",
+        "pipeline_search",
     ];
     let default = std::iter::once("off".to_owned())
         .chain(ours.iter().map(|c| format!("{c}={level}")))
@@ -138,29 +140,67 @@ fn init_logging(quiet: bool) {
         .try_init();
 }
 
-/// Runs the command line with the kinds of `registry`.
+/// Runs the command line with the kinds and domain commands of `registry`.
 pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.quiet);
-    let env = Env {
+    let app = registry
+        .commands()
+        .fold(Cli::command(), |app, c| app.subcommand(c.command()));
+    let matches = app.get_matches();
+    let result = match matches.subcommand() {
+        Some((name, args)) if registry.command(name).is_some() => {
+            let command = registry.command(name).expect("checked").clone();
+            let env = env_of(registry, args);
+            domain::main(&env, command.as_ref(), args)
+        }
+        _ => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => {
+                init_logging(cli.quiet);
+                let env = Env {
+                    registry,
+                    file: cli.file,
+                    quiet: cli.quiet,
+                    verbose: cli.verbose,
+                };
+                builtin(&env, cli.command)
+            }
+            Err(err) => err.exit(),
+        },
+    };
+    exit_code(result)
+}
+
+/// The global flags as a domain command's matches carry them (clap propagates them).
+fn env_of(registry: Registry, args: &clap::ArgMatches) -> Env {
+    let quiet = args.get_flag("quiet");
+    init_logging(quiet);
+    Env {
         registry,
-        file: cli.file,
-        quiet: cli.quiet,
-        verbose: cli.verbose,
-    };
-    let result = match cli.command {
-        Command::Run(args) => run::main(&env, args),
-        Command::Status(args) => status::main(&env, args),
-        Command::Dag(args) => dag::main(&env, args),
-        Command::Show(args) => show::main(&env, args),
-        Command::Metrics(args) => metrics::main(&env, args),
-        Command::Verify(args) => verify::main(&env, args),
-        Command::Gc(args) => gc::main(&env, args),
-        Command::Push(args) => transfer::push(&env, args),
-        Command::Pull(args) => transfer::pull(&env, args),
-        Command::Kinds => kinds::main(&env),
-        Command::RunNode(args) => run_node::main(&env, args),
-    };
+        file: args
+            .get_one::<PathBuf>("file")
+            .cloned()
+            .unwrap_or_else(|| "pipeline.toml".into()),
+        quiet,
+        verbose: args.get_flag("verbose"),
+    }
+}
+
+fn builtin(env: &Env, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => run::main(env, args),
+        Command::Status(args) => status::main(env, args),
+        Command::Dag(args) => dag::main(env, args),
+        Command::Show(args) => show::main(env, args),
+        Command::Metrics(args) => metrics::main(env, args),
+        Command::Verify(args) => verify::main(env, args),
+        Command::Gc(args) => gc::main(env, args),
+        Command::Push(args) => transfer::push(env, args),
+        Command::Pull(args) => transfer::pull(env, args),
+        Command::Kinds => kinds::main(env),
+        Command::RunNode(args) => run_node::main(env, args),
+    }
+}
+
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -170,13 +210,14 @@ pub fn main(registry: Registry) -> ExitCode {
                 err.downcast_ref::<ProjectError>()
                     .and_then(ProjectError::user)
             });
+            let usage = err.downcast_ref::<pipeline_api::UsageError>().is_some();
             let hint = config
                 .and_then(ConfigError::hint)
                 .or_else(|| user.and_then(|u| u.hint.as_deref()));
             if let Some(hint) = hint {
                 eprint_line(&format!("hint: {hint}"));
             }
-            ExitCode::from(if config.is_some() || user.is_some() {
+            ExitCode::from(if config.is_some() || user.is_some() || usage {
                 2
             } else {
                 1

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod command;
 #[cfg(feature = "testing")]
 mod testing;
+pub use command::{DomainCommand, InputRef, NodeInfo, ProjectView, UsageError};
 #[cfg(feature = "testing")]
 pub use testing::RecordingReporter;
 
@@ -337,15 +339,19 @@ impl RunContext<'_> {
     }
 }
 
-/// The kinds known to a binary, by name.
+/// The kinds and domain commands known to a binary, by name.
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
+    commands: BTreeMap<String, Arc<dyn DomainCommand>>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.kinds.keys()).finish()
+        f.debug_struct("Registry")
+            .field("kinds", &self.kinds.keys())
+            .field("commands", &self.commands.keys())
+            .finish()
     }
 }
 
@@ -369,6 +375,22 @@ impl Registry {
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()
+    }
+
+    /// Adds a domain command. Panics if the name is taken.
+    pub fn register_command(&mut self, command: impl DomainCommand) {
+        let name = command.command().get_name().to_owned();
+        let previous = self.commands.insert(name.clone(), Arc::new(command));
+        assert!(previous.is_none(), "command `{name}` registered twice");
+    }
+
+    pub fn command(&self, name: &str) -> Option<&Arc<dyn DomainCommand>> {
+        self.commands.get(name)
+    }
+
+    /// Domain commands in name order.
+    pub fn commands(&self) -> impl Iterator<Item = &Arc<dyn DomainCommand>> {
+        self.commands.values()
     }
 }
 

@@ -223,46 +223,28 @@ pub fn compute_with(
         "the data set `{}` has no clips",
         dataset_dir.display()
     );
-    let cfg = params.mel_config();
-    let layout = cfg.windows();
-    let extractor = MelExtractor::new(cfg.clone());
-    let n_windows = layout.n_windows();
-    let n_frames = extractor.n_frames(layout.window_samples());
-    let n_mels = cfg.n_mels;
-    let per_clip = n_windows * n_mels * n_frames;
-
+    let front_end = FrontEnd::new(params);
     let step = reporter.step("log-mel", index.clips.len() as u64);
-    let results: Vec<(Vec<f32>, Vec<u8>, f64)> = index
+    let results: Vec<ClipFeatures> = index
         .clips
         .par_iter()
-        .map(|clip| -> anyhow::Result<_> {
-            let path = resolve(dataset_dir, &clip.file);
-            let audio = crate::audio::load(&path, cfg.sample_rate)?;
-            let (windows, mask) = layout.split(&audio.samples);
-            let mut mel = Vec::with_capacity(per_clip);
-            for (w, &m) in windows.iter().zip(&mask) {
-                if m == 1 {
-                    mel.extend(extractor.compute(w));
-                } else {
-                    // Padding-only windows: the log-mel of silence, without computing it.
-                    mel.extend(std::iter::repeat_n(cfg.style.silence(), n_mels * n_frames));
-                }
-            }
-            debug_assert_eq!(mel.len(), per_clip);
+        .map(|clip| {
+            let features = front_end.file(&resolve(dataset_dir, &clip.file));
             step.inc(1);
-            Ok((mel, mask, audio.seconds()))
+            features
         })
         .collect::<anyhow::Result<_>>()?;
     drop(step);
     let compute_s = started.elapsed().as_secs_f64();
 
-    let mut mel = Vec::with_capacity(per_clip * index.clips.len());
+    let (n_windows, n_mels, n_frames) = (front_end.n_windows, front_end.n_mels, front_end.n_frames);
+    let mut mel = Vec::with_capacity(front_end.clip_len() * index.clips.len());
     let mut window_mask = Vec::with_capacity(n_windows * index.clips.len());
     let mut seconds = 0.0;
-    for (m, mask, s) in results {
-        mel.extend(m);
-        window_mask.extend(mask);
-        seconds += s;
+    for clip in results {
+        mel.extend(clip.mel);
+        window_mask.extend(clip.window_mask);
+        seconds += clip.seconds;
     }
     // Timings are measurements of the run, not outputs: they go to the manifest.
     reporter.measure("features_seconds", compute_s);
@@ -355,7 +337,7 @@ pub fn compute_with(
         "n_windows": n_windows,
         "n_mels": n_mels,
         "n_frames": n_frames,
-        "sample_rate": cfg.sample_rate,
+        "sample_rate": front_end.cfg.sample_rate,
         "vocab_size": text.vocab.len(),
         "audio_seconds": seconds,
         "valid_windows": window_mask.iter().filter(|&&m| m == 1).count(),
@@ -393,6 +375,69 @@ pub fn compute_with(
         text_vectors: None,
     };
     Ok((set, metrics))
+}
+
+/// A `features` node's front end, one audio file at a time (also what `pipeline search` runs on
+/// a folder of the user's own audio).
+pub struct FrontEnd {
+    cfg: MelConfig,
+    extractor: MelExtractor,
+    pub n_windows: usize,
+    pub n_mels: usize,
+    pub n_frames: usize,
+}
+
+/// One clip's features, as a row of [`FeatureSet::mel`] and [`FeatureSet::window_mask`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipFeatures {
+    /// `[n_windows, n_mels, n_frames]`.
+    pub mel: Vec<f32>,
+    /// `[n_windows]`, 1 where the window holds audio.
+    pub window_mask: Vec<u8>,
+    /// The clip's duration before cropping or padding.
+    pub seconds: f64,
+}
+
+impl FrontEnd {
+    pub fn new(params: &FeaturesParams) -> Self {
+        let cfg = params.mel_config();
+        let extractor = MelExtractor::new(cfg.clone());
+        let layout = cfg.windows();
+        Self {
+            n_windows: layout.n_windows(),
+            n_mels: cfg.n_mels,
+            n_frames: extractor.n_frames(layout.window_samples()),
+            cfg,
+            extractor,
+        }
+    }
+
+    /// Elements of one clip's `mel`.
+    pub fn clip_len(&self) -> usize {
+        self.n_windows * self.n_mels * self.n_frames
+    }
+
+    /// Decodes, resamples and featurises the audio file at `path`.
+    pub fn file(&self, path: &Path) -> anyhow::Result<ClipFeatures> {
+        let audio = crate::audio::load(path, self.cfg.sample_rate)?;
+        let (windows, window_mask) = self.cfg.windows().split(&audio.samples);
+        let mut mel = Vec::with_capacity(self.clip_len());
+        for (w, &m) in windows.iter().zip(&window_mask) {
+            if m == 1 {
+                mel.extend(self.extractor.compute(w));
+            } else {
+                // Padding-only windows: the log-mel of silence, without computing it.
+                let silence = self.cfg.style.silence();
+                mel.extend(std::iter::repeat_n(silence, self.n_mels * self.n_frames));
+            }
+        }
+        debug_assert_eq!(mel.len(), self.clip_len());
+        Ok(ClipFeatures {
+            mel,
+            window_mask,
+            seconds: audio.seconds(),
+        })
+    }
 }
 
 /// Token ids of every caption, with what the metrics report.
@@ -532,7 +577,7 @@ impl StageKind for Features {
 
 /// The `tokenizer.json` bound as input `tokenizer`: the input itself when it is a file, else
 /// `file` inside it (default `tokenizer.json`).
-fn tokenizer_path(input: &Path, file: Option<&str>) -> anyhow::Result<PathBuf> {
+pub fn tokenizer_path(input: &Path, file: Option<&str>) -> anyhow::Result<PathBuf> {
     if input.is_file() {
         anyhow::ensure!(
             file.is_none(),

@@ -332,6 +332,7 @@ pub(crate) fn section(
                 format!("minus_{}_map10", reference.role),
                 serde_json::to_value(margin)?,
             );
+            entry.insert(reference.role.into(), other.name.clone().into());
         }
         writeln!(md)?;
         per_seed.insert(member_name(&c.students, label), entry.into());

@@ -34,6 +34,9 @@
 //!   `caption_id: utf8`, `clip_index: int64` (features row of its annotated clip, the cluster of
 //!   the bootstrap), `rank: int64` (1-based rank of its annotated clip) and, with ground truth,
 //!   `graded_ap10: float64`: enough for paired comparisons between models.
+//! - `top.parquet`: each caption query's [`TOP_K`] best clips, best first: `caption_index`,
+//!   `position` (1-based), `clip_index` (features rows, `int64`) and `score: float32` (the cosine,
+//!   or the ensemble's mean cosine); what the report's query explorer shows.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +54,10 @@ use crate::statistics::{self, Interval};
 
 /// Per-query ranks file.
 pub const RANKS_FILE: &str = "ranks.parquet";
+/// Each query's best clips.
+pub const TOP_FILE: &str = "top.parquet";
+/// Clips per query in [`TOP_FILE`].
+pub const TOP_K: usize = 10;
 /// Metrics table file.
 pub const METRICS_TABLE_FILE: &str = "metrics.parquet";
 /// Confidence level of the intervals.
@@ -178,8 +185,8 @@ impl StageKind for Evaluate {
 
     fn version(&self) -> u32 {
         // 2: intervals resample clips with all their captions; `clip_index` in the ranks;
-        // several embeddings are evaluated as an ensemble.
-        2
+        // several embeddings are evaluated as an ensemble. 3: `top.parquet`.
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -372,7 +379,53 @@ fn run(ctx: &RunContext<'_>, p: &EvaluateParams) -> anyhow::Result<()> {
         cols.push(("graded_ap10", f64_column(aps)));
     }
     write_parquet(&ctx.out_dir.join(RANKS_FILE), &batch(cols)?)?;
-    Ok(())
+    write_top(&ctx.out_dir.join(TOP_FILE), &index, &sim)
+}
+
+/// Writes [`TOP_FILE`] from the `[n_captions, n_clips]` scores of a split.
+fn write_top(path: &std::path::Path, index: &SplitIndex, sim: &[f32]) -> anyhow::Result<()> {
+    let n_a = index.n_clips();
+    let (mut query, mut position, mut clip, mut score) = (vec![], vec![], vec![], vec![]);
+    for q in 0..index.n_captions() {
+        let row = &sim[q * n_a..(q + 1) * n_a];
+        for (p, a) in metrics::top_k(row, TOP_K).into_iter().enumerate() {
+            query.push(index.caption_rows[q] as i64);
+            position.push(p as i64 + 1);
+            clip.push(index.clip_rows[a] as i64);
+            score.push(row[a]);
+        }
+    }
+    write_parquet(
+        path,
+        &batch(vec![
+            ("caption_index", i64_column(query)),
+            ("position", i64_column(position)),
+            ("clip_index", i64_column(clip)),
+            ("score", pipeline_formats::f32_column(score)),
+        ])?,
+    )
+}
+
+/// One of a query's best clips ([`TOP_FILE`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopClip {
+    pub clip_index: i64,
+    pub score: f32,
+}
+
+/// Reads an `evaluate` artifact's `top.parquet` as `caption_index → best clips, best first`.
+pub fn read_top(dir: &std::path::Path) -> anyhow::Result<BTreeMap<i64, Vec<TopClip>>> {
+    let path = dir.join(TOP_FILE);
+    let t = pipeline_formats::Table::open(&path)
+        .with_context(|| format!("`{}`: rebuild the evaluation (evaluate v3)", path.display()))?;
+    let mut out: BTreeMap<i64, Vec<TopClip>> = BTreeMap::new();
+    let clips = t.i64s("clip_index")?.into_iter().zip(t.f32s("score")?);
+    for (q, (clip_index, score)) in t.i64s("caption_index")?.into_iter().zip(clips) {
+        out.entry(q)
+            .or_default()
+            .push(TopClip { clip_index, score });
+    }
+    Ok(out)
 }
 
 /// Reads an `evaluate` artifact's `metrics.json`.

@@ -8,6 +8,7 @@ use pipeline_api::Registry;
 pub mod compare;
 pub mod correspondences;
 pub mod evaluate;
+pub mod html;
 pub mod index;
 pub mod metrics;
 pub mod plot;

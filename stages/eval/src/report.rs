@@ -10,18 +10,24 @@
 //! - `training` (optional, `train` / `distill` artifacts with `curves.parquet` and
 //!   `metrics.json`): curves, and the validation scores that choose a comparison's start.
 //! - `correspondences` (optional, one `correspondences` artifact).
-//! - `features` (optional): split sizes for the report's header.
+//! - `features` (optional): split sizes for the report's header; clips and captions of
+//!   `report.html`.
+//! - `dataset` (optional): the data set the features were computed from, whose audio
+//!   `report.html` plays (copied into `audio/`).
 //!
 //! # Outputs
 //! - `report.md`; `training_curves.png` (with `training`); `correspondences.png` (with
 //!   `correspondences`: for a few captions of the split, the clips ranked by the estimate
 //!   `C_hat` (mean teacher cosine), the top 30, the annotated clip in red; the title gives the
 //!   annotated clip's rank).
+//! - `report.html` ([`crate::html`]): the report, a test-query explorer (the headline's first
+//!   student against its start, each query's top clips with players) and the teachers' best
+//!   clips for a few training captions.
 //! - `metrics.json`: `models`, `stage1_models`, `stage2_models`; `comparisons: {<students
 //!   stage>: {...}}` and `headline` (the first comparison): `student_map10` and, per reference
 //!   (`control`, `start`, `teachers`), `<role>_map10` and `minus_<role>_map10` as `{n, mean, sd,
 //!   ci_low, ci_high}` over seeds (Student-t interval), and `per_seed: {<student>:
-//!   {student_map10, minus_<role>_map10: {value, ci_low, ci_high}}}` (paired bootstrap over
+//!   {student_map10, <role>: <evaluation>, minus_<role>_map10: {value, ci_low, ci_high}}}` (paired bootstrap over
 //!   clips); fractions in `[0, 1]`. Paired models must have been evaluated on the same queries.
 
 use std::collections::BTreeMap;
@@ -37,12 +43,13 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pipeline_api::{
     InputArtifact, InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params,
 };
-use pipeline_formats::{CLIPS_FILE, Split, Table};
+use pipeline_formats::{CLIPS_FILE, FeatureTables, Split, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{self, Comparison};
 use crate::correspondences::{CORRESPONDENCES_FILE, teacher_names};
-use crate::evaluate::{EvaluationMetrics, QueryRank, read_metrics, read_ranks};
+use crate::evaluate::{EvaluationMetrics, QueryRank, read_metrics, read_ranks, read_top};
+use crate::html;
 use crate::metrics::{RetrievalIntervals, RetrievalScores};
 use crate::plot::{self, BarPanel, LinePanel, Series};
 use crate::statistics::Interval;
@@ -119,6 +126,12 @@ pub struct ReportParams {
     /// Title of `report.md` (default "Language-based audio retrieval: report").
     #[serde(default = "default_title")]
     pub title: String,
+    /// Test queries in `report.html`'s explorer (default 8; 0 for none).
+    #[serde(default = "default_listen_queries")]
+    pub listen_queries: usize,
+    /// Training captions in `report.html` with the clips the teachers estimate best (default 3).
+    #[serde(default = "default_listen_captions")]
+    pub listen_captions: usize,
     /// The comparisons, one section each; the first is the report's headline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comparisons: Vec<Comparison>,
@@ -132,6 +145,12 @@ fn default_bootstrap() -> usize {
 }
 fn default_plot_captions() -> usize {
     4
+}
+fn default_listen_queries() -> usize {
+    8
+}
+fn default_listen_captions() -> usize {
+    3
 }
 fn default_title() -> String {
     "Language-based audio retrieval: report".to_owned()
@@ -155,17 +174,18 @@ impl StageKind for Report {
         // 3: inputs bound by an external path are labelled by its last component, not by the
         // absolute path.
         // 4: declared comparisons over seeds replace the best-on-test headline; intervals
-        // resample clips.
-        4
+        // resample clips. 5: `report.html` with players (input `dataset`).
+        5
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
         inputs.expect(
             &["evaluations"],
-            &["training", "correspondences", "features"],
+            &["training", "correspondences", "features", "dataset"],
         )?;
         inputs.expect_single("correspondences")?;
         inputs.expect_single("features")?;
+        inputs.expect_single("dataset")?;
         let p: ReportParams = parse_params(params)?;
         if p.baseline.patterns().iter().any(|s| s.is_empty()) {
             return Err(ParamError::at("baseline", "patterns must not be empty"));
@@ -198,6 +218,7 @@ impl StageKind for Report {
 /// One evaluation of the report.
 pub(crate) struct Model {
     pub(crate) name: String,
+    dir: std::path::PathBuf,
     stage1: bool,
     pub(crate) metrics: EvaluationMetrics,
     pub(crate) ranks: BTreeMap<i64, QueryRank>,
@@ -231,6 +252,7 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
         let ranks = read_ranks(&a.path).with_context(|| format!("evaluation `{name}`"))?;
         models.push(Model {
             stage1: p.baseline.matches(&name),
+            dir: a.path.clone(),
             name,
             metrics,
             ranks,
@@ -417,9 +439,137 @@ fn run(ctx: &RunContext<'_>, p: &ReportParams) -> anyhow::Result<()> {
         )?;
     }
 
+    let features = ctx
+        .optional_input("features")?
+        .map(FeatureTables::load)
+        .transpose()?;
+    let explorer = match &features {
+        Some(_) => explorer(&models, json.get("headline"), p.listen_queries)?,
+        None => None,
+    };
+    let estimated = match ctx.optional_input("correspondences")? {
+        Some(dir) if p.listen_captions > 0 => {
+            caption_estimates(&dir.join(CORRESPONDENCES_FILE), p.listen_captions)?
+                .into_iter()
+                .map(|c| html::Estimated {
+                    caption_index: c.caption_index,
+                    clips: c.clips.into_iter().take(html::SHOWN).collect(),
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    html::write(
+        ctx.out_dir,
+        &html::Page {
+            title: &p.title,
+            markdown: &md,
+            explorer,
+            estimated,
+            features: features.as_ref(),
+            dataset: ctx.optional_input("dataset")?,
+        },
+    )?;
     fs_err::write(ctx.out_dir.join(REPORT_FILE), md)?;
     ctx.write_metrics(&serde_json::Value::Object(json))?;
     Ok(())
+}
+
+/// The explorer's two models: the headline's first student and its start (else the first
+/// Stage-1 and Stage-2 evaluations), and its queries: where Stage 2 gained and lost the most
+/// ranks, then a sample evenly spaced over the captions.
+fn explorer(
+    models: &[Model],
+    headline: Option<&serde_json::Value>,
+    n: usize,
+) -> anyhow::Result<Option<html::Explorer>> {
+    let by_name = |name: &str| models.iter().find(|m| m.name == name);
+    let declared = headline.and_then(|h| {
+        let student = h["students"][0].as_str()?;
+        let start = h["per_seed"][student]["start"].as_str()?;
+        Some((by_name(start)?, by_name(student)?))
+    });
+    let Some((stage1, stage2)) = declared.or_else(|| {
+        Some((
+            models.iter().find(|m| m.role() == "1")?,
+            models.iter().find(|m| m.role() == "2")?,
+        ))
+    }) else {
+        return Ok(None);
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let tops = [read_top(&stage1.dir)?, read_top(&stage2.dir)?];
+    // Ranks gained by Stage 2 per query (positive: it ranks the annotated clip higher).
+    let mut gains: Vec<(i64, i64)> = stage2
+        .ranks
+        .iter()
+        .filter_map(|(q, r2)| {
+            let r1 = stage1.ranks.get(q)?;
+            Some((*q, r1.rank as i64 - r2.rank as i64))
+        })
+        .collect();
+    let mut chosen: Vec<(i64, &'static str)> = Vec::new();
+    let extremes = (n / 3).max(1);
+    gains.sort_by_key(|&(q, g)| (-g, q));
+    chosen.extend(
+        gains
+            .iter()
+            .filter(|g| g.1 > 0)
+            .take(extremes)
+            .map(|g| (g.0, "Stage 2 gained most")),
+    );
+    gains.sort_by_key(|&(q, g)| (g, q));
+    chosen.extend(
+        gains
+            .iter()
+            .filter(|g| g.1 < 0)
+            .take(extremes)
+            .map(|g| (g.0, "Stage 2 lost most")),
+    );
+    let queries: Vec<i64> = stage2.ranks.keys().copied().collect();
+    let rest = n.saturating_sub(chosen.len()).min(queries.len());
+    for s in 0..rest {
+        let q = queries[s * queries.len() / rest];
+        if !chosen.iter().any(|c| c.0 == q) {
+            chosen.push((q, "sample"));
+        }
+    }
+    let queries = chosen
+        .into_iter()
+        .map(|(q, why)| {
+            let columns = [stage1, stage2]
+                .iter()
+                .zip(&tops)
+                .map(|(m, top)| {
+                    let clips = top
+                        .get(&q)
+                        .with_context(|| format!("`{}` has no best clips for query {q}", m.name))?;
+                    Ok((
+                        m.ranks[&q].rank,
+                        clips
+                            .iter()
+                            .take(html::SHOWN)
+                            .map(|t| (t.clip_index, t.score))
+                            .collect(),
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Ok(html::Query {
+                caption_index: q,
+                why,
+                columns,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Some(html::Explorer {
+        models: vec![
+            (stage1.name.clone(), stage1.role()),
+            (stage2.name.clone(), stage2.role()),
+        ],
+        queries,
+    }))
 }
 
 /// `(epoch, value)` points.
@@ -527,10 +677,17 @@ fn correspondences_section(
     Ok(())
 }
 
-/// Streams the correspondence table and builds one bar panel per chosen caption (evenly spaced
-/// among the split's captions): its top `top` clips by `estimate` (mean teacher cosine; the
-/// split-wide `p(a|c)` at τ = 0.05 is too peaked to show more than the first bar).
-pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<BarPanel>> {
+/// One caption of the correspondence table and every clip by its estimate, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionEstimates {
+    pub caption_index: i64,
+    pub text: String,
+    /// `(audio_index, estimate, is_match)`; ties keep the table's (clip) order.
+    pub clips: Vec<(i64, f32, bool)>,
+}
+
+/// Streams the correspondence table for `n` captions evenly spaced among the split's.
+pub fn caption_estimates(table: &Path, n: usize) -> anyhow::Result<Vec<CaptionEstimates>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(table)?)?;
     let value_col = "estimate";
     let wanted = [
@@ -554,8 +711,8 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
         .with_projection(mask)
         .with_batch_size(1 << 16)
         .build()?;
-    // caption_index -> (text, [(value, is_match)])
-    type Chosen = BTreeMap<i64, (String, Vec<(f32, bool)>)>;
+    // caption_index -> (text, [(audio_index, value, is_match)])
+    type Chosen = BTreeMap<i64, (String, Vec<(i64, f32, bool)>)>;
     let mut chosen: Option<Chosen> = None;
     for batch in reader {
         let batch: RecordBatch = batch?;
@@ -569,22 +726,11 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
         let texts = texts.as_string::<i32>();
         let matches = col("is_match")?.as_boolean().clone();
         let values = col(value_col)?.as_primitive::<Float32Type>().clone();
+        let audio = col("audio_index")?.as_primitive::<Int64Type>().clone();
         let chosen = chosen.get_or_insert_with(|| {
             // The first clip's rows list every caption of the split (clip-major order).
-            let first_audio = batch
-                .column_by_name("audio_index")
-                .map(|a| a.as_primitive::<Int64Type>().value(0));
             let all: Vec<i64> = (0..batch.num_rows())
-                .take_while(|&r| {
-                    first_audio.is_none_or(|f| {
-                        batch
-                            .column_by_name("audio_index")
-                            .unwrap()
-                            .as_primitive::<Int64Type>()
-                            .value(r)
-                            == f
-                    })
-                })
+                .take_while(|&r| audio.value(r) == audio.value(0))
                 .map(|r| caps.value(r))
                 .collect();
             let k = n.min(all.len()).max(1);
@@ -597,7 +743,9 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
                 if entry.0.is_empty() && texts.is_valid(r) {
                     entry.0 = texts.value(r).to_owned();
                 }
-                entry.1.push((values.value(r), matches.value(r)));
+                entry
+                    .1
+                    .push((audio.value(r), values.value(r), matches.value(r)));
             }
         }
     }
@@ -605,25 +753,42 @@ pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<
         return Ok(Vec::new());
     };
     Ok(chosen
-        .into_values()
-        .map(|(text, mut v)| {
+        .into_iter()
+        .map(|(caption_index, (text, mut clips))| {
             // Descending value; stable, so ties keep the table's (clip) order.
-            v.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let match_rank = v
+            clips.sort_by(|a, b| b.1.total_cmp(&a.1));
+            CaptionEstimates {
+                caption_index,
+                text,
+                clips,
+            }
+        })
+        .collect())
+}
+
+/// One bar panel per caption of [`caption_estimates`]: its top `top` clips by `estimate`
+/// (mean teacher cosine; the split-wide `p(a|c)` at τ = 0.05 is too peaked to show more than
+/// the first bar).
+pub fn caption_panels(table: &Path, n: usize, top: usize) -> anyhow::Result<Vec<BarPanel>> {
+    Ok(caption_estimates(table, n)?
+        .into_iter()
+        .map(|c| {
+            let match_rank = c
+                .clips
                 .iter()
-                .position(|x| x.1)
+                .position(|x| x.2)
                 .map_or("none".to_owned(), |r| (r + 1).to_string());
-            let shown: Vec<(f32, bool)> = v.into_iter().take(top).collect();
-            let mut title: String = text.chars().take(60).collect();
-            if text.chars().count() > 60 {
+            let shown = &c.clips[..top.min(c.clips.len())];
+            let mut title: String = c.text.chars().take(60).collect();
+            if c.text.chars().count() > 60 {
                 title.push('…');
             }
             BarPanel {
                 title: format!("\"{title}\" (match at rank {match_rank})"),
                 x_label: "clips ranked by the estimate".into(),
                 y_label: "estimate (mean teacher cosine)".into(),
-                values: shown.iter().map(|x| x.0 as f64).collect(),
-                highlighted: shown.iter().map(|x| x.1).collect(),
+                values: shown.iter().map(|x| f64::from(x.1)).collect(),
+                highlighted: shown.iter().map(|x| x.2).collect(),
             }
         })
         .collect())

@@ -8,7 +8,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use pipeline_api::{InputCounts, Registry, StageKind};
-use pipeline_eval::evaluate::{EvaluationMetrics, read_metrics};
+use pipeline_eval::evaluate::{EvaluationMetrics, TOP_K, read_metrics, read_top};
 use pipeline_eval::{Correspondences, Evaluate, Report, Sweep, metrics, statistics};
 use pipeline_formats::{
     Embeddings, FeatureSet, Split, TeacherEmbeddings, batch, f64_column, i64_column, read_parquet,
@@ -518,6 +518,27 @@ fn evaluate_matches_the_metric_functions() {
         r,
         metrics::text_to_audio_ranks(&sim, clips.len(), &relevant)
     );
+    // Each query's best clips: the brute-force ranking's first ten, with their cosines.
+    let top = read_top(&out).unwrap();
+    assert_eq!(top.len(), caps.len());
+    for (q, &j) in caps.iter().enumerate() {
+        let row = &sim[q * clips.len()..(q + 1) * clips.len()];
+        let want: Vec<(i64, f32)> = metrics::ranking(row)
+            .into_iter()
+            .take(TOP_K)
+            .map(|i| (clips[i] as i64, row[i]))
+            .collect();
+        let got = &top[&(j as i64)];
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.clip_index, w.0, "query {j}: {got:?} vs {want:?}");
+            assert!(
+                (g.score - w.1).abs() < 1e-5,
+                "query {j}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
     let table = read_all(&out.join("metrics.parquet"));
     assert_eq!(table.num_rows(), 15);
     let json: serde_json::Value =

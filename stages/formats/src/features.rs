@@ -275,6 +275,54 @@ impl FeatureSet {
             None
         };
 
+        let FeatureTables {
+            clips,
+            captions,
+            vocab,
+            relevance,
+        } = FeatureTables::load(dir)?;
+        ensure!(
+            clips.len() == mel_shape[0],
+            "`{}`: {} clips but `mel` has {} rows",
+            dir.display(),
+            clips.len(),
+            mel_shape[0]
+        );
+        ensure!(
+            captions.len() == token_shape[0],
+            "`{}`: {} captions but `tokens` has {} rows",
+            dir.display(),
+            captions.len(),
+            token_shape[0]
+        );
+
+        Ok(Self {
+            mel_shape,
+            mel,
+            window_mask,
+            max_tokens: token_shape[1],
+            tokens,
+            clips,
+            captions,
+            vocab,
+            relevance,
+            text_vectors,
+        })
+    }
+}
+
+/// The tables of a `features` artifact without its tensors: what reading clips and captions
+/// needs, at a fraction of the cost of [`FeatureSet::load`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureTables {
+    pub clips: Vec<ClipRow>,
+    pub captions: Vec<CaptionRow>,
+    pub vocab: Vec<String>,
+    pub relevance: Option<Vec<RelevanceRow>>,
+}
+
+impl FeatureTables {
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let captions_path = dir.join(CAPTIONS_FILE);
         let t = Table::open(&captions_path)?;
         let captions: Vec<CaptionRow> = zip4(
@@ -333,21 +381,6 @@ impl FeatureSet {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-        ensure!(
-            clips.len() == mel_shape[0],
-            "`{}`: {} clips but `mel` has {} rows",
-            dir.display(),
-            clips.len(),
-            mel_shape[0]
-        );
-        ensure!(
-            captions.len() == token_shape[0],
-            "`{}`: {} captions but `tokens` has {} rows",
-            dir.display(),
-            captions.len(),
-            token_shape[0]
-        );
-
         let vocab_path = dir.join(VOCAB_FILE);
         let vocab: VocabFile = serde_json::from_slice(
             &std::fs::read(&vocab_path)
@@ -375,16 +408,10 @@ impl FeatureSet {
         };
 
         Ok(Self {
-            mel_shape,
-            mel,
-            window_mask,
-            max_tokens: token_shape[1],
-            tokens,
             clips,
             captions,
             vocab: vocab.words,
             relevance,
-            text_vectors,
         })
     }
 }

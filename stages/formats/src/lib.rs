@@ -16,7 +16,8 @@ pub mod tensors;
 pub use dataset::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance};
 pub use embeddings::{EMBEDDINGS_FILE, Embeddings};
 pub use features::{
-    CaptionRow, ClipRow, FEATURES_FILE, FeatureSet, RelevanceRow, TextVectors, VOCAB_FILE,
+    CaptionRow, ClipRow, FEATURES_FILE, FeatureSet, FeatureTables, RelevanceRow, TextVectors,
+    VOCAB_FILE,
 };
 pub use parquet::{
     Table, batch, f32_column, f64_column, i64_column, read_parquet, string_column,

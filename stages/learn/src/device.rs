@@ -6,7 +6,7 @@
 //! tested on the CPU; only [`Offer::here`] and the final `Device::cuda` touch CUDA.
 
 use anyhow::bail;
-use burn::prelude::*;
+pub use burn::prelude::Device;
 
 use crate::params::DeviceChoice;
 

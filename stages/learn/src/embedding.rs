@@ -55,6 +55,31 @@ pub fn embed_captions(
     out
 }
 
+/// Embeddings `[b, dim]` (row-major) of clips featurised outside a feature set: `mel` is
+/// `[b, windows, n_mels, n_frames]` row-major, `window_mask` `[b, windows]` (1 = audio).
+pub fn embed_mel(
+    model: &DualEncoder,
+    mel: Vec<f32>,
+    window_mask: &[u8],
+    shape: [usize; 4],
+    device: &Device,
+) -> Vec<f32> {
+    let mask: Vec<f32> = window_mask
+        .iter()
+        .map(|&v| f32::from(u8::from(v != 0)))
+        .collect();
+    let mel = Tensor::from_data(TensorData::new(mel, shape), device);
+    let mask = Tensor::from_data(TensorData::new(mask, [shape[0], shape[1]]), device);
+    rows(model.embed_audio(mel, mask, &mut None))
+}
+
+/// The embedding of one text given as token ids (`max_tokens` of them, padded).
+pub fn embed_token_ids(model: &DualEncoder, ids: Vec<i64>, device: &Device) -> Vec<f32> {
+    let n = ids.len();
+    let tokens = Tensor::from_data(TensorData::new(ids, [1, n]), device);
+    rows(model.embed_text(crate::models::TextInput::Tokens(tokens), &mut None))
+}
+
 /// Reads `model.json` of a `train`/`distill` output directory.
 pub fn load_config(dir: &Path) -> anyhow::Result<DualEncoderConfig> {
     let path = dir.join(MODEL_CONFIG_FILE);
