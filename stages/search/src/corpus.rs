@@ -50,13 +50,13 @@ impl Corpus {
 /// The clips of `split` (every split when `None`) of the data set the model was trained on.
 pub fn split(
     model: &Model,
+    tables: &FeatureTables,
     encoder: &DualEncoder,
     split: Option<Split>,
     cache: &Path,
     device: &Device,
 ) -> anyhow::Result<Corpus> {
     let features = &model.features;
-    let tables = FeatureTables::load(&features.dir)?;
     let clips: Vec<usize> = (0..tables.clips.len())
         .filter(|&i| split.is_none_or(|s| tables.clips[i].split == s))
         .collect();

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::{Args, FromArgMatches};
 use pipeline_api::{DomainCommand, ProjectView, Registry, UsageError};
-use pipeline_formats::Split;
+use pipeline_formats::{FeatureTables, Split};
 use pipeline_learn::device::resolve as resolve_device;
 use pipeline_learn::embedding::{embed_token_ids, load_model};
 use pipeline_learn::params::DeviceChoice;
@@ -82,10 +82,10 @@ impl DomainCommand for Search {
         let mut notes = Vec::new();
         for m in &models {
             let (encoder, config) = load_model(&m.dir, device)?;
-            let tables_vocab = pipeline_formats::FeatureTables::load(&m.features.dir)?.vocab;
+            let tables = FeatureTables::load(&m.features.dir)?;
             let tokens = query::encode(
                 &args.query,
-                &tables_vocab,
+                &tables.vocab,
                 m.features.tokenizer.as_deref(),
                 m.features.params.max_tokens,
             )?;
@@ -94,7 +94,7 @@ impl DomainCommand for Search {
             }
             let query = embed_token_ids(&encoder, tokens.ids, device);
             let corpus = match &args.audio {
-                None => corpus::split(m, &encoder, split, &cache, device)?,
+                None => corpus::split(m, &tables, &encoder, split, &cache, device)?,
                 Some(dir) => corpus::folder(m, &encoder, dir, &cache, device, &|done, total| {
                     if show_progress {
                         eprint!(
