@@ -231,6 +231,16 @@ fn search_ranks_like_brute_force_caches_and_explains_bad_input(p: &TestProject) 
             .1;
         assert!((score - want).abs() < 1e-4, "{id}: {score} vs {want}");
     }
+    let broken_only = p.path().join("broken-only");
+    std::fs::create_dir_all(&broken_only).unwrap();
+    std::fs::write(broken_only.join("x.wav"), b"RIFF nonsense").unwrap();
+    let none = search(p, &[&query, "--audio", broken_only.to_str().unwrap()]);
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert!(
+        none.stderr.contains("1 file(s) could not be read") && none.stderr.contains("x.wav"),
+        "{}",
+        none.stderr
+    );
     let cached = search(p, &[&query, "--audio", folder_arg]).ok();
     assert!(
         cached.stderr.contains("embeddings from the cache"),

@@ -108,8 +108,16 @@ impl DomainCommand for Search {
                 })?,
             };
             if corpus.items.is_empty() {
+                let unreadable = match corpus.skipped.first() {
+                    Some((path, why)) => format!(
+                        "; {} file(s) could not be read, such as `{}`: {why}",
+                        corpus.skipped.len(),
+                        path.display()
+                    ),
+                    None => String::new(),
+                };
                 return Err(UsageError::new(format!(
-                    "there is nothing to search: the {} has no clips",
+                    "there is nothing to search: the {} has no clips{unreadable}",
                     args.audio.as_ref().map_or_else(
                         || format!("{} split", args.split),
                         |d| format!("folder `{}`", d.display())
@@ -142,10 +150,9 @@ impl DomainCommand for Search {
         } else {
             render::emit(&answer.text());
         }
-        for r in &ranked {
-            for (path, why) in &r.corpus.skipped {
-                eprintln!("skipped `{}`: {why}", path.display());
-            }
+        // Every model reads the same folder: its unreadable files once.
+        for (path, why) in &ranked[0].corpus.skipped {
+            eprintln!("skipped `{}`: {why}", path.display());
         }
         for note in &notes {
             eprintln!("note: {note}");
