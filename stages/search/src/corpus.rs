@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::model::Model;
 
 /// Files `--audio` searches, by extension (what the decoder reads).
-pub const AUDIO_EXTENSIONS: [&str; 5] = ["wav", "flac", "mp3", "ogg", "oga"];
+const AUDIO_EXTENSIONS: [&str; 5] = ["wav", "flac", "mp3", "ogg", "oga"];
 /// Clips embedded per forward pass.
 const BATCH: usize = 32;
 

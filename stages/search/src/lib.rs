@@ -18,7 +18,6 @@ use pipeline_learn::device::resolve as resolve_device;
 use pipeline_learn::embedding::{embed_token_ids, load_model};
 use pipeline_learn::params::DeviceChoice;
 
-pub use corpus::AUDIO_EXTENSIONS;
 use render::{Answer, Ranked};
 
 /// Registers `pipeline search`.
