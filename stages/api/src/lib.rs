@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 mod command;
 #[cfg(feature = "testing")]
-mod testing;
+pub mod testing;
 pub use command::{DomainCommand, InputRef, NodeInfo, ProjectView, UsageError};
 #[cfg(feature = "testing")]
 pub use testing::RecordingReporter;

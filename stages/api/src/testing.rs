@@ -58,3 +58,60 @@ impl Reporter for RecordingReporter {
         lock(&self.measurements).push((name.to_owned(), value));
     }
 }
+
+/// The Python of a virtual environment at `dir` that holds the packages pinned in the pip
+/// requirements file `requirements`: for benchmarks that time a Python reference in the same
+/// run. Created with `python3 -m venv` and `pip install -r` (PyPI) on first use, and again
+/// whenever the requirements file changes (the installed copy is kept beside the venv).
+pub fn python_venv(
+    dir: &std::path::Path,
+    requirements: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::{Context, ensure};
+    use std::process::Command;
+    let wanted = std::fs::read_to_string(requirements)
+        .with_context(|| format!("reading `{}`", requirements.display()))?;
+    let installed = dir.join("requirements.installed");
+    let python = dir.join("bin/python");
+    if python.exists() && std::fs::read_to_string(&installed).is_ok_and(|s| s == wanted) {
+        return Ok(python);
+    }
+    eprintln!(
+        "creating {} with the packages of {} (pip, once)",
+        dir.display(),
+        requirements.display()
+    );
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing `{}`", dir.display()))?;
+    }
+    ensure!(
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(dir)
+            .status()
+            .context("running python3")?
+            .success(),
+        "python3 -m venv {} failed",
+        dir.display()
+    );
+    ensure!(
+        Command::new(dir.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(requirements)
+            .status()
+            .context("running pip")?
+            .success(),
+        "pip install -r {} failed",
+        requirements.display()
+    );
+    std::fs::write(&installed, wanted)?;
+    Ok(python)
+}
+
+/// The workspace's target directory: `$CARGO_TARGET_DIR`, else `target/` beside `manifest_dir`'s
+/// workspace root (`manifest_dir` is a stage crate's `CARGO_MANIFEST_DIR`).
+pub fn target_dir(manifest_dir: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(manifest_dir).join("../../target"))
+}

@@ -2,12 +2,13 @@
 //!
 //! `cargo bench -p pipeline-data --bench logmel` (env `BENCH_FILES`, default 16 files of 30 s).
 //! Writes 32 kHz mono 16-bit WAV files under `target/bench-logmel/`, then times, on one thread:
-//! decode + crop/pad to 30 s + three 10 s windows + log-mel (this crate), and the same with
+//! decode + crop/pad to 30 s + three 10 s windows + log-mel (this crate), and the same in two
+//! Python references in a venv at `target/pyref-venv` (the pinned `benches/requirements.txt`):
 //! librosa (`librosa.load`, `librosa.stft` with the same window, centre/reflect padding, the
-//! same Kaldi mel matrix, log and normalisation) in a Python venv at `target/pyref-venv`
-//! (created and `pip install numpy librosa` when missing). Prints audio seconds per second of
-//! both and the ratio; also the Rust figure with all cores and the largest difference between
-//! the two outputs on the first file.
+//! same Kaldi mel matrix, log and normalisation), and plain numpy with one `scipy.fft.rfft`
+//! call over all frames and the mel projection as one matrix product. Prints a table of audio
+//! seconds per second against the faster Python, also the Rust figure with all cores, and the
+//! largest difference between the outputs on the first file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +20,7 @@ use rayon::prelude::*;
 
 const PY: &str = r#"
 import json, sys, time
-import numpy as np, librosa, scipy.signal
+import numpy as np, librosa, scipy.fft, scipy.signal
 
 SR, N_FFT, WIN, HOP, N_MELS, F_MIN, F_MAX = 32000, 1024, 800, 320, 128, 0.0, 15000.0
 MAX_S, WIN_S = 30, 10
@@ -55,53 +56,44 @@ def logmel(path):
         out.append((np.log(BANKS @ P + 1e-5) + 4.5) / 5.0)
     return np.stack(out)
 
+FRAME_WINDOW = np.zeros(N_FFT)
+FRAME_WINDOW[(N_FFT - WIN) // 2:(N_FFT - WIN) // 2 + WIN] = WINDOW
+BANKS_T = np.ascontiguousarray(BANKS.T)
+
+def logmel_scipy(path):
+    # The fastest plain-numpy form: frames as a strided view, one real FFT call over all of
+    # them (scipy.fft, pocketfft), the mel projection as one matrix product.
+    y, sr = librosa.load(path, sr=None, mono=True)
+    y = y[: MAX_S * SR]
+    y = np.pad(y, (0, MAX_S * SR - len(y)))
+    out = []
+    for w in range(MAX_S // WIN_S):
+        x = y[w * WIN_S * SR:(w + 1) * WIN_S * SR].astype(np.float64)
+        x = x[1:] - 0.97 * x[:-1]
+        x = np.pad(x, N_FFT // 2, mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
+        spec = scipy.fft.rfft(frames * FRAME_WINDOW, axis=1)
+        power = spec.real ** 2 + spec.imag ** 2
+        out.append(((np.log(power @ BANKS_T + 1e-5) + 4.5) / 5.0).T)
+    return np.stack(out)
+
+def timed(f, files):
+    f(files[0])  # warm-up
+    t = time.perf_counter()
+    for path in files:
+        f(path)
+    return time.perf_counter() - t
+
 files = sys.argv[1:]
-first = logmel(files[0])  # warm-up (and the output compared with Rust)
-t = time.perf_counter()
-for f in files:
-    logmel(f)
-elapsed = time.perf_counter() - t
+first = logmel(files[0])  # the output compared with Rust
+scipy_first = logmel_scipy(files[0])
+librosa_s = timed(logmel, files)
+scipy_s = timed(logmel_scipy, files)
 np.save(sys.stdin.readline().strip(), first.astype(np.float32))
-print(json.dumps({"seconds": elapsed, "librosa": librosa.__version__, "numpy": np.__version__}))
+print(json.dumps({"librosa_seconds": librosa_s, "scipy_seconds": scipy_s,
+                  "scipy_vs_librosa": float(np.abs(scipy_first - first).max()),
+                  "librosa": librosa.__version__, "numpy": np.__version__, "scipy": scipy.__version__}))
 "#;
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}
-
-fn python(venv: &Path) -> PathBuf {
-    let py = venv.join("bin/python");
-    let ok = py.exists()
-        && Command::new(&py)
-            .args(["-c", "import numpy, scipy, librosa"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!(
-            "creating {} and installing numpy + librosa from PyPI ...",
-            venv.display()
-        );
-        assert!(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(venv)
-                .status()
-                .unwrap()
-                .success()
-        );
-        assert!(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "numpy", "librosa"])
-                .status()
-                .unwrap()
-                .success(),
-            "pip install failed"
-        );
-    }
-    py
-}
 
 /// Reads a .npy of float32 written by numpy (little-endian, C order).
 fn read_npy_f32(path: &Path) -> Vec<f32> {
@@ -118,7 +110,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
-    let dir = target_dir().join("bench-logmel");
+    let dir = pipeline_api::testing::target_dir(env!("CARGO_MANIFEST_DIR")).join("bench-logmel");
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = MelConfig::passt();
     let sr = cfg.sample_rate;
@@ -175,8 +167,11 @@ fn main() {
     });
     let rust_all = t.elapsed().as_secs_f64();
 
-    let venv = target_dir().join("pyref-venv");
-    let py = python(&venv);
+    let py = pipeline_api::testing::python_venv(
+        &pipeline_api::testing::target_dir(env!("CARGO_MANIFEST_DIR")).join("pyref-venv"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/requirements.txt"),
+    )
+    .expect("the Python reference's venv");
     let npy = dir.join("librosa_first.npy");
     let mut child = Command::new(&py)
         .arg("-c")
@@ -196,7 +191,8 @@ fn main() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "python reference failed");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let py_s = report["seconds"].as_f64().unwrap();
+    let librosa_s = report["librosa_seconds"].as_f64().unwrap();
+    let scipy_s = report["scipy_seconds"].as_f64().unwrap();
     let reference = read_npy_f32(&npy);
     assert!(
         first.iter().chain(&reference).all(|x| x.is_finite()),
@@ -209,8 +205,10 @@ fn main() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
 
+    let version = |k: &str| report[k].as_str().unwrap_or("?").to_owned();
+    let fastest_python = librosa_s.min(scipy_s);
     println!(
-        "log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s"
+        "log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s, decode included; machine threads: {threads}"
     );
     println!(
         "load average during the run: {}",
@@ -218,25 +216,32 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
-    println!(
-        "rust (1 thread):        {:8.1} s audio / s",
-        audio_seconds / rust_1
+    println!();
+    println!("| implementation | threads | s audio / s | fastest Python / this |");
+    println!("|---|---|---|---|");
+    let row = |name: String, threads: usize, secs: f64| {
+        println!(
+            "| {name} | {threads} | {:.1} | {:.2}x |",
+            audio_seconds / secs,
+            fastest_python / secs
+        );
+    };
+    row("this crate".into(), 1, rust_1);
+    row("this crate".into(), threads, rust_all);
+    row(format!("librosa {}", version("librosa")), 1, librosa_s);
+    row(
+        format!(
+            "numpy {} + scipy.fft {}",
+            version("numpy"),
+            version("scipy")
+        ),
+        1,
+        scipy_s,
     );
+    println!();
     println!(
-        "rust ({threads} threads):       {:8.1} s audio / s",
-        audio_seconds / rust_all
-    );
-    println!(
-        "librosa {} (1 thread): {:8.1} s audio / s",
-        report["librosa"].as_str().unwrap_or("?"),
-        audio_seconds / py_s
-    );
-    println!(
-        "ratio rust / librosa (1 thread each): {:.2}x",
-        py_s / rust_1
-    );
-    println!(
-        "max |rust - librosa| on file 0: {max_diff:.2e} ({} values)",
-        first.len().min(reference.len())
+        "max |this - librosa| on file 0: {max_diff:.2e} ({} values); max |scipy.fft - librosa|: {:.2e}",
+        first.len().min(reference.len()),
+        report["scipy_vs_librosa"].as_f64().unwrap_or(f64::NAN)
     );
 }

@@ -362,6 +362,8 @@ pub struct MelExtractor {
     cfg: MelConfig,
     fft: Arc<dyn Fft<f64>>,
     window: Vec<f64>,
+    /// `[first, last + 1)` of the window's non-zero values.
+    window_span: (usize, usize),
     /// Per mel band: first non-zero bin and weights.
     filters: Vec<(usize, Vec<f64>)>,
 }
@@ -397,10 +399,16 @@ impl MelExtractor {
                 (first, row[first..last].to_vec())
             })
             .collect();
+        let first = window.iter().position(|&w| w != 0.0).unwrap_or(0);
+        let last = window
+            .iter()
+            .rposition(|&w| w != 0.0)
+            .map_or(first, |l| l + 1);
         Self {
             cfg,
             fft,
             window,
+            window_span: (first, last),
             filters,
         }
     }
@@ -441,45 +449,40 @@ impl MelExtractor {
         };
         let n_fft = self.cfg.n_fft;
         let hop = self.cfg.hop_length;
-        let n = signal.len();
-        let n_frames = self.frames_of(n);
+        let n_frames = self.frames_of(signal.len());
         let n_mels = self.cfg.n_mels;
         let half = n_fft / 2;
         let mut out = vec![0.0f32; n_mels * n_frames];
+        if n_frames == 0 {
+            return out;
+        }
+        let padded = self.framed_signal(&signal, n_frames);
+        // Only the window's non-zero span is read.
+        let (lo, hi) = self.window_span;
+        let window = &self.window[lo..hi];
         let mut buf = vec![Complex::new(0.0f64, 0.0); n_fft];
         let mut scratch = vec![Complex::new(0.0f64, 0.0); self.fft.get_inplace_scratch_len()];
         let mut power_a = vec![0.0f64; half + 1];
         let mut power_b = vec![0.0f64; half + 1];
-        // Centred frames start half an FFT early (reflect padding); TF's frames start at 0.
-        let pad = match self.cfg.style {
-            MelStyle::Kaldi => half as isize,
-            MelStyle::Yamnet => 0,
-        };
         let magnitude = self.cfg.style == MelStyle::Yamnet;
         let spectrum = |z: Complex<f64>| if magnitude { z.norm() } else { z.norm_sqr() };
-        let sample = |frame: usize, i: usize| -> f64 {
-            let pos = (frame * hop) as isize + i as isize - pad;
-            if n == 0 {
-                0.0
-            } else if pos >= 0 && (pos as usize) < n {
-                signal[pos as usize]
-            } else {
-                signal[reflect(pos, n)]
-            }
-        };
         let mut f = 0;
         while f < n_frames {
             let pair = f + 1 < n_frames;
-            for (i, b) in buf.iter_mut().enumerate() {
-                let w = self.window[i];
-                let re = if w == 0.0 { 0.0 } else { w * sample(f, i) };
-                let im = if pair && w != 0.0 {
-                    w * sample(f + 1, i)
-                } else {
-                    0.0
-                };
-                *b = Complex::new(re, im);
+            let a = &padded[f * hop + lo..f * hop + hi];
+            let span = &mut buf[lo..hi];
+            if pair {
+                let b = &padded[(f + 1) * hop + lo..(f + 1) * hop + hi];
+                for (((z, w), x), y) in span.iter_mut().zip(window).zip(a).zip(b) {
+                    *z = Complex::new(w * x, w * y);
+                }
+            } else {
+                for ((z, w), x) in span.iter_mut().zip(window).zip(a) {
+                    *z = Complex::new(w * x, 0.0);
+                }
             }
+            buf[..lo].fill(Complex::new(0.0, 0.0));
+            buf[hi..].fill(Complex::new(0.0, 0.0));
             self.fft.process_with_scratch(&mut buf, &mut scratch);
             for k in 0..=half {
                 let z = buf[k];
@@ -498,6 +501,31 @@ impl MelExtractor {
             f += 2;
         }
         out
+    }
+
+    /// The signal laid out so that frame `f` is `[f * hop, f * hop + n_fft)`: Kaldi style
+    /// reflect-pads `n_fft / 2` samples on both sides (centred frames); YAMNet's frames start
+    /// at 0 and read zeros past the end (only where the window is 0).
+    fn framed_signal(&self, signal: &[f64], n_frames: usize) -> Vec<f64> {
+        let len = (n_frames - 1) * self.cfg.hop_length + self.cfg.n_fft;
+        let n = signal.len();
+        if n == 0 {
+            return vec![0.0; len];
+        }
+        match self.cfg.style {
+            MelStyle::Kaldi => {
+                let pad = (self.cfg.n_fft / 2) as isize;
+                (0..len as isize)
+                    .map(|t| signal[reflect(t - pad, n)])
+                    .collect()
+            }
+            MelStyle::Yamnet => {
+                let mut out = vec![0.0; len];
+                let m = n.min(len);
+                out[..m].copy_from_slice(&signal[..m]);
+                out
+            }
+        }
     }
 
     fn write_frame(&self, power: &[f64], frame: usize, n_frames: usize, out: &mut [f32]) {

@@ -185,8 +185,9 @@ impl StageKind for Evaluate {
 
     fn version(&self) -> u32 {
         // 2: intervals resample clips with all their captions; `clip_index` in the ranks;
-        // several embeddings are evaluated as an ensemble. 3: `top.parquet`.
-        3
+        // several embeddings are evaluated as an ensemble. 3: `top.parquet`. 4: cosines
+        // from a matrix product (other rounding in the last bits).
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

@@ -376,21 +376,11 @@ pub fn ndcg_at_k(scores: &[f32], gains: &[(usize, f32)], k: usize) -> Option<f64
 }
 
 /// Row-major `[rows.len()/dim, cols.len()/dim]` matrix of dot products between the rows of two
-/// `[_, dim]` matrices (cosines for L2-normalised rows), computed in parallel.
+/// `[_, dim]` matrices (cosines for L2-normalised rows): one matrix product, `rows · colsᵀ`.
 pub fn dot_matrix(rows: &[f32], cols: &[f32], dim: usize) -> Vec<f32> {
     assert!(dim > 0 && rows.len().is_multiple_of(dim) && cols.len().is_multiple_of(dim));
-    let n_cols = cols.len() / dim;
-    let mut out = vec![0.0f32; rows.len() / dim * n_cols];
-    if n_cols == 0 {
-        return out;
-    }
-    out.par_chunks_mut(n_cols)
-        .zip(rows.par_chunks(dim))
-        .for_each(|(o, r)| {
-            for (v, c) in o.iter_mut().zip(cols.chunks_exact(dim)) {
-                *v = dot(r, c);
-            }
-        });
+    let mut out = vec![0.0f32; rows.len() / dim * (cols.len() / dim)];
+    crate::linalg::a_bt(rows, cols, dim, &mut out);
     out
 }
 

@@ -3,7 +3,8 @@
 Same shapes as the Rust bench: CNN (2x2 average pooling of the log-mel, 3x3 stride-2 convs 16/32/64, ReLU, mean+max pooling,
 LayerNorm), text transformer (width 128, 1 pre-LN layer, 4 heads, FF 256, GELU, dropout 0.1,
 mean pooling), projections to 128, L2 norm, L_sup with tau = 0.05, AdamW. Random data.
-Prints `steps_per_second <value>`.
+Prints `steps_per_second <value>` (with `--profile`, torch.profiler's table of ops by self CPU
+time instead).
 """
 
 import argparse
@@ -101,6 +102,7 @@ def main():
     ap = argparse.ArgumentParser()
     for k, v in [("threads", 2), ("steps", 60), ("batch", 32), ("mels", 64), ("frames", 200), ("tokens", 16), ("vocab", 42)]:
         ap.add_argument(f"--{k}", type=int, default=v)
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's op table instead")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -123,6 +125,15 @@ def main():
 
     for _ in range(5):
         step()
+    if a.profile:
+        # Where a step's time goes, op by op (self CPU time), for the issue's breakdown.
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(a.steps):
+                step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+        return
     t = time.perf_counter()
     for _ in range(a.steps):
         step()

@@ -4,7 +4,7 @@
 //! `cargo bench -p pipeline-learn --bench train_step [-- --threads N --steps N --no-torch]`
 //!
 //! The PyTorch reference (`benches/train_step.py`) runs in a virtual environment under
-//! `target/bench-venv`, created on first use with `pip install torch` (PyPI).
+//! `target/bench-venv`, created on first use with the pinned `benches/requirements.txt` (PyPI).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -110,32 +110,10 @@ fn torch(
     vocab: usize,
 ) -> anyhow::Result<f64> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("../../target"));
-    let venv = target.join("bench-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        eprintln!(
-            "creating {} and installing torch from PyPI (once)",
-            venv.display()
-        );
-        anyhow::ensure!(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()?
-                .success(),
-            "python3 -m venv failed"
-        );
-        anyhow::ensure!(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "torch", "numpy"])
-                .status()?
-                .success(),
-            "pip install torch failed"
-        );
-    }
+    let python = pipeline_api::testing::python_venv(
+        &pipeline_api::testing::target_dir(env!("CARGO_MANIFEST_DIR")).join("bench-venv"),
+        &manifest.join("benches/requirements.txt"),
+    )?;
     let out = Command::new(&python)
         .arg(manifest.join("benches/train_step.py"))
         .args([

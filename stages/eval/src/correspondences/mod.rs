@@ -34,9 +34,9 @@
 //! on where the project or its artifacts live.
 //!
 //! Memory stays bounded: the softmax normalisers (log-sum-exp per clip and per caption) are
-//! computed in a first pass over blocks of clips; the second pass recomputes each block and
-//! streams it to the Parquet writer (a separate thread) as one row group. The full similarity
-//! matrix is never held.
+//! computed in a first pass over blocks of clips; the second pass recomputes each block (one
+//! matrix product per teacher) and writes it as one row group, whose columns are encoded in
+//! parallel while the next block is computed. The full similarity matrix is never held.
 //!
 //! # `metrics.json`
 //! `pairs`, `clips`, `captions`, `teachers`; `estimate_mean_match` / `estimate_mean_nonmatch`;
@@ -49,9 +49,9 @@
 //! (mean over captions with any relevant clip of nDCG@10 of the clips ranked by the scorer,
 //! linear gains = relevance; ties by lower clip index, which matters for `annotation`).
 
+use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, sync_channel};
 
 use anyhow::{Context, ensure};
 use arrow::array::{
@@ -59,21 +59,20 @@ use arrow::array::{
     StringArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
-use parquet::arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
 use pipeline_formats::{Embeddings, Split, TeacherEmbeddings};
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::index::{SplitIndex, gather_normalised};
-use crate::metrics::{self, dot};
-use crate::statistics;
+use crate::metrics;
+use crate::parquet_writer::ParallelWriter;
+
+mod agreement;
 
 /// The correspondence table's file name.
 pub const CORRESPONDENCES_FILE: &str = "correspondences.parquet";
@@ -135,8 +134,9 @@ impl StageKind for Correspondences {
 
     fn version(&self) -> u32 {
         // 2: a teacher bound by an external path is named by its last component in the
-        // `teachers` metadata, not by its absolute path.
-        2
+        // `teachers` metadata, not by its absolute path. 3: cosines from matrix products
+        // (other rounding in the last bits).
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -217,34 +217,15 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
     Ok(t)
 }
 
-/// Cosines of clips `clips` (split-local range) with every caption for each teacher, and the
-/// ensemble mean: `(per_teacher [M][B * n_c], estimate [B * n_c])`, row-major `[B, n_c]`.
-fn block_scores(
-    t: &Teachers,
-    clips: std::ops::Range<usize>,
-    n_captions: usize,
-) -> (Vec<Vec<f32>>, Vec<f32>) {
-    let b = clips.len();
+/// Cosines of clips `clips` (split-local range) with every caption for each teacher (one matrix
+/// product each), and the ensemble mean: `(per_teacher [M][B * n_c], estimate [B * n_c])`,
+/// row-major `[B, n_c]`.
+fn block_scores(t: &Teachers, clips: std::ops::Range<usize>) -> (Vec<Vec<f32>>, Vec<f32>) {
     let dim = t.dim;
     let per_teacher: Vec<Vec<f32>> = (0..t.names.len())
         .map(|m| {
             let audio = &t.audio[m][clips.start * dim..clips.end * dim];
-            // Caption-major `[n_c, B]` so that each text row is read once per block, then
-            // transposed to the clip-major row order of the table.
-            let mut by_caption = vec![0.0f32; n_captions * b];
-            by_caption
-                .par_chunks_mut(64 * b)
-                .enumerate()
-                .for_each(|(c, out)| {
-                    for (jj, o) in out.chunks_mut(b).enumerate() {
-                        let j = c * 64 + jj;
-                        let text = &t.text[m][j * dim..(j + 1) * dim];
-                        for (v, a) in o.iter_mut().zip(audio.chunks_exact(dim)) {
-                            *v = dot(a, text);
-                        }
-                    }
-                });
-            metrics::transpose(&by_caption, n_captions, b)
+            metrics::dot_matrix(audio, &t.text[m], dim)
         })
         .collect();
     let inv = 1.0 / t.names.len() as f32;
@@ -315,7 +296,7 @@ fn normalisers(
     for k in 0..n_blocks {
         let clips = k * block..((k + 1) * block).min(n_clips);
         let b = clips.len();
-        let (_, est) = block_scores(t, clips, n_captions);
+        let (_, est) = block_scores(t, clips);
         let rows: Vec<f64> = est
             .par_chunks(n_captions)
             .map(|r| Lse::of(r.iter().map(|&x| x as f64 / tau)).value())
@@ -365,37 +346,6 @@ pub fn table_schema(teachers: usize, with_probabilities: bool, with_relevance: b
     Arc::new(Schema::new(fields))
 }
 
-fn writer_thread(
-    path: std::path::PathBuf,
-    schema: SchemaRef,
-    props: WriterProperties,
-    rx: Receiver<RecordBatch>,
-) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("creating `{}`", path.display()))?;
-    let options = ArrowWriterOptions::new()
-        .with_properties(props)
-        .with_skip_arrow_metadata(true);
-    let mut writer =
-        ArrowWriter::try_new_with_options(std::io::BufWriter::new(file), schema, options)?;
-    for batch in rx {
-        writer.write(&batch)?;
-        writer.flush()?;
-    }
-    writer.close()?;
-    Ok(())
-}
-
-#[derive(Debug, Default, Serialize)]
-struct ScorerMetrics {
-    t2a_map10: f64,
-    t2a_r1: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spearman: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ndcg10: Option<f64>,
-}
-
 fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
     let index = SplitIndex::load(ctx.input("features")?, p.split)?;
     let t = load_teachers(ctx, &index)?;
@@ -417,18 +367,13 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
 
     let block = (p.row_group_rows / n_c).max(1);
     let n_blocks = n_a.div_ceil(block);
-    let (lse_row, lse_col) = if p.with_probabilities {
-        normalisers(ctx, &t, n_a, n_c, block, p.tau)
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let normalisers = p
+        .with_probabilities
+        .then(|| normalisers(ctx, &t, n_a, n_c, block, p.tau));
+    let table = TableBuilder::new(&index, &t, p, normalisers);
 
-    // Writer.
-    let with_relevance = index.relevance.is_some();
-    let schema = table_schema(n_m, p.with_probabilities, with_relevance);
     let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(block * n_c))
         .set_dictionary_page_size_limit(8 << 20)
         .set_key_value_metadata(Some(vec![
             KeyValue::new("teachers".into(), serde_json::to_string(&t.names)?),
@@ -436,138 +381,46 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
             KeyValue::new("tau".into(), p.tau.to_string()),
             KeyValue::new("schema_version".into(), SCHEMA_VERSION.to_string()),
         ]));
-    for f in schema.fields() {
+    for f in table.schema.fields() {
         if matches!(f.data_type(), DataType::Float32 | DataType::Boolean) {
             props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
         }
     }
-    let (tx, rx) = sync_channel::<RecordBatch>(1);
     let path = ctx.out_dir.join(CORRESPONDENCES_FILE);
-    let writer = {
-        let (schema, props) = (schema.clone(), props.build());
-        std::thread::spawn(move || writer_thread(path, schema, props, rx))
-    };
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating `{}`", path.display()))?;
+    let mut writer =
+        ParallelWriter::try_new(BufWriter::new(file), table.schema.clone(), props.build())?;
 
-    // Shared dictionary values.
-    let audio_ids: ArrayRef = Arc::new(StringArray::from_iter_values(&index.clip_ids));
-    let audio_files: ArrayRef = Arc::new(StringArray::from_iter_values(&index.clip_files));
-    let caption_ids: ArrayRef = Arc::new(StringArray::from_iter_values(&index.caption_ids));
-    let captions: ArrayRef = Arc::new(StringArray::from_iter_values(&index.caption_texts));
-    let relevance_rows: Option<Vec<Vec<(usize, f32)>>> = index.relevance.as_ref().map(|rel| {
-        // Per clip: (caption, relevance).
-        let mut by_clip = vec![Vec::new(); n_a];
-        for (q, pairs) in rel.iter().enumerate() {
-            for &(i, r) in pairs {
-                by_clip[i].push((q, r));
-            }
-        }
-        by_clip
-    });
-
-    let (mut sum_match, mut n_match, mut sum_other) = (0.0f64, 0usize, 0.0f64);
-    let mut mass_on_matches = 0.0f64;
+    // Row group k is encoded while row group k + 1 is computed.
+    let mut totals = BlockStats::default();
     let step = ctx
         .reporter
         .step("writing correspondences.parquet", n_blocks as u64);
-    let send_result = (|| -> anyhow::Result<()> {
-        for k in 0..n_blocks {
-            let clips = k * block..((k + 1) * block).min(n_a);
-            let b = clips.len();
-            let rows = b * n_c;
-            let (per_teacher, est) = block_scores(&t, clips.clone(), n_c);
-            let audio_keys: Vec<i32> = clips
-                .clone()
-                .flat_map(|i| std::iter::repeat_n(i as i32, n_c))
-                .collect();
-            let caption_keys: Vec<i32> = (0..b).flat_map(|_| 0..n_c as i32).collect();
-            let is_match: Vec<bool> = clips
-                .clone()
-                .flat_map(|i| index.caption_clip.iter().map(move |&c| c == i))
-                .collect();
-            for (e, m) in est.iter().zip(&is_match) {
-                if *m {
-                    sum_match += *e as f64;
-                    n_match += 1;
-                } else {
-                    sum_other += *e as f64;
-                }
-            }
-            let dict = |keys: &[i32], values: &ArrayRef| -> anyhow::Result<ArrayRef> {
-                Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                    Int32Array::from(keys.to_vec()),
-                    values.clone(),
-                )?))
-            };
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(Int64Array::from_iter_values(
-                    audio_keys
-                        .iter()
-                        .map(|&i| index.clip_rows[i as usize] as i64),
-                )),
-                dict(&audio_keys, &audio_ids)?,
-                dict(&audio_keys, &audio_files)?,
-                Arc::new(Int64Array::from_iter_values(
-                    caption_keys
-                        .iter()
-                        .map(|&j| index.caption_rows[j as usize] as i64),
-                )),
-                dict(&caption_keys, &caption_ids)?,
-                dict(&caption_keys, &captions)?,
-                Arc::new(BooleanArray::from(is_match.clone())),
-            ];
-            for v in per_teacher {
-                columns.push(Arc::new(Float32Array::from(v)));
-            }
-            let probabilities = if p.with_probabilities {
-                let tau = p.tau;
-                let pca: Vec<f32> = est
-                    .par_iter()
-                    .enumerate()
-                    .map(|(r, &x)| (x as f64 / tau - lse_row[clips.start + r / n_c]).exp() as f32)
-                    .collect();
-                let pac: Vec<f32> = est
-                    .par_iter()
-                    .enumerate()
-                    .map(|(r, &x)| (x as f64 / tau - lse_col[r % n_c]).exp() as f32)
-                    .collect();
-                mass_on_matches += pca
-                    .iter()
-                    .zip(&is_match)
-                    .filter(|(_, m)| **m)
-                    .map(|(p, _)| *p as f64)
-                    .sum::<f64>();
-                Some((pca, pac))
-            } else {
-                None
-            };
-            columns.push(Arc::new(Float32Array::from(est)));
-            if let Some((pca, pac)) = probabilities {
-                columns.push(Arc::new(Float32Array::from(pca)));
-                columns.push(Arc::new(Float32Array::from(pac)));
-            }
-            if let Some(rel) = &relevance_rows {
-                let mut r = vec![0.0f32; rows];
-                for (bi, i) in clips.clone().enumerate() {
-                    for &(q, v) in &rel[i] {
-                        r[bi * n_c + q] = v;
-                    }
-                }
-                columns.push(Arc::new(Float32Array::from(r)));
-            }
-            let batch = RecordBatch::try_new(schema.clone(), columns)?;
-            if tx.send(batch).is_err() {
-                break; // the writer failed; its error is reported below
-            }
+    let mut pending: Option<RecordBatch> = None;
+    for k in 0..=n_blocks {
+        let (encoded, next) = rayon::join(
+            || pending.take().map(|b| writer.encode(&b, k - 1)).transpose(),
+            || {
+                (k < n_blocks)
+                    .then(|| table.batch(k * block..((k + 1) * block).min(n_a)))
+                    .transpose()
+            },
+        );
+        if let Some(group) = encoded? {
+            writer.append(group)?;
             step.inc(1);
         }
-        Ok(())
-    })();
-    drop(tx);
-    let written = writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the Parquet writer thread panicked"))?;
-    send_result?;
-    written?;
+        if let Some((batch, stats)) = next? {
+            totals.add(&stats);
+            pending = Some(batch);
+        }
+    }
+    writer
+        .close()?
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing `{}`", path.display()))?;
     drop(step);
 
     // Agreement with the annotation and the ground truth.
@@ -578,144 +431,185 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
     out.insert("teachers".into(), n_m.into());
     out.insert(
         "estimate_mean_match".into(),
-        (sum_match / n_match.max(1) as f64).into(),
+        (totals.sum_match / totals.n_match.max(1) as f64).into(),
     );
     out.insert(
         "estimate_mean_nonmatch".into(),
-        (sum_other / (n_a * n_c - n_match).max(1) as f64).into(),
+        (totals.sum_other / (n_a * n_c - totals.n_match).max(1) as f64).into(),
     );
     if p.with_probabilities {
         out.insert(
             "p_caption_given_audio_on_matches".into(),
-            (mass_on_matches / n_a as f64).into(),
+            (totals.mass_on_matches / n_a as f64).into(),
         );
     }
-    for (name, m) in agreement(ctx, &t, &index, p.seed)? {
+    for (name, m) in agreement::agreement(ctx, &t, &index, p.seed)? {
         out.insert(name, serde_json::to_value(m)?);
     }
     ctx.write_metrics(&serde_json::Value::Object(out))?;
     Ok(())
 }
 
-/// Per scorer: fit to the annotation (t2a) and, with ground truth, Spearman and nDCG@10.
-fn agreement(
-    ctx: &RunContext<'_>,
-    t: &Teachers,
-    index: &SplitIndex,
-    seed: u64,
-) -> anyhow::Result<Vec<(String, ScorerMetrics)>> {
-    let (n_a, n_c, n_m) = (index.n_clips(), index.n_captions(), t.names.len());
-    let dim = t.dim;
-    let has_truth = index.relevance.is_some();
-    let n_scorers = n_m + 1 + usize::from(has_truth); // teachers, ensemble, annotation
-    let step = ctx
-        .reporter
-        .step("agreement with the annotation / ground truth", n_c as u64);
-    // Per caption and scorer: (rank of annotated clip, nDCG@10).
-    let per_caption: Vec<Vec<(usize, Option<f64>)>> = (0..n_c)
-        .into_par_iter()
-        .map(|j| {
-            let mut scores: Vec<Vec<f32>> = (0..n_m)
-                .map(|m| {
-                    let text = &t.text[m][j * dim..(j + 1) * dim];
-                    t.audio[m].chunks_exact(dim).map(|a| dot(a, text)).collect()
-                })
-                .collect();
-            let mut est = vec![0.0f32; n_a];
-            for s in &scores {
-                for (e, x) in est.iter_mut().zip(s) {
-                    *e += x;
+/// Sums over a block's pairs for `metrics.json`.
+#[derive(Debug, Default)]
+struct BlockStats {
+    sum_match: f64,
+    n_match: usize,
+    sum_other: f64,
+    mass_on_matches: f64,
+}
+
+impl BlockStats {
+    fn add(&mut self, o: &BlockStats) {
+        self.sum_match += o.sum_match;
+        self.n_match += o.n_match;
+        self.sum_other += o.sum_other;
+        self.mass_on_matches += o.mass_on_matches;
+    }
+}
+
+/// Builds the table's record batches, one per block of clips.
+struct TableBuilder<'a> {
+    index: &'a SplitIndex,
+    teachers: &'a Teachers,
+    tau: f64,
+    /// Per-clip and per-caption log-normalisers, with the probability columns.
+    normalisers: Option<(Vec<f64>, Vec<f64>)>,
+    schema: SchemaRef,
+    /// Dictionary values shared by every batch.
+    audio_ids: ArrayRef,
+    audio_files: ArrayRef,
+    caption_ids: ArrayRef,
+    captions: ArrayRef,
+    /// Per clip: (caption, relevance), where the features carry ground truth.
+    relevance_by_clip: Option<Vec<Vec<(usize, f32)>>>,
+}
+
+impl<'a> TableBuilder<'a> {
+    fn new(
+        index: &'a SplitIndex,
+        teachers: &'a Teachers,
+        p: &CorrespondencesParams,
+        normalisers: Option<(Vec<f64>, Vec<f64>)>,
+    ) -> Self {
+        let relevance_by_clip = index.relevance.as_ref().map(|rel| {
+            let mut by_clip = vec![Vec::new(); index.n_clips()];
+            for (q, pairs) in rel.iter().enumerate() {
+                for &(i, r) in pairs {
+                    by_clip[i].push((q, r));
                 }
             }
-            est.iter_mut().for_each(|e| *e /= n_m as f32);
-            scores.push(est);
-            if has_truth {
-                let mut ann = vec![0.0f32; n_a];
-                ann[index.caption_clip[j]] = 1.0;
-                scores.push(ann);
-            }
-            let gains = index.relevance.as_ref().map(|r| &r[j]);
-            let out = scores
-                .iter()
-                .map(|s| {
-                    let rank = metrics::rank_of(s, index.caption_clip[j]);
-                    let ndcg = gains.and_then(|g| metrics::ndcg_at_k(s, g, 10));
-                    (rank, ndcg)
-                })
-                .collect();
-            step.inc(1);
-            out
-        })
-        .collect();
-    drop(step);
-
-    // Spearman over all pairs, or a seeded sample.
-    let spearman: Option<Vec<Option<f64>>> = index.relevance.as_ref().map(|_| {
-        let total = n_a * n_c;
-        let pairs: Vec<(usize, usize)> = if total <= SPEARMAN_MAX_PAIRS {
-            (0..n_a)
-                .flat_map(|i| (0..n_c).map(move |j| (i, j)))
-                .collect()
-        } else {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..SPEARMAN_MAX_PAIRS)
-                .map(|_| (rng.random_range(0..n_a), rng.random_range(0..n_c)))
-                .collect()
-        };
-        let truth: Vec<f32> = pairs
-            .par_iter()
-            .map(|&(i, j)| index.relevance_of(j, i).unwrap_or(0.0))
-            .collect();
-        let mut columns: Vec<Vec<f32>> = (0..n_m)
-            .map(|m| {
-                pairs
-                    .par_iter()
-                    .map(|&(i, j)| {
-                        dot(
-                            &t.audio[m][i * dim..(i + 1) * dim],
-                            &t.text[m][j * dim..(j + 1) * dim],
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let est: Vec<f32> = (0..pairs.len())
-            .map(|k| columns.iter().map(|c| c[k]).sum::<f32>() / n_m as f32)
-            .collect();
-        columns.push(est);
-        columns.push(
-            pairs
-                .iter()
-                .map(|&(i, j)| if index.caption_clip[j] == i { 1.0 } else { 0.0 })
-                .collect(),
-        );
-        columns
-            .par_iter()
-            .map(|c| statistics::spearman(c, &truth))
-            .collect()
-    });
-
-    let names: Vec<String> = (0..n_m)
-        .map(|m| format!("teacher_{m}"))
-        .chain(std::iter::once("ensemble".to_owned()))
-        .chain(has_truth.then(|| "annotation".to_owned()))
-        .collect();
-    let mut result = Vec::new();
-    for (s, name) in names.into_iter().enumerate().take(n_scorers) {
-        let ranks: Vec<usize> = per_caption.iter().map(|v| v[s].0).collect();
-        let scores = metrics::scores_from_ranks(&ranks);
-        let ndcgs: Vec<f64> = per_caption.iter().filter_map(|v| v[s].1).collect();
-        result.push((
-            name,
-            ScorerMetrics {
-                t2a_map10: scores.map10,
-                t2a_r1: scores.r1,
-                spearman: spearman.as_ref().and_then(|v| v[s]),
-                ndcg10: has_truth.then(|| statistics::mean(&ndcgs)),
-            },
-        ));
+            by_clip
+        });
+        let strings = |v: &[String]| -> ArrayRef { Arc::new(StringArray::from_iter_values(v)) };
+        Self {
+            index,
+            teachers,
+            tau: p.tau,
+            schema: table_schema(
+                teachers.names.len(),
+                normalisers.is_some(),
+                relevance_by_clip.is_some(),
+            ),
+            normalisers,
+            audio_ids: strings(&index.clip_ids),
+            audio_files: strings(&index.clip_files),
+            caption_ids: strings(&index.caption_ids),
+            captions: strings(&index.caption_texts),
+            relevance_by_clip,
+        }
     }
-    Ok(result)
+
+    /// The rows of clips `clips` (split-local), clip-major, and their sums.
+    fn batch(&self, clips: std::ops::Range<usize>) -> anyhow::Result<(RecordBatch, BlockStats)> {
+        let index = self.index;
+        let n_c = index.n_captions();
+        let rows = clips.len() * n_c;
+        let (per_teacher, est) = block_scores(self.teachers, clips.clone());
+        let clip_of = |r: usize| clips.start + r / n_c;
+        let audio_keys: Vec<i32> = (0..rows)
+            .into_par_iter()
+            .map(|r| clip_of(r) as i32)
+            .collect();
+        let caption_keys: Vec<i32> = (0..rows)
+            .into_par_iter()
+            .map(|r| (r % n_c) as i32)
+            .collect();
+        let is_match: Vec<bool> = (0..rows)
+            .into_par_iter()
+            .map(|r| index.caption_clip[r % n_c] == clip_of(r))
+            .collect();
+        let mut stats = BlockStats::default();
+        for (e, m) in est.iter().zip(&is_match) {
+            if *m {
+                stats.sum_match += *e as f64;
+                stats.n_match += 1;
+            } else {
+                stats.sum_other += *e as f64;
+            }
+        }
+        let dict = |keys: &[i32], values: &ArrayRef| -> anyhow::Result<ArrayRef> {
+            Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from(keys.to_vec()),
+                values.clone(),
+            )?))
+        };
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                audio_keys
+                    .iter()
+                    .map(|&i| index.clip_rows[i as usize] as i64),
+            )),
+            dict(&audio_keys, &self.audio_ids)?,
+            dict(&audio_keys, &self.audio_files)?,
+            Arc::new(Int64Array::from_iter_values(
+                caption_keys
+                    .iter()
+                    .map(|&j| index.caption_rows[j as usize] as i64),
+            )),
+            dict(&caption_keys, &self.caption_ids)?,
+            dict(&caption_keys, &self.captions)?,
+            Arc::new(BooleanArray::from(is_match.clone())),
+        ];
+        for v in per_teacher {
+            columns.push(Arc::new(Float32Array::from(v)));
+        }
+        let probabilities = self.normalisers.as_ref().map(|(lse_row, lse_col)| {
+            let tau = self.tau;
+            let pca: Vec<f32> = est
+                .par_iter()
+                .enumerate()
+                .map(|(r, &x)| (x as f64 / tau - lse_row[clip_of(r)]).exp() as f32)
+                .collect();
+            let pac: Vec<f32> = est
+                .par_iter()
+                .enumerate()
+                .map(|(r, &x)| (x as f64 / tau - lse_col[r % n_c]).exp() as f32)
+                .collect();
+            stats.mass_on_matches = pca
+                .iter()
+                .zip(&is_match)
+                .filter(|(_, m)| **m)
+                .map(|(p, _)| *p as f64)
+                .sum::<f64>();
+            (pca, pac)
+        });
+        columns.push(Arc::new(Float32Array::from(est)));
+        if let Some((pca, pac)) = probabilities {
+            columns.push(Arc::new(Float32Array::from(pca)));
+            columns.push(Arc::new(Float32Array::from(pac)));
+        }
+        if let Some(rel) = &self.relevance_by_clip {
+            let mut r = vec![0.0f32; rows];
+            for (bi, i) in clips.clone().enumerate() {
+                for &(q, v) in &rel[i] {
+                    r[bi * n_c + q] = v;
+                }
+            }
+            columns.push(Arc::new(Float32Array::from(r)));
+        }
+        Ok((RecordBatch::try_new(self.schema.clone(), columns)?, stats))
+    }
 }
 
 /// Reads the teacher node names from a correspondence table's key-value metadata.

@@ -2,14 +2,18 @@
 //! generated feature set, then query the table with Rust polars (lazy + parquet). The same two
 //! queries, in Python and Rust polars, are in the README ("For analysts").
 
+#![cfg(feature = "stages")]
+
 use std::path::PathBuf;
 
 use pipeline_eval::Correspondences;
 use polars::prelude::*;
 
-mod common;
+// The eval crate's synthetic artifacts and stage runner.
+#[path = "../stages/eval/tests/common/mod.rs"]
+mod eval_common;
 
-use common::{run_stage, synthetic_embeddings, synthetic_features};
+use eval_common::{run_stage, synthetic_embeddings, synthetic_features};
 
 const CLIPS: [usize; 3] = [10, 3, 4];
 const CAPTIONS_PER_CLIP: usize = 3;
