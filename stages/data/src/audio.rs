@@ -74,7 +74,8 @@ pub fn try_decode(path: &Path) -> anyhow::Result<Audio> {
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| anyhow::anyhow!("unsupported codec: {e}"))?;
     let mut sample_rate = params.sample_rate.unwrap_or(0);
-    let mut mono: Vec<f32> = Vec::new();
+    // The header's length, where it has one (capped: a lying header must not allocate much).
+    let mut mono: Vec<f32> = Vec::with_capacity(promised.map_or(0, |n| n.min(1 << 26) as usize));
     let mut scratch: Vec<f32> = Vec::new();
     let truncated = |promised: u64, read: usize| {
         anyhow::anyhow!(
@@ -153,8 +154,12 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> anyhow::Result<Vec<f32>>
 /// Decodes, downmixes and resamples to `sample_rate`.
 pub fn load(path: &Path, sample_rate: u32) -> anyhow::Result<Audio> {
     let audio = decode(path)?;
-    let samples = resample(&audio.samples, audio.sample_rate, sample_rate)
-        .with_context(|| format!("resampling `{}`", path.display()))?;
+    let samples = if audio.sample_rate == sample_rate {
+        audio.samples
+    } else {
+        resample(&audio.samples, audio.sample_rate, sample_rate)
+            .with_context(|| format!("resampling `{}`", path.display()))?
+    };
     Ok(Audio {
         samples,
         sample_rate,

@@ -438,25 +438,21 @@ impl MelExtractor {
 
     /// Log-mel of one window: `[n_mels, n_frames]`, row-major.
     pub fn compute(&self, samples: &[f32]) -> Vec<f32> {
-        let signal: Vec<f64> = if self.cfg.preemphasis > 0.0 {
-            let c = self.cfg.preemphasis;
-            samples
-                .windows(2)
-                .map(|w| w[1] as f64 - c * w[0] as f64)
-                .collect()
-        } else {
-            samples.iter().map(|&x| x as f64).collect()
-        };
         let n_fft = self.cfg.n_fft;
         let hop = self.cfg.hop_length;
-        let n_frames = self.frames_of(signal.len());
+        let n = if self.cfg.preemphasis > 0.0 {
+            samples.len().saturating_sub(1)
+        } else {
+            samples.len()
+        };
+        let n_frames = self.frames_of(n);
         let n_mels = self.cfg.n_mels;
         let half = n_fft / 2;
         let mut out = vec![0.0f32; n_mels * n_frames];
         if n_frames == 0 {
             return out;
         }
-        let padded = self.framed_signal(&signal, n_frames);
+        let padded = self.framed_signal(samples, n, n_frames);
         // Only the window's non-zero span is read.
         let (lo, hi) = self.window_span;
         let window = &self.window[lo..hi];
@@ -503,28 +499,40 @@ impl MelExtractor {
         out
     }
 
-    /// The signal laid out so that frame `f` is `[f * hop, f * hop + n_fft)`: Kaldi style
-    /// reflect-pads `n_fft / 2` samples on both sides (centred frames); YAMNet's frames start
-    /// at 0 and read zeros past the end (only where the window is 0).
-    fn framed_signal(&self, signal: &[f64], n_frames: usize) -> Vec<f64> {
+    /// The (pre-emphasised) signal of `n` samples laid out so that frame `f` is
+    /// `[f * hop, f * hop + n_fft)`, in one allocation: Kaldi style reflect-pads `n_fft / 2`
+    /// samples on both sides (centred frames); YAMNet's frames start at 0 and read zeros past
+    /// the end (only where the window is 0).
+    fn framed_signal(&self, samples: &[f32], n: usize, n_frames: usize) -> Vec<f64> {
         let len = (n_frames - 1) * self.cfg.hop_length + self.cfg.n_fft;
-        let n = signal.len();
         if n == 0 {
             return vec![0.0; len];
         }
+        let c = self.cfg.preemphasis;
+        let signal = |j: usize| -> f64 {
+            if c > 0.0 {
+                samples[j + 1] as f64 - c * samples[j] as f64
+            } else {
+                samples[j] as f64
+            }
+        };
         match self.cfg.style {
             MelStyle::Kaldi => {
                 let pad = (self.cfg.n_fft / 2) as isize;
                 (0..len as isize)
-                    .map(|t| signal[reflect(t - pad, n)])
+                    .map(|t| {
+                        let j = t - pad;
+                        if (0..n as isize).contains(&j) {
+                            signal(j as usize)
+                        } else {
+                            signal(reflect(j, n))
+                        }
+                    })
                     .collect()
             }
-            MelStyle::Yamnet => {
-                let mut out = vec![0.0; len];
-                let m = n.min(len);
-                out[..m].copy_from_slice(&signal[..m]);
-                out
-            }
+            MelStyle::Yamnet => (0..len)
+                .map(|t| if t < n { signal(t) } else { 0.0 })
+                .collect(),
         }
     }
 

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatchReader};
 use arrow::datatypes::{DataType, Float32Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pipeline_eval::index::SplitIndex;
@@ -28,6 +28,10 @@ use pipeline_formats::Split;
 mod common;
 
 use common::{random_embeddings, run_stage, synthetic_features};
+
+// As the `pipeline` binary allocates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Peak resident memory of this process since the last [`reset_peak`], in MiB.
 fn peak_mib() -> f64 {

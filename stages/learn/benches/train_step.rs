@@ -23,6 +23,10 @@ use pipeline_learn::params::{ModelParams, OptimParams};
 mod fixtures;
 use fixtures::Synthetic;
 
+// As the `pipeline` binary allocates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
