@@ -46,11 +46,14 @@ def kaldi_banks():
 BANKS = kaldi_banks()
 WINDOW = scipy.signal.windows.hann(WIN, sym=True)
 
-def logmel(path):
+def load(path):
     y, sr = librosa.load(path, sr=None, mono=True)
     assert sr == SR
     y = y[: MAX_S * SR]
-    y = np.pad(y, (0, MAX_S * SR - len(y)))
+    return np.pad(y, (0, MAX_S * SR - len(y)))
+
+def logmel(path):
+    y = load(path)
     out = []
     for w in range(MAX_S // WIN_S):
         x = y[w * WIN_S * SR:(w + 1) * WIN_S * SR].astype(np.float64)
@@ -67,9 +70,7 @@ BANKS_T = np.ascontiguousarray(BANKS.T)
 def logmel_scipy(path):
     # The fastest plain-numpy form: frames as a strided view, one real FFT call over all of
     # them (scipy.fft, pocketfft), the mel projection as one matrix product.
-    y, sr = librosa.load(path, sr=None, mono=True)
-    y = y[: MAX_S * SR]
-    y = np.pad(y, (0, MAX_S * SR - len(y)))
+    y = load(path)
     out = []
     for w in range(MAX_S // WIN_S):
         x = y[w * WIN_S * SR:(w + 1) * WIN_S * SR].astype(np.float64)

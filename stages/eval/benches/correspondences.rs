@@ -12,7 +12,7 @@
 //! `cargo bench -p pipeline-eval --bench correspondences [-- CLIPS CAPTIONS_PER_CLIP TEACHERS WIDTH...]`
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -341,7 +341,7 @@ fn evaluate_row(dir: &Path, python: &Path, manifest: &Path, threads: usize) -> a
 }
 
 /// A float32 C-order `.npy` (format 1.0).
-fn write_npy(path: &PathBuf, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
+fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
     let mut header = format!(
         "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
         shape[0], shape[1]
