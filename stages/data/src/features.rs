@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::mel::{MelConfig, MelExtractor};
 use crate::text::{PretrainedTokenizer, Vocab, normalize};
-use pipeline_formats::{CaptionRow, ClipRow, DatasetIndex, FeatureSet, RelevanceRow, Split};
+use pipeline_formats::{
+    CaptionRow, ClipRow, ClipWindows, DatasetIndex, FeatureSet, RelevanceRow, ShardWriter, Split,
+    WINDOWS_DIR,
+};
 
 /// Front-end preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,10 @@ pub struct FeaturesParams {
     /// `fetch` node's output), relative to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_file: Option<String>,
+    /// Megabytes of log-mel per shard file (at least one clip each): what the stage holds in
+    /// memory at once, beside the tables.
+    #[serde(default = "default_shard_mb")]
+    pub shard_mb: f64,
 }
 
 fn default_preset() -> Preset {
@@ -94,6 +101,9 @@ fn default_max_tokens() -> usize {
 }
 fn default_min_word_count() -> usize {
     1
+}
+fn default_shard_mb() -> f64 {
+    256.0
 }
 
 impl Default for FeaturesParams {
@@ -155,7 +165,13 @@ impl FeaturesParams {
             max_tokens: self.max_tokens,
             min_word_count: self.min_word_count,
             tokenizer_file: self.tokenizer_file.clone(),
+            shard_mb: self.shard_mb,
         }
+    }
+
+    /// [`Self::shard_mb`] in bytes.
+    pub fn shard_bytes(&self) -> usize {
+        (self.shard_mb * 1e6) as usize
     }
 
     pub fn validate(&self) -> Result<(), ParamError> {
@@ -169,6 +185,12 @@ impl FeaturesParams {
             return Err(ParamError::at(
                 "min_word_count",
                 "must be between 1 and 1000",
+            ));
+        }
+        if !(self.shard_mb.is_finite() && self.shard_mb > 0.0) {
+            return Err(ParamError::at(
+                "shard_mb",
+                "must be a positive number of megabytes",
             ));
         }
         if let Some(file) = &self.tokenizer_file
@@ -194,25 +216,29 @@ pub fn resolve(dataset_dir: &Path, file: &str) -> PathBuf {
 }
 
 /// Computes the feature set of the data set in `dataset_dir` (in the current rayon pool), with
-/// the word vocabulary of the training split.
+/// the word vocabulary of the training split; its windows go to shards in `windows_dir`.
 pub fn compute(
     dataset_dir: &Path,
     params: &FeaturesParams,
+    windows_dir: &Path,
     reporter: &dyn pipeline_api::Reporter,
 ) -> anyhow::Result<(FeatureSet, serde_json::Value)> {
-    compute_with(dataset_dir, None, params, reporter)
+    compute_with(dataset_dir, None, params, windows_dir, reporter)
 }
 
 /// Computes the feature set of the data set in `dataset_dir` (in the current rayon pool); the
 /// captions are encoded with the pretrained tokenizer read from `tokenizer` (a `tokenizer.json`)
 /// when given, else with the word vocabulary of the training split.
+///
+/// The windows are written to shards in `windows_dir` (a [`pipeline_formats::windows`] folder),
+/// one shard in memory at a time; shards an interrupted call left complete there are kept.
 pub fn compute_with(
     dataset_dir: &Path,
     tokenizer: Option<&Path>,
     params: &FeaturesParams,
+    windows_dir: &Path,
     reporter: &dyn pipeline_api::Reporter,
 ) -> anyhow::Result<(FeatureSet, serde_json::Value)> {
-    let started = Instant::now();
     // Read first: a bad tokenizer fails before the audio is processed.
     let tokenizer = tokenizer
         .map(|path| PretrainedTokenizer::load(path, params.max_tokens))
@@ -224,31 +250,15 @@ pub fn compute_with(
         dataset_dir.display()
     );
     let front_end = FrontEnd::new(params);
-    let step = reporter.step("log-mel", index.clips.len() as u64);
-    let results: Vec<ClipFeatures> = index
-        .clips
-        .par_iter()
-        .map(|clip| {
-            let features = front_end.file(&resolve(dataset_dir, &clip.file));
-            step.inc(1);
-            features
-        })
-        .collect::<anyhow::Result<_>>()?;
-    drop(step);
-    let compute_s = started.elapsed().as_secs_f64();
-
+    let (mel, window_mask) = write_windows(
+        &index,
+        dataset_dir,
+        &front_end,
+        params,
+        windows_dir,
+        reporter,
+    )?;
     let (n_windows, n_mels, n_frames) = (front_end.n_windows, front_end.n_mels, front_end.n_frames);
-    let mut mel = Vec::with_capacity(front_end.clip_len() * index.clips.len());
-    let mut window_mask = Vec::with_capacity(n_windows * index.clips.len());
-    let mut seconds = 0.0;
-    for clip in results {
-        mel.extend(clip.mel);
-        window_mask.extend(clip.window_mask);
-        seconds += clip.seconds;
-    }
-    // Timings are measurements of the run, not outputs: they go to the manifest.
-    reporter.measure("features_seconds", compute_s);
-    reporter.measure("audio_seconds_per_second", seconds / compute_s.max(1e-9));
 
     // Captions, grouped by clip in data set order.
     let clip_row: HashMap<&str, usize> = index
@@ -339,7 +349,8 @@ pub fn compute_with(
         "n_frames": n_frames,
         "sample_rate": front_end.cfg.sample_rate,
         "vocab_size": text.vocab.len(),
-        "audio_seconds": seconds,
+        // As the data set lists them: the same whether or not the run was resumed.
+        "audio_seconds": index.clips.iter().map(|c| c.duration_s).sum::<f64>(),
         "valid_windows": window_mask.iter().filter(|&&m| m == 1).count(),
         "captions_truncated": text.truncated,
         "unknown_word_rate_val": text.unknown_rate(&captions, Split::Val),
@@ -363,7 +374,6 @@ pub fn compute_with(
             captions.iter().filter(|c| c.split == split).count().into();
     }
     let set = FeatureSet {
-        mel_shape: [clips.len(), n_windows, n_mels, n_frames],
         mel,
         window_mask,
         max_tokens: params.max_tokens,
@@ -377,6 +387,64 @@ pub fn compute_with(
     Ok((set, metrics))
 }
 
+/// Featurises every clip into shards of `windows_dir`, one shard at a time (its clips in
+/// parallel), skipping the shards an interrupted run completed; returns the opened shards and
+/// the window mask.
+fn write_windows(
+    index: &DatasetIndex,
+    dataset_dir: &Path,
+    front_end: &FrontEnd,
+    params: &FeaturesParams,
+    windows_dir: &Path,
+    reporter: &dyn pipeline_api::Reporter,
+) -> anyhow::Result<(ClipWindows, Vec<u8>)> {
+    let started = Instant::now();
+    let n_windows = front_end.n_windows;
+    let clip_len = front_end.clip_len();
+    let mut writer = ShardWriter::new(
+        windows_dir,
+        [n_windows, front_end.n_mels, front_end.n_frames],
+        params.shard_bytes(),
+    )?;
+    let step = reporter.step("log-mel", index.clips.len() as u64);
+    let (mut seconds, mut computed) = (0.0, 0usize);
+    let mut mel = Vec::new();
+    let mut mask = Vec::new();
+    for (k, range) in writer.plan(index.clips.len()).into_iter().enumerate() {
+        if writer.existing(k, range.start, range.len())?.is_some() {
+            step.inc(range.len() as u64);
+            continue;
+        }
+        mel.resize(range.len() * clip_len, 0.0);
+        mask.resize(range.len() * n_windows, 0);
+        seconds += mel
+            .par_chunks_mut(clip_len)
+            .zip(mask.par_chunks_mut(n_windows))
+            .zip(&index.clips[range.clone()])
+            .map(|((mel, mask), clip)| {
+                let features = front_end.file(&resolve(dataset_dir, &clip.file))?;
+                mel.copy_from_slice(&features.mel);
+                mask.copy_from_slice(&features.window_mask);
+                step.inc(1);
+                Ok(features.seconds)
+            })
+            .collect::<anyhow::Result<Vec<f64>>>()?
+            .into_iter()
+            .sum::<f64>();
+        writer.write(k, range.start, &mel, &mask)?;
+        computed += range.len();
+    }
+    drop(step);
+    writer.finish(index.clips.len())?;
+    // Timings are measurements of the run, not outputs: they go to the manifest.
+    let compute_s = started.elapsed().as_secs_f64();
+    reporter.measure("features_seconds", compute_s);
+    if computed > 0 {
+        reporter.measure("audio_seconds_per_second", seconds / compute_s.max(1e-9));
+    }
+    ClipWindows::open(windows_dir)
+}
+
 /// A `features` node's front end, one audio file at a time (also what `pipeline search` runs on
 /// a folder of the user's own audio).
 pub struct FrontEnd {
@@ -387,7 +455,8 @@ pub struct FrontEnd {
     pub n_frames: usize,
 }
 
-/// One clip's features, as a row of [`FeatureSet::mel`] and [`FeatureSet::window_mask`].
+/// One clip's features, as a clip of [`FeatureSet::mel`] and a row of
+/// [`FeatureSet::window_mask`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipFeatures {
     /// `[n_windows, n_mels, n_frames]`.
@@ -545,7 +614,8 @@ impl StageKind for Features {
     fn version(&self) -> u32 {
         // 2: `file` as the data set has it (not resolved to an absolute path), timings and the
         // tokenizer's directory out of metrics.json.
-        2
+        // 3: windows in shards (`windows/`), `audio_seconds` as the data set lists them.
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -564,13 +634,30 @@ impl StageKind for Features {
             Some(path) => Some(tokenizer_path(path, params.tokenizer_file.as_deref())?),
             None => None,
         };
-        let (set, mut metrics) = crate::synth::pool(ctx.threads)?
-            .install(|| compute_with(dataset, tokenizer.as_deref(), &params, ctx.reporter))?;
+        // Shards go to the scratch folder first: an interrupted run resumes from them.
+        let windows = ctx.scratch_dir.join(WINDOWS_DIR);
+        let (set, mut metrics) = crate::synth::pool(ctx.threads)?.install(|| {
+            compute_with(
+                dataset,
+                tokenizer.as_deref(),
+                &params,
+                &windows,
+                ctx.reporter,
+            )
+        })?;
         if let Some(file) = &params.tokenizer_file {
             // The tokenizer's path inside its input.
             metrics["tokenizer"]["file"] = file.as_str().into();
         }
-        set.save(ctx.out_dir)?;
+        let published = ctx.out_dir.join(WINDOWS_DIR);
+        std::fs::rename(&windows, &published).with_context(|| {
+            format!(
+                "moving `{}` to `{}`",
+                windows.display(),
+                published.display()
+            )
+        })?;
+        set.save_tables(ctx.out_dir)?;
         ctx.write_metrics(&metrics)
     }
 }
@@ -670,16 +757,22 @@ mod tests {
             window_seconds: Some(2.5),
             ..Default::default()
         };
-        let (set, metrics) = compute(dir.path(), &params, &SilentReporter).unwrap();
         let out = tempfile::tempdir().unwrap();
-        set.save(out.path()).unwrap();
+        let (set, metrics) = compute(
+            dir.path(),
+            &params,
+            &out.path().join(WINDOWS_DIR),
+            &SilentReporter,
+        )
+        .unwrap();
+        set.save_tables(out.path()).unwrap();
         let loaded = FeatureSet::load(out.path()).unwrap();
-        assert_eq!(loaded.mel_shape, [20, 3, 64, 1 + (40000 - 1) / 320]);
+        assert_eq!(loaded.mel_shape(), [20, 3, 64, 1 + (40000 - 1) / 320]);
         // 4 s of audio in 2.5 s windows of a 6 s frame: two valid windows, one of padding.
         assert_eq!(loaded.clip_window_mask(0), &[1, 1, 0]);
         assert_eq!(loaded.captions.len(), 100);
         assert_eq!(loaded.captions[7].clip_index, 1);
-        assert!(loaded.mel.iter().all(|x| x.is_finite()));
+        assert!(loaded.mel.to_vec().unwrap().iter().all(|x| x.is_finite()));
         assert_eq!(loaded.vocab[..2], ["<pad>".to_owned(), "<unk>".to_owned()]);
         assert!(loaded.caption_tokens(0)[0] > 1);
         let rel = loaded.relevance.as_ref().unwrap();
@@ -710,7 +803,14 @@ mod tests {
     fn timings_are_measured_not_written() {
         let dir = tiny_synthetic_set();
         let recorder = crate::testing::Recorder::default();
-        let (_, metrics) = compute(dir.path(), &FeaturesParams::default(), &recorder).unwrap();
+        let windows = tempfile::tempdir().unwrap();
+        let (_, metrics) = compute(
+            dir.path(),
+            &FeaturesParams::default(),
+            windows.path(),
+            &recorder,
+        )
+        .unwrap();
         assert_eq!(
             recorder.measured(),
             ["features_seconds", "audio_seconds_per_second"]
@@ -725,19 +825,68 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_run_resumes_at_the_first_unfinished_shard() {
+        let dir = tiny_synthetic_set();
+        // About 51 kB per clip: two clips per shard, two shards.
+        let params = FeaturesParams {
+            shard_mb: 0.11,
+            ..Default::default()
+        };
+        let whole = tempfile::tempdir().unwrap();
+        let (set, _) = compute(dir.path(), &params, whole.path(), &SilentReporter).unwrap();
+        assert!(whole.path().join("00001.safetensors").exists());
+        assert!(!whole.path().join("00002.safetensors").exists());
+
+        // An interrupted run: shard 0 complete (here: zeros, to tell it from a recomputed
+        // one), shard 1 and the index missing.
+        let cut = tempfile::tempdir().unwrap();
+        let [_, w, m, f] = set.mel_shape();
+        let mut writer = ShardWriter::new(cut.path(), [w, m, f], params.shard_bytes()).unwrap();
+        writer
+            .write(
+                0,
+                0,
+                &vec![0.0; 2 * set.clip_len()],
+                &set.window_mask[..2 * w],
+            )
+            .unwrap();
+        let recorder = crate::testing::Recorder::default();
+        let (resumed, _) = compute(dir.path(), &params, cut.path(), &recorder).unwrap();
+        assert_eq!(resumed.window_mask, set.window_mask);
+        assert!(
+            resumed.mel.clip(1).unwrap().iter().all(|&v| v == 0.0),
+            "shard 0 kept"
+        );
+        for clip in 2..4 {
+            assert_eq!(resumed.mel.clip(clip).unwrap(), set.mel.clip(clip).unwrap());
+        }
+        assert!(
+            recorder
+                .measured()
+                .contains(&"audio_seconds_per_second".to_owned())
+        );
+
+        // A run that finds every shard complete computes nothing.
+        let recorder = crate::testing::Recorder::default();
+        compute(dir.path(), &params, whole.path(), &recorder).unwrap();
+        assert_eq!(recorder.measured(), ["features_seconds"]);
+    }
+
+    #[test]
     fn yamnet_features_of_a_small_synthetic_set() {
         let dir = small_synthetic_set();
         let params = FeaturesParams {
             preset: Preset::Yamnet,
             ..Default::default()
         };
-        let (set, metrics) = compute(dir.path(), &params, &SilentReporter).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let (set, metrics) = compute(dir.path(), &params, scratch.path(), &SilentReporter).unwrap();
         // 10 s in 20 patches of 96 frames; 4 s of audio fill 1 + ceil((64000 - 15600) / 7680).
-        assert_eq!(set.mel_shape, [20, 20, 64, 96]);
+        assert_eq!(set.mel_shape(), [20, 20, 64, 96]);
         assert_eq!(set.clip_window_mask(0)[..9], [1, 1, 1, 1, 1, 1, 1, 1, 0]);
         assert_eq!(metrics["n_frames"], 96);
         let silence = 0.001f32.ln();
-        let last = &set.mel[(20 - 1) * 64 * 96..20 * 64 * 96];
+        let last = &set.mel.clip(0).unwrap()[(20 - 1) * 64 * 96..];
         assert!(last.iter().all(|&v| v == silence));
     }
 
@@ -804,8 +953,15 @@ mod tests {
             max_tokens: 12,
             ..Default::default()
         };
-        let (set, metrics) =
-            compute_with(dir.path(), Some(&tok_path), &params, &SilentReporter).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let (set, metrics) = compute_with(
+            dir.path(),
+            Some(&tok_path),
+            &params,
+            scratch.path(),
+            &SilentReporter,
+        )
+        .unwrap();
         let out = tempfile::tempdir().unwrap();
         set.save(out.path()).unwrap();
         let loaded = FeatureSet::load(out.path()).unwrap();
@@ -859,7 +1015,8 @@ mod tests {
         assert!(metrics["unknown_word_rate_val"].as_f64().unwrap() > 0.0);
 
         // The audio features do not depend on the tokenizer.
-        let (words, _) = compute(dir.path(), &params, &SilentReporter).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let (words, _) = compute(dir.path(), &params, scratch.path(), &SilentReporter).unwrap();
         assert_eq!(words.mel, loaded.mel);
         assert_ne!(words.vocab, loaded.vocab);
     }
@@ -901,7 +1058,15 @@ mod tests {
         std::fs::write(&bad, r#"{"model": {"type": "WordPiece"}}"#).unwrap();
         let missing = dir.path().join("missing-tokenizer.json");
         for path in [bad, missing] {
-            let err = compute_with(dir.path(), Some(&path), &params, &SilentReporter).unwrap_err();
+            let scratch = tempfile::tempdir().unwrap();
+            let err = compute_with(
+                dir.path(),
+                Some(&path),
+                &params,
+                scratch.path(),
+                &SilentReporter,
+            )
+            .unwrap_err();
             let message = format!("{err:#}");
             assert!(message.contains(&path.display().to_string()), "{message}");
         }

@@ -327,6 +327,143 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
     );
 }
 
+/// The top-k table holds exactly the pairs brute force selects from the full table, with the
+/// full table's values; `table = "none"` writes no table and the same teachers.
+#[test]
+fn correspondences_top_k_is_the_full_table_filtered_and_none_writes_none() {
+    let s = setup(true);
+    let e0 = synthetic_embeddings(&s.features, 12, TOPICS, 0.5, 1);
+    let e1 = synthetic_embeddings(&s.features, 12, TOPICS, 0.9, 2);
+    let t0 = save_embeddings(&s, "t0", &e0);
+    let t1 = save_embeddings(&s, "t1", &e1);
+    let run = |name: &str, params: &str| -> PathBuf {
+        let out = s.dir.path().join(name);
+        run_stage(
+            &Correspondences,
+            "correspondences",
+            &format!("tau = 0.1\nrow_group_rows = 40\n{params}"),
+            &[
+                (
+                    "teachers",
+                    vec![
+                        (Some("embed.s1"), t0.clone()),
+                        (Some("embed.s2"), t1.clone()),
+                    ],
+                ),
+                ("features", vec![(None, s.fdir.clone())]),
+            ],
+            &out,
+            2,
+        )
+        .unwrap();
+        out
+    };
+    let full_dir = run("full", "");
+    let top_dir = run("top", "table = \"top_k\"\ntop_k = 2");
+    let none_dir = run("none", "table = \"none\"");
+
+    let full = read_all(&full_dir.join("correspondences.parquet"));
+    let top = read_all(&top_dir.join("correspondences.parquet"));
+    assert_eq!(full.schema(), top.schema());
+    let (fa, fc, fe) = (
+        i64s(&full, "audio_index"),
+        i64s(&full, "caption_index"),
+        f32s(&full, "estimate"),
+    );
+    let is_match = full
+        .column_by_name("is_match")
+        .unwrap()
+        .as_boolean()
+        .clone();
+    let clips = s.features.split_clips(Split::Train);
+    let caps = s.features.split_captions(Split::Train);
+    let n_c = caps.len();
+    // Brute force: rank by estimate (ties: the lower row), per clip and per caption.
+    let rank = |mut items: Vec<(f32, i64)>| -> Vec<i64> {
+        items.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        items.into_iter().take(2).map(|(_, x)| x).collect()
+    };
+    let mut expected = Vec::new();
+    for (r, (&a, &c)) in fa.iter().zip(&fc).enumerate() {
+        let row_of_clip = r / n_c * n_c;
+        let clip_top = rank(
+            (0..n_c)
+                .map(|k| (fe[row_of_clip + k], fc[row_of_clip + k]))
+                .collect(),
+        );
+        let col = r % n_c;
+        let caption_top = rank(
+            (0..clips.len())
+                .map(|i| (fe[i * n_c + col], fa[i * n_c + col]))
+                .collect(),
+        );
+        if is_match.value(r) || clip_top.contains(&c) || caption_top.contains(&a) {
+            expected.push(r);
+        }
+    }
+    assert!(expected.len() < fa.len() && expected.len() >= clips.len() * 2);
+    assert_eq!(top.num_rows(), expected.len());
+    for (column, field) in full.columns().iter().zip(full.schema().fields()) {
+        let picked = arrow::compute::take(
+            column,
+            &arrow::array::UInt32Array::from_iter_values(expected.iter().map(|&r| r as u32)),
+            None,
+        )
+        .unwrap();
+        let written = top.column_by_name(field.name()).unwrap();
+        assert_eq!(
+            arrow::compute::cast(&picked, written.data_type())
+                .unwrap()
+                .as_ref(),
+            written.as_ref(),
+            "column {}",
+            field.name()
+        );
+    }
+    let metrics = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
+    };
+    let (mf, mt, mn) = (metrics(&full_dir), metrics(&top_dir), metrics(&none_dir));
+    // The sums are over every pair in either form; `rows` says what the top-k table holds.
+    assert_eq!(mt["rows"], expected.len());
+    assert_eq!(mf["estimate_mean_match"], mt["estimate_mean_match"]);
+    assert_eq!(mf["estimate_mean_nonmatch"], mt["estimate_mean_nonmatch"]);
+    assert_eq!(
+        mf["p_caption_given_audio_on_matches"],
+        mt["p_caption_given_audio_on_matches"]
+    );
+    assert_eq!(mf["ensemble"], mn["ensemble"]);
+
+    assert!(!none_dir.join("correspondences.parquet").exists());
+    assert_eq!(
+        std::fs::read(none_dir.join("teachers.safetensors")).unwrap(),
+        std::fs::read(full_dir.join("teachers.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn correspondences_top_k_is_checked() {
+    let inputs = InputCounts([("teachers".to_owned(), 1), ("features".to_owned(), 1)].into());
+    let plan = |t: &str| Correspondences.plan(&toml::from_str(t).unwrap(), &inputs);
+    assert_eq!(plan("table = \"top_k\"").unwrap().params["top_k"], 10);
+    assert!(
+        plan("").unwrap().params.get("table").is_none(),
+        "the default keeps its hash"
+    );
+    assert_eq!(plan("top_k = 3").unwrap_err().key.as_deref(), Some("top_k"));
+    assert_eq!(
+        plan("table = \"top_k\"\ntop_k = 0")
+            .unwrap_err()
+            .key
+            .as_deref(),
+        Some("top_k")
+    );
+    assert_eq!(
+        plan("table = \"some\"").unwrap_err().key.as_deref(),
+        Some("table")
+    );
+}
+
 #[test]
 fn correspondences_without_probabilities_or_ground_truth() {
     let s = setup(false);

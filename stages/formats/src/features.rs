@@ -12,6 +12,7 @@ use crate::parquet::{
     Table, batch, f32_column, i64_column, string_column, string_list_column, write_parquet,
 };
 use crate::tensors::{TensorFile, TensorOut, write_tensors};
+use crate::windows::{ClipWindows, DEFAULT_SHARD_BYTES, WINDOWS_DIR};
 use crate::{CAPTIONS_FILE, CLIPS_FILE, RELEVANCE_FILE, Split};
 
 pub const FEATURES_FILE: &str = "features.safetensors";
@@ -54,8 +55,8 @@ pub struct RelevanceRow {
 pub struct FeatureSet {
     /// `[n_clips, n_windows, n_mels, n_frames]`: log-mel windows; after `encode`,
     /// `[n_clips, n_windows, 1, dim]`: each window's embedding by a frozen audio encoder.
-    pub mel_shape: [usize; 4],
-    pub mel: Vec<f32>,
+    /// Loaded sets read them from their shards on demand.
+    pub mel: ClipWindows,
     /// `[n_clips, n_windows]`, 1 where the window holds audio.
     pub window_mask: Vec<u8>,
     pub max_tokens: usize,
@@ -92,18 +93,18 @@ struct VocabFile {
 }
 
 impl FeatureSet {
+    /// `[n_clips, n_windows, n_mels, n_frames]`.
+    pub fn mel_shape(&self) -> [usize; 4] {
+        self.mel.shape()
+    }
+
     pub fn n_windows(&self) -> usize {
-        self.mel_shape[1]
+        self.mel.shape()[1]
     }
 
     /// Elements of one clip's mel tensor (`n_windows * n_mels * n_frames`).
     pub fn clip_len(&self) -> usize {
-        self.mel_shape[1] * self.mel_shape[2] * self.mel_shape[3]
-    }
-
-    pub fn clip_mel(&self, clip_index: usize) -> &[f32] {
-        let n = self.clip_len();
-        &self.mel[clip_index * n..(clip_index + 1) * n]
+        self.mel.clip_len()
     }
 
     pub fn clip_window_mask(&self, clip_index: usize) -> &[u8] {
@@ -129,17 +130,23 @@ impl FeatureSet {
             .collect()
     }
 
+    /// Writes the set as a `features` artifact in `dir`.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let [n_clips, n_windows, _, _] = self.mel_shape;
-        let mut tensors = vec![
-            TensorOut::F32("mel", self.mel_shape.to_vec(), &self.mel),
-            TensorOut::U8("window_mask", vec![n_clips, n_windows], &self.window_mask),
-            TensorOut::I64(
-                "tokens",
-                vec![self.captions.len(), self.max_tokens],
-                &self.tokens,
-            ),
-        ];
+        self.mel.save(
+            &dir.join(WINDOWS_DIR),
+            &self.window_mask,
+            DEFAULT_SHARD_BYTES,
+        )?;
+        self.save_tables(dir)
+    }
+
+    /// Writes everything but the windows (`windows/`, which the caller writes).
+    pub fn save_tables(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut tensors = vec![TensorOut::I64(
+            "tokens",
+            vec![self.captions.len(), self.max_tokens],
+            &self.tokens,
+        )];
         if let Some(v) = &self.text_vectors {
             tensors.push(TensorOut::F32(
                 TEXT_VECTORS,
@@ -243,16 +250,12 @@ impl FeatureSet {
         Ok(())
     }
 
+    /// Opens the `features` artifact in `dir`: tables and tokens in memory, windows read from
+    /// their shards on demand.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let (mel, window_mask) = ClipWindows::open(&dir.join(WINDOWS_DIR))?;
+        let mel_shape = mel.shape();
         let tensors = TensorFile::open(&dir.join(FEATURES_FILE))?;
-        let (shape, mel) = tensors.f32("mel")?;
-        let mel_shape: [usize; 4] = shape.try_into().map_err(|s| {
-            anyhow::anyhow!(
-                "`{}`: `mel` has shape {s:?}, expected 4 dimensions",
-                dir.display()
-            )
-        })?;
-        let (_, window_mask) = tensors.u8("window_mask")?;
         let (token_shape, tokens) = tensors.i64("tokens")?;
         ensure!(
             token_shape.len() == 2,
@@ -297,7 +300,6 @@ impl FeatureSet {
         );
 
         Ok(Self {
-            mel_shape,
             mel,
             window_mask,
             max_tokens: token_shape[1],
@@ -464,8 +466,7 @@ mod tests {
             },
         ];
         FeatureSet {
-            mel_shape: [2, 2, 3, 4],
-            mel: (0..48).map(|x| x as f32 * 0.5).collect(),
+            mel: ClipWindows::in_memory([2, 2, 3, 4], (0..48).map(|x| x as f32 * 0.5).collect()),
             window_mask: vec![1, 1, 1, 0],
             max_tokens: 3,
             tokens: vec![2, 3, 4, 3, 0, 0, 1, 0, 0],
@@ -494,7 +495,8 @@ mod tests {
         features.save(dir.path()).unwrap();
         let loaded = FeatureSet::load(dir.path()).unwrap();
         assert_eq!(loaded, features);
-        assert_eq!(loaded.clip_mel(1)[0], 12.0);
+        assert_eq!(loaded.mel.clip(1).unwrap()[0], 12.0);
+        assert_eq!(loaded.window_mask, [1, 1, 1, 0]);
         assert_eq!(loaded.caption_tokens(1), &[3, 0, 0]);
         assert_eq!(loaded.split_captions(Split::Test), vec![2]);
     }

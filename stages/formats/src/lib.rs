@@ -2,8 +2,8 @@
 //! for each, so that a column name or a tensor layout is defined in exactly one place.
 //!
 //! One module per artifact: [`dataset`] (a data set's index), [`features`] (log-mel windows and
-//! tokens), [`embeddings`] (one model's embeddings), [`teachers`] (the ensemble's embeddings),
-//! over two file helpers, [`parquet`] and [`tensors`].
+//! tokens, the windows in [`windows`]' shards), [`embeddings`] (one model's embeddings),
+//! [`teachers`] (the ensemble's embeddings), over two file helpers, [`parquet`] and [`tensors`].
 
 pub mod dataset;
 pub mod embeddings;
@@ -12,6 +12,7 @@ pub mod parquet;
 mod split;
 pub mod teachers;
 pub mod tensors;
+pub mod windows;
 
 pub use dataset::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance};
 pub use embeddings::{EMBEDDINGS_FILE, Embeddings};
@@ -26,6 +27,7 @@ pub use parquet::{
 pub use split::Split;
 pub use teachers::{TEACHERS_FILE, TeacherEmbeddings};
 pub use tensors::{TensorFile, TensorOut, write_tensors};
+pub use windows::{ClipWindows, ShardWriter, WINDOWS_DIR};
 
 /// The clip table of a data set and of a feature set.
 pub const CLIPS_FILE: &str = "clips.parquet";

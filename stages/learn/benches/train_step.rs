@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         let mut run = |b: &[Row], model: pipeline_learn::models::DualEncoder| {
             let clips: Vec<usize> = b.iter().map(|r| r.clip).collect();
             let caps: Vec<usize> = b.iter().map(|r| r.caption).collect();
-            let (mel, mask) = audio_tensors(&f, &clips, &ad);
+            let (mel, mask) = audio_tensors(&f, &clips, &ad).expect("in memory");
             let text = text_input(&f, &caps, &ad);
             let mut rng = pipeline_learn::batches::epoch_rng(0, 0, 2);
             let mut noise = Some(&mut rng);

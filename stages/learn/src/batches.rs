@@ -1,5 +1,6 @@
 //! Assembling batches from a [`FeatureSet`]: training rows are (clip, caption) pairs, one per
-//! caption of the split; tensors are copied out of the feature set per batch.
+//! caption of the split; tensors are copied out of the feature set (its shards) per batch, read
+//! ahead on a background thread while training.
 
 use burn::prelude::*;
 use pipeline_formats::{FeatureSet, Split};
@@ -67,30 +68,80 @@ pub fn batches_per_epoch(n_rows: usize, batch_size: usize, drop_last: bool) -> u
     n_rows / batch_size + usize::from(!drop_last && partial >= 2)
 }
 
+/// The audio of a batch of clips as read from a feature set, before it becomes tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioBatch {
+    /// `[b, windows, n_mels, n_frames]` row-major.
+    pub mel: Vec<f32>,
+    /// `[b, windows]`, 1.0 where the window holds audio.
+    pub mask: Vec<f32>,
+    pub shape: [usize; 4],
+}
+
+impl AudioBatch {
+    /// Reads `clips` from `features` (from its shards when it was loaded from disk).
+    pub fn read(features: &FeatureSet, clips: &[usize]) -> anyhow::Result<Self> {
+        let [_, w, m, t] = features.mel_shape();
+        let b = clips.len();
+        let mut mel = Vec::with_capacity(b * features.clip_len());
+        let mut mask = Vec::with_capacity(b * w);
+        for &c in clips {
+            features.mel.read_clip_into(c, &mut mel)?;
+            mask.extend(
+                features
+                    .clip_window_mask(c)
+                    .iter()
+                    .map(|&v| f32::from(u8::from(v != 0))),
+            );
+        }
+        Ok(Self {
+            mel,
+            mask,
+            shape: [b, w, m, t],
+        })
+    }
+
+    /// `mel [b, windows, n_mels, n_frames]` and `window_mask [b, windows]`.
+    pub fn tensors(self, device: &Device) -> (Tensor<4>, Tensor<2>) {
+        let [b, w, _, _] = self.shape;
+        (
+            Tensor::from_data(TensorData::new(self.mel, self.shape), device),
+            Tensor::from_data(TensorData::new(self.mask, [b, w]), device),
+        )
+    }
+}
+
 /// `mel [b, windows, n_mels, n_frames]` and `window_mask [b, windows]` of clips.
 pub fn audio_tensors(
     features: &FeatureSet,
     clips: &[usize],
     device: &Device,
-) -> (Tensor<4>, Tensor<2>) {
-    let [_, w, m, t] = features.mel_shape;
-    let b = clips.len();
-    let mut mel = Vec::with_capacity(b * features.clip_len());
-    let mut mask = Vec::with_capacity(b * w);
-    for &c in clips {
-        mel.extend_from_slice(features.clip_mel(c));
-        mask.extend(
-            features
-                .clip_window_mask(c)
-                .iter()
-                .map(|&v| f32::from(u8::from(v != 0))),
-        );
-    }
-    (
-        Tensor::from_data(TensorData::new(mel, [b, w, m, t]), device),
-        Tensor::from_data(TensorData::new(mask, [b, w]), device),
-    )
+) -> anyhow::Result<(Tensor<4>, Tensor<2>)> {
+    Ok(AudioBatch::read(features, clips)?.tensors(device))
 }
+
+/// Batches read ahead on a background thread of `scope`, at most [`PREFETCH`] ahead of their
+/// use, in the order of `batches`: while a step runs, the next batches' clips are read from
+/// the shards. The thread stops when the receiver is dropped.
+pub fn prefetch<'scope, 'env: 'scope>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    features: &'env FeatureSet,
+    batches: &'env [Vec<Row>],
+) -> std::sync::mpsc::Receiver<anyhow::Result<AudioBatch>> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(PREFETCH);
+    scope.spawn(move || {
+        for batch in batches {
+            let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
+            if sender.send(AudioBatch::read(features, &clips)).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Batches [`prefetch`] holds ready beside the one in use: a bound on its memory.
+pub const PREFETCH: usize = 2;
 
 /// Captions as the text encoder takes them: their frozen-encoder vectors `[b, dim]` when the
 /// feature set has them (`encode`), else their token ids `[b, max_tokens]`.
@@ -133,5 +184,53 @@ mod tests {
         assert_eq!(sizes(10, 4, true), [4, 4]);
         assert_eq!(sizes(9, 4, false), [4, 4], "one row has no negative");
         assert_eq!(sizes(8, 4, true), [4, 4]);
+    }
+
+    #[test]
+    fn prefetched_batches_are_the_batches_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [5, 2, 1, 3];
+        let values: Vec<f32> = (0..30).map(|x| x as f32).collect();
+        let mask = vec![1, 0, 1, 1, 1, 0, 1, 1, 0, 1];
+        let features = FeatureSet {
+            mel: pipeline_formats::ClipWindows::in_memory(shape, values),
+            window_mask: mask,
+            max_tokens: 1,
+            tokens: Vec::new(),
+            clips: (0..5)
+                .map(|i| pipeline_formats::ClipRow {
+                    clip_id: format!("c{i}"),
+                    file: format!("c{i}.wav"),
+                    split: Split::Train,
+                    duration_s: 1.0,
+                    caption_indices: Vec::new(),
+                })
+                .collect(),
+            captions: Vec::new(),
+            vocab: vec!["<pad>".into()],
+            relevance: None,
+            text_vectors: None,
+        };
+        features.save(dir.path()).unwrap();
+        let loaded = FeatureSet::load(dir.path()).unwrap();
+        let rows = |clips: &[usize]| -> Vec<Row> {
+            clips.iter().map(|&clip| Row { clip, caption: 0 }).collect()
+        };
+        let batches = vec![rows(&[4, 0]), rows(&[1, 2, 3]), rows(&[2])];
+        let read: Vec<AudioBatch> = std::thread::scope(|scope| {
+            prefetch(scope, &loaded, &batches)
+                .into_iter()
+                .collect::<anyhow::Result<_>>()
+        })
+        .unwrap();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0].mel[..6], [24.0, 25.0, 26.0, 27.0, 28.0, 29.0]);
+        assert_eq!(read[0].mel[6..], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(read[0].mask, [0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(read[1].shape, [3, 2, 1, 3]);
+        for (batch, got) in batches.iter().zip(&read) {
+            let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
+            assert_eq!(got, &AudioBatch::read(&features, &clips).unwrap());
+        }
     }
 }

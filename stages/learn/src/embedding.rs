@@ -29,13 +29,13 @@ pub fn embed_clips(
     clips: &[usize],
     batch: usize,
     device: &Device,
-) -> Vec<f32> {
+) -> anyhow::Result<Vec<f32>> {
     let mut out = Vec::new();
     for chunk in clips.chunks(batch.max(1)) {
-        let (mel, mask) = audio_tensors(features, chunk, device);
+        let (mel, mask) = audio_tensors(features, chunk, device)?;
         out.extend(rows(model.embed_audio(mel, mask, &mut None)));
     }
-    out
+    Ok(out)
 }
 
 /// Embeddings `[captions.len(), dim]` (row-major) of `captions`, `batch` at a time.

@@ -15,7 +15,8 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use burn::prelude::*;
 use pipeline_api::{InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params};
-use pipeline_formats::{FeatureSet, TextVectors};
+use pipeline_formats::windows::DEFAULT_SHARD_BYTES;
+use pipeline_formats::{ClipWindows, FeatureSet, ShardWriter, TextVectors, WINDOWS_DIR};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -78,7 +79,8 @@ impl StageKind for EncodeKind {
 
     fn version(&self) -> u32 {
         // 2: no wall-clock `seconds` in `metrics.json` (a measurement now).
-        2
+        // 3: the window embeddings in shards (`windows/`), like `features`.
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -112,7 +114,7 @@ impl StageKind for EncodeKind {
         let pretrained = ctx.input("pretrained")?;
         let yamnet_path = pretrained_path(Some(pretrained), Some(&p.yamnet), "yamnet")?;
         let bert_path = pretrained_path(Some(pretrained), Some(&p.bert), "bert")?;
-        let [_, _, n_mels, n_frames] = features.mel_shape;
+        let [_, _, n_mels, n_frames] = features.mel_shape();
         ensure!(
             [n_mels, n_frames] == YAMNET_PATCH,
             "node `{}`: the features' windows are {n_mels} mel bands × {n_frames} frames; YAMNet \
@@ -125,11 +127,12 @@ impl StageKind for EncodeKind {
             .unwrap_or(ctx.threads)
             .clamp(1, ctx.threads.max(1));
         let started = Instant::now();
-        let (audio, text) = with_threads(threads, || -> anyhow::Result<_> {
+        let windows = ctx.out_dir.join(WINDOWS_DIR);
+        let text = with_threads(threads, || -> anyhow::Result<_> {
             let device = &compute.device;
             let yamnet = load_yamnet(&yamnet_path, device)
                 .with_context(|| format!("loading YAMNet from `{}`", yamnet_path.display()))?;
-            let audio = encode_windows(&yamnet, &features, p.batch_size, ctx, device);
+            encode_windows(&yamnet, &features, p.batch_size, ctx, device, &windows)?;
             let (config, bert) = load_bert(&bert_path, device).with_context(|| {
                 format!("loading the text encoder from `{}`", bert_path.display())
             })?;
@@ -141,14 +144,12 @@ impl StageKind for EncodeKind {
                 config.vocab_size,
                 features.vocab.len()
             );
-            let text = encode_captions(&bert, &features, p.batch_size, ctx, device);
-            Ok((audio, text))
+            Ok(encode_captions(&bert, &features, p.batch_size, ctx, device))
         })??;
         let audio_dim = YamnetConfig::new().output_dim();
-        features.mel_shape = [features.clips.len(), features.n_windows(), 1, audio_dim];
-        features.mel = audio;
+        (features.mel, features.window_mask) = ClipWindows::open(&windows)?;
         features.text_vectors = Some(text);
-        features.save(ctx.out_dir)?;
+        features.save_tables(ctx.out_dir)?;
         // A measurement of this run (manifest), not an output: it differs between runs.
         ctx.reporter
             .measure("seconds", started.elapsed().as_secs_f64());
@@ -171,41 +172,58 @@ fn to_vec(t: Tensor<2>) -> Vec<f32> {
         .expect("f32 tensor")
 }
 
-/// YAMNet embeddings of every window, `[n_clips, n_windows, dim]` row-major; windows without
-/// audio (mask 0) are zeros and never reach the model.
+/// YAMNet embeddings of every window, written as shards of `[n, n_windows, 1, dim]` to `dir`
+/// one shard at a time; windows without audio (mask 0) are zeros and never reach the model.
 fn encode_windows(
     yamnet: &YamnetEncoder,
     features: &FeatureSet,
     batch: usize,
     ctx: &RunContext<'_>,
     device: &Device,
-) -> Vec<f32> {
-    let [n_clips, n_windows, n_mels, n_frames] = features.mel_shape;
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let [n_clips, n_windows, n_mels, n_frames] = features.mel_shape();
     let patch = n_mels * n_frames;
-    let valid: Vec<usize> = (0..n_clips * n_windows)
-        .filter(|&i| features.window_mask[i] != 0)
-        .collect();
-    let progress = ctx.reporter.step("YAMNet", valid.len() as u64);
+    let is_valid = |i: &usize| features.window_mask[*i] != 0;
+    let progress = ctx.reporter.step(
+        "YAMNet",
+        (0..n_clips * n_windows).filter(is_valid).count() as u64,
+    );
     let dim = YamnetConfig::new().output_dim();
-    let mut out = vec![0.0; n_clips * n_windows * dim];
-    for chunk in valid.chunks(batch.max(1)) {
-        let mut values = Vec::with_capacity(chunk.len() * patch);
-        for &i in chunk {
-            values.extend_from_slice(&features.mel[i * patch..(i + 1) * patch]);
+    let mut writer = ShardWriter::new(dir, [n_windows, 1, dim], DEFAULT_SHARD_BYTES)?;
+    // The clip whose windows are being read: consecutive windows mostly share one.
+    let (mut current, mut clip_mel) = (usize::MAX, Vec::new());
+    for (k, clips) in writer.plan(n_clips).into_iter().enumerate() {
+        let windows = clips.start * n_windows..clips.end * n_windows;
+        let mut out = vec![0.0; windows.len() * dim];
+        let valid: Vec<usize> = windows.clone().filter(is_valid).collect();
+        for chunk in valid.chunks(batch.max(1)) {
+            let mut values = Vec::with_capacity(chunk.len() * patch);
+            for &i in chunk {
+                if i / n_windows != current {
+                    current = i / n_windows;
+                    clip_mel.clear();
+                    features.mel.read_clip_into(current, &mut clip_mel)?;
+                }
+                let w = i % n_windows;
+                values.extend_from_slice(&clip_mel[w * patch..(w + 1) * patch]);
+            }
+            // The features hold `[n_mels, n_frames]` windows; YAMNet reads `[frames, bands]`.
+            let windows_in = Tensor::<3>::from_data(
+                TensorData::new(values, [chunk.len(), n_mels, n_frames]),
+                device,
+            )
+            .swap_dims(1, 2);
+            let embeddings = to_vec(yamnet.forward(windows_in));
+            for (&i, row) in chunk.iter().zip(embeddings.chunks(dim)) {
+                let local = i - windows.start;
+                out[local * dim..(local + 1) * dim].copy_from_slice(row);
+            }
+            progress.inc(chunk.len() as u64);
         }
-        // The features hold `[n_mels, n_frames]` windows; YAMNet reads `[frames, bands]`.
-        let windows = Tensor::<3>::from_data(
-            TensorData::new(values, [chunk.len(), n_mels, n_frames]),
-            device,
-        )
-        .swap_dims(1, 2);
-        let embeddings = to_vec(yamnet.forward(windows));
-        for (&i, row) in chunk.iter().zip(embeddings.chunks(dim)) {
-            out[i * dim..(i + 1) * dim].copy_from_slice(row);
-        }
-        progress.inc(chunk.len() as u64);
+        writer.write(k, clips.start, &out, &features.window_mask[windows])?;
     }
-    out
+    writer.finish(n_clips)
 }
 
 /// Text-encoder embeddings of every caption.

@@ -51,7 +51,7 @@ fn run_training(
         .max(1);
     // `checkpoint`: the layout of the scratch checkpoint (2: positional parameter ids, the kept
     // model's embedding spread); a checkpoint of another layout is not resumed.
-    let fingerprint = json!({ "kind": kind, "checkpoint": 2, "params": ctx.params, "model": &model, "mel_shape": features.mel_shape });
+    let fingerprint = json!({ "kind": kind, "checkpoint": 2, "params": ctx.params, "model": &model, "mel_shape": features.mel_shape() });
     let job = TrainJob {
         node: ctx.node,
         features,
@@ -89,7 +89,7 @@ fn run_training(
         "params": ctx.params,
         "model": &model,
         "device": compute.name,
-        "features": { "mel_shape": features.mel_shape, "max_tokens": features.max_tokens, "vocab_size": features.vocab.len() },
+        "features": { "mel_shape": features.mel_shape(), "max_tokens": features.max_tokens, "vocab_size": features.vocab.len() },
         "steps_per_epoch": summary.steps_per_epoch,
     });
     fs_err::write(
@@ -298,7 +298,7 @@ impl StageKind for EmbedKind {
             let clips: Vec<usize> = (0..features.clips.len()).collect();
             let captions: Vec<usize> = (0..features.captions.len()).collect();
             let step = ctx.reporter.step("embedding", 2);
-            let audio = embed_clips(&model, &features, &clips, p.batch_size, &compute.device);
+            let audio = embed_clips(&model, &features, &clips, p.batch_size, &compute.device)?;
             step.inc(1);
             let text = embed_captions(&model, &features, &captions, p.batch_size, &compute.device);
             step.inc(1);

@@ -796,7 +796,7 @@ impl ModelParams {
         features: &FeatureSet,
         pretrained: Option<&Path>,
     ) -> anyhow::Result<DualEncoderConfig> {
-        let [_, _, n_mels, n_frames] = features.mel_shape;
+        let [_, _, n_mels, n_frames] = features.mel_shape();
         let (vocab_size, max_tokens) = (features.vocab.len(), features.max_tokens);
         match (&features.text_vectors, self.text) {
             (Some(_), TextKind::Frozen) | (None, TextKind::Transformer | TextKind::Bert) => {}

@@ -27,7 +27,7 @@ use pipeline_formats::{FeatureSet, Split, TeacherEmbeddings};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::{
-    Row, audio_tensors, batches_per_epoch, epoch_batches, epoch_rng, rows, text_input,
+    Row, batches_per_epoch, epoch_batches, epoch_rng, prefetch, rows, text_input,
 };
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
@@ -385,7 +385,7 @@ pub fn validate(
         let mut captions = features.split_captions(Split::Train);
         clips.truncate(SPREAD_ITEMS);
         captions.truncate(SPREAD_ITEMS);
-        let audio = embed_clips(model, features, &clips, 64, device);
+        let audio = embed_clips(model, features, &clips, 64, device)?;
         let text = embed_captions(model, features, &captions, 256, device);
         let dim = audio.len() / clips.len().max(1);
         return Ok(Validation {
@@ -405,7 +405,7 @@ pub fn validate(
         .map(|&j| local.get(&features.captions[j].clip_index).copied())
         .collect::<Option<Vec<_>>>()
         .context("a validation caption's clip is not in the validation split")?;
-    let audio = embed_clips(model, features, &clips, 64, device);
+    let audio = embed_clips(model, features, &clips, 64, device)?;
     let text = embed_captions(model, features, &captions, 256, device);
     let dim = audio.len() / clips.len();
     let n = clips.len();
@@ -634,39 +634,47 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
         let batches = epoch_batches(&train_rows, batch_size, o.seed, epoch, o.drop_last);
-        for (k, batch) in batches.iter().enumerate() {
-            lr = schedule.at(state.step);
-            let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
-            let captions: Vec<usize> = batch.iter().map(|r| r.caption).collect();
-            let (mel, mask) = audio_tensors(features, &clips, &ad);
-            let text_batch = text_input(features, &captions, &ad);
-            let mut noise = Some(&mut noise_rng);
-            let audio = model.embed_audio(mel, mask, &mut noise);
-            let text = model.embed_text(text_batch, &mut noise);
-            let sim = similarity(audio, text);
-            let scale = model.logit_scale(&ad);
-            let loss = objective.loss(sim, scale, &clips, |index| index.c_hat(batch, &ad));
-            let value = scalar(loss.clone());
-            if !value.is_finite() {
-                bail!(
-                    "node `{}`: the training diverged: the training loss is {value} at epoch {} step {} (global step {}, lr {lr:.3e})\n\
-                     hint: lower `lr` (now {}), set `grad_clip`{}, or check the features for NaN/infinite values",
-                    job.node,
-                    epoch + 1,
-                    k + 1,
-                    state.step + 1,
-                    number(o.lr),
-                    o.grad_clip
-                        .map_or(String::new(), |c| format!(" (now {})", number(c))),
-                );
+        // The clips of the next batches are read from the shards while a step runs.
+        model = std::thread::scope(|scope| -> anyhow::Result<_> {
+            let mut model = model;
+            let audio_batches = prefetch(scope, features, &batches);
+            for ((k, batch), audio) in batches.iter().enumerate().zip(audio_batches) {
+                lr = schedule.at(state.step);
+                let clips: Vec<usize> = batch.iter().map(|r| r.clip).collect();
+                let captions: Vec<usize> = batch.iter().map(|r| r.caption).collect();
+                let (mel, mask) = audio
+                    .with_context(|| format!("node `{}`: reading a batch", job.node))?
+                    .tensors(&ad);
+                let text_batch = text_input(features, &captions, &ad);
+                let mut noise = Some(&mut noise_rng);
+                let audio = model.embed_audio(mel, mask, &mut noise);
+                let text = model.embed_text(text_batch, &mut noise);
+                let sim = similarity(audio, text);
+                let scale = model.logit_scale(&ad);
+                let loss = objective.loss(sim, scale, &clips, |index| index.c_hat(batch, &ad));
+                let value = scalar(loss.clone());
+                if !value.is_finite() {
+                    bail!(
+                        "node `{}`: the training diverged: the training loss is {value} at epoch {} step {} (global step {}, lr {lr:.3e})\n\
+                         hint: lower `lr` (now {}), set `grad_clip`{}, or check the features for NaN/infinite values",
+                        job.node,
+                        epoch + 1,
+                        k + 1,
+                        state.step + 1,
+                        number(o.lr),
+                        o.grad_clip
+                            .map_or(String::new(), |c| format!(" (now {})", number(c))),
+                    );
+                }
+                loss_sum += value;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+                state.step += 1;
+                progress.inc(1);
+                progress.set_message(&format!("loss {value:.4}"));
             }
-            loss_sum += value;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            state.step += 1;
-            progress.inc(1);
-            progress.set_message(&format!("loss {value:.4}"));
-        }
+            Ok(model)
+        })?;
         drop(progress);
         let train_secs = started.elapsed().as_secs_f64();
         let validation = validate(&model.valid(), features, &device)?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use pipeline_api::{InputCounts, Registry, SilentReporter, StageKind};
-use pipeline_formats::{Embeddings, FeatureSet, Table, TeacherEmbeddings};
+use pipeline_formats::{ClipWindows, Embeddings, FeatureSet, Table, TeacherEmbeddings};
 use pipeline_learn::kinds::{DistillKind, EmbedKind, TrainKind};
 
 mod common;
@@ -246,7 +246,7 @@ fn distill_refuses_correspondences_that_miss_training_pairs() {
 #[test]
 fn nan_in_the_features_stops_training_naming_epoch_and_step() {
     let mut f = Synthetic::tiny().build();
-    f.mel.iter_mut().for_each(|v| *v = f32::NAN);
+    f.mel = ClipWindows::in_memory(f.mel_shape(), vec![f32::NAN; f.mel.to_vec().unwrap().len()]);
     let dir = features_dir(&f);
     let err = run_kind(&TrainKind, TINY, &[("features", dir.path())])
         .err()
@@ -651,7 +651,7 @@ fn outputs_of(record: &Path, config_dir: &Path, f: &FeatureSet) -> Vec<f32> {
     let model = load_record(config.init(&device, 0), record).unwrap();
     let clips: Vec<usize> = (0..f.clips.len()).collect();
     let caps: Vec<usize> = (0..f.captions.len()).collect();
-    let mut v = embed_clips(&model, f, &clips, 16, &device);
+    let mut v = embed_clips(&model, f, &clips, 16, &device).unwrap();
     v.extend(embed_captions(&model, f, &caps, 16, &device));
     v
 }
@@ -769,8 +769,8 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
 /// `[1, n_mels * n_frames]`, and each caption a bag of its words (a stand-in for a frozen text
 /// encoder).
 fn as_encoded(mut f: FeatureSet) -> FeatureSet {
-    let [n, w, m, t] = f.mel_shape;
-    f.mel_shape = [n, w, 1, m * t];
+    let [n, w, m, t] = f.mel_shape();
+    f.mel = ClipWindows::in_memory([n, w, 1, m * t], f.mel.to_vec().unwrap());
     let dim = f.vocab.len();
     let mut values = vec![0.0f32; f.captions.len() * dim];
     for j in 0..f.captions.len() {

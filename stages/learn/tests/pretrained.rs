@@ -37,9 +37,17 @@ fn yamnet_features() -> (tempfile::TempDir, FeatureSet) {
         ..Default::default()
     };
     let tokenizer = common::minilm_dir().join("tokenizer.json");
-    let (set, _) = compute_with(data.path(), Some(&tokenizer), &params, &SilentReporter).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    set.save(dir.path()).unwrap();
+    let windows = dir.path().join(pipeline_formats::WINDOWS_DIR);
+    let (set, _) = compute_with(
+        data.path(),
+        Some(&tokenizer),
+        &params,
+        &windows,
+        &SilentReporter,
+    )
+    .unwrap();
+    set.save_tables(dir.path()).unwrap();
     (dir, set)
 }
 
@@ -68,8 +76,9 @@ fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     assert!(metrics.get("seconds").is_none(), "{metrics}");
     assert_eq!(metrics["n_clips"], features.clips.len());
     let e = FeatureSet::load(encoded.path()).unwrap();
-    let [n, w, _, _] = features.mel_shape;
-    assert_eq!(e.mel_shape, [n, w, 1, 1024]);
+    let [n, w, _, _] = features.mel_shape();
+    assert_eq!(e.mel_shape(), [n, w, 1, 1024]);
+    assert_eq!(e.window_mask, features.window_mask);
     let text = e.text_vectors.as_ref().unwrap();
     assert_eq!(
         (text.dim, text.values.len()),
@@ -81,12 +90,15 @@ fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     let device = Device::flex();
     let yamnet = load_yamnet(&common::yamnet_onnx(), &device).unwrap();
     let window = Tensor::<3>::from_data(
-        TensorData::new(features.clip_mel(0)[..64 * 96].to_vec(), [1, 64, 96]),
+        TensorData::new(
+            features.mel.clip(0).unwrap()[..64 * 96].to_vec(),
+            [1, 64, 96],
+        ),
         &device,
     );
     let expected = yamnet.forward(window.swap_dims(1, 2));
     let stored = Tensor::<2>::from_data(
-        TensorData::new(e.clip_mel(0)[..1024].to_vec(), [1, 1024]),
+        TensorData::new(e.mel.clip(0).unwrap()[..1024].to_vec(), [1, 1024]),
         &device,
     );
     assert!(max_abs_diff(expected, stored) < 1e-4);
@@ -103,8 +115,9 @@ fn encode_writes_the_pretrained_embeddings_and_frozen_heads_train_on_them() {
     assert!(max_abs_diff(expected, stored) < 1e-4);
     // Windows without audio stay zero.
     let empty = (0..n * w).find(|&i| features.window_mask[i] == 0).unwrap();
+    let (clip, window) = (empty / w, empty % w);
     assert!(
-        e.mel[empty * 1024..(empty + 1) * 1024]
+        e.mel.clip(clip).unwrap()[window * 1024..(window + 1) * 1024]
             .iter()
             .all(|&v| v == 0.0)
     );

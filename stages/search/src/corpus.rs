@@ -83,7 +83,7 @@ pub fn split(
         Some(cached) => (cached, 0),
         None => {
             let set = FeatureSet::load(&features.dir)?;
-            let embeddings = embed_clips(encoder, &set, &clips, BATCH, device);
+            let embeddings = embed_clips(encoder, &set, &clips, BATCH, device)?;
             write_f32(&path, &embeddings)?;
             (embeddings, clips.len())
         }

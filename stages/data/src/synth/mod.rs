@@ -641,12 +641,19 @@ mod timing {
         let t = Instant::now();
         let (set, m) = pool(2)
             .unwrap()
-            .install(|| crate::features::compute(&dir, &Default::default(), &SilentReporter))
+            .install(|| {
+                crate::features::compute(
+                    &dir,
+                    &Default::default(),
+                    &dir.join("windows"),
+                    &SilentReporter,
+                )
+            })
             .unwrap();
         eprintln!(
             "features {:.2} s {:?}\n{}",
             t.elapsed().as_secs_f64(),
-            set.mel_shape,
+            set.mel_shape(),
             serde_json::to_string_pretty(&m).unwrap()
         );
         let index = DatasetIndex::load(&dir).unwrap();

@@ -6,7 +6,14 @@
 //!
 //! One row per (clip, caption) pair of the split, `n_clips × n_captions` rows, clip-major: all
 //! captions of the split's first clip (in caption-row order), then the second clip, and so on.
-//! Each row group holds whole clips (about `row_group_rows` rows).
+//! Each row group holds whole clips (about `row_group_rows` pairs).
+//!
+//! At scale (`table = "top_k"`) the table holds, per clip, only its `top_k` captions of highest
+//! estimate, its annotated captions and the captions that have the clip among their `top_k`
+//! clips: the same columns and order, at most `n_clips × (top_k + annotated) + n_captions ×
+//! top_k` rows. Every pair is still scored (the time grows with `n_clips × n_captions`), but
+//! what is kept is linear. `table = "none"` writes no table (Stage 2 reads only
+//! `teachers.safetensors`).
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -39,7 +46,8 @@
 //! parallel while the next block is computed. The full similarity matrix is never held.
 //!
 //! # `metrics.json`
-//! `pairs`, `clips`, `captions`, `teachers`; `estimate_mean_match` / `estimate_mean_nonmatch`;
+//! `pairs`, `clips`, `captions`, `teachers`; `rows` (with `table = "top_k"`);
+//! `estimate_mean_match` / `estimate_mean_nonmatch` (over every pair; without a table: absent);
 //! `p_caption_given_audio_on_matches` (mean over clips of the probability mass on the clip's
 //! annotated captions); then for each scorer (`teacher_<m>`, `ensemble`, and, where ground truth
 //! exists, `annotation`: the binary annotated-match indicator, i.e. what Stage 1 trains on):
@@ -104,7 +112,39 @@ pub struct CorrespondencesParams {
     /// Seed of the pair sample used for the Spearman correlation on large splits (default 0).
     #[serde(default)]
     pub seed: u64,
+    /// Which pairs the table holds: `full` (default; every pair, for splits of Clotho's size),
+    /// `top_k` (see [`TableForm::TopK`]) or `none` (no table: Stage 2 needs only
+    /// `teachers.safetensors`).
+    #[serde(default, skip_serializing_if = "TableForm::is_full")]
+    pub table: TableForm,
+    /// k of `table = "top_k"` (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
 }
+
+/// The pairs of `correspondences.parquet`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableForm {
+    /// Every (clip, caption) pair of the split.
+    #[default]
+    Full,
+    /// Per clip: its k captions of highest estimate, its annotated captions, and every caption
+    /// that has the clip among its k clips of highest estimate. Rows as in the full table
+    /// (clip-major, captions in row order), with its columns and probabilities.
+    TopK,
+    /// No table.
+    None,
+}
+
+impl TableForm {
+    fn is_full(&self) -> bool {
+        *self == TableForm::Full
+    }
+}
+
+/// k of `table = "top_k"` where `top_k` is not set.
+pub const DEFAULT_TOP_K: usize = 10;
 
 fn default_split() -> Split {
     Split::Train
@@ -160,6 +200,20 @@ impl StageKind for Correspondences {
         }
         if p.row_group_rows == 0 {
             return Err(ParamError::at("row_group_rows", "must be at least 1"));
+        }
+        let mut p = p;
+        match (p.table, p.top_k) {
+            (TableForm::TopK, None) => p.top_k = Some(DEFAULT_TOP_K),
+            (TableForm::TopK, Some(0)) => {
+                return Err(ParamError::at("top_k", "must be at least 1"));
+            }
+            (TableForm::Full | TableForm::None, Some(_)) => {
+                return Err(ParamError::at(
+                    "top_k",
+                    "is only used with `table = \"top_k\"`",
+                ));
+            }
+            _ => {}
         }
         Plan::new(&p, Resources::ALL_CORES)
     }
@@ -280,36 +334,97 @@ impl Lse {
     }
 }
 
-/// First pass: per-clip and per-caption log-normalisers of `C_hat / τ`.
-fn normalisers(
+/// What the first pass over the blocks of clips collects.
+#[derive(Debug, Default)]
+struct FirstPass {
+    /// Per-clip and per-caption log-normalisers of `C_hat / τ` (for the probability columns).
+    normalisers: Option<(Vec<f64>, Vec<f64>)>,
+    /// Per caption, its `k` clips of highest estimate (for `table = "top_k"`).
+    top_clips: Option<Vec<Vec<usize>>>,
+}
+
+/// First pass: per-clip and per-caption log-normalisers of `C_hat / τ` when `tau` is given,
+/// and each caption's `top_k` clips when given.
+fn first_pass(
     ctx: &RunContext<'_>,
     t: &Teachers,
     n_clips: usize,
     n_captions: usize,
     block: usize,
-    tau: f64,
-) -> (Vec<f64>, Vec<f64>) {
+    tau: Option<f64>,
+    top_k: Option<usize>,
+) -> FirstPass {
+    if tau.is_none() && top_k.is_none() {
+        return FirstPass::default();
+    }
     let n_blocks = n_clips.div_ceil(block);
-    let step = ctx.reporter.step("softmax normalisers", n_blocks as u64);
+    let step = ctx
+        .reporter
+        .step("first pass over the pairs", n_blocks as u64);
     let mut row = Vec::with_capacity(n_clips);
     let mut col = vec![Lse::EMPTY; n_captions];
+    let mut best = vec![TopK::default(); if top_k.is_some() { n_captions } else { 0 }];
     for k in 0..n_blocks {
         let clips = k * block..((k + 1) * block).min(n_clips);
         let b = clips.len();
-        let (_, est) = block_scores(t, clips);
-        let rows: Vec<f64> = est
-            .par_chunks(n_captions)
-            .map(|r| Lse::of(r.iter().map(|&x| x as f64 / tau)).value())
-            .collect();
-        row.extend(rows);
-        col.par_iter_mut().enumerate().for_each(|(j, acc)| {
-            *acc = acc.merge(Lse::of(
-                (0..b).map(|i| est[i * n_captions + j] as f64 / tau),
-            ));
-        });
+        let (_, est) = block_scores(t, clips.clone());
+        if let Some(tau) = tau {
+            let rows: Vec<f64> = est
+                .par_chunks(n_captions)
+                .map(|r| Lse::of(r.iter().map(|&x| x as f64 / tau)).value())
+                .collect();
+            row.extend(rows);
+            col.par_iter_mut().enumerate().for_each(|(j, acc)| {
+                *acc = acc.merge(Lse::of(
+                    (0..b).map(|i| est[i * n_captions + j] as f64 / tau),
+                ));
+            });
+        }
+        if let Some(top_k) = top_k {
+            best.par_iter_mut().enumerate().for_each(|(j, best)| {
+                for i in 0..b {
+                    best.offer(est[i * n_captions + j], clips.start + i, top_k);
+                }
+            });
+        }
         step.inc(1);
     }
-    (row, col.into_iter().map(Lse::value).collect())
+    FirstPass {
+        normalisers: tau.map(|_| (row, col.into_iter().map(Lse::value).collect())),
+        top_clips: top_k.map(|_| best.into_iter().map(TopK::items).collect()),
+    }
+}
+
+/// The `k` items of highest score seen so far, best first; of equal scores, the first offered.
+#[derive(Debug, Clone, Default)]
+struct TopK(Vec<(f32, usize)>);
+
+impl TopK {
+    fn offer(&mut self, score: f32, item: usize, k: usize) {
+        if self.0.len() == k && score.total_cmp(&self.0[k - 1].0).is_le() {
+            return;
+        }
+        let at = self.0.partition_point(|(s, _)| s.total_cmp(&score).is_ge());
+        self.0.insert(at, (score, item));
+        self.0.truncate(k);
+    }
+
+    fn items(self) -> Vec<usize> {
+        self.0.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+/// The `k` captions of highest score of one clip's row (ties: the lower caption row), in
+/// caption order.
+fn top_captions(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by_score);
+        order.truncate(k);
+    }
+    order.sort_unstable();
+    order
 }
 
 /// The table's Arrow schema for `teachers` teachers.
@@ -366,12 +481,61 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
     .save(ctx.out_dir)?;
 
     let block = (p.row_group_rows / n_c).max(1);
-    let n_blocks = n_a.div_ceil(block);
-    let normalisers = p
-        .with_probabilities
-        .then(|| normalisers(ctx, &t, n_a, n_c, block, p.tau));
-    let table = TableBuilder::new(&index, &t, p, normalisers);
+    let rows = match p.table {
+        TableForm::None => None,
+        form => {
+            let top_k = (form == TableForm::TopK).then(|| p.top_k.unwrap_or(DEFAULT_TOP_K));
+            let tau = p.with_probabilities.then_some(p.tau);
+            let first = first_pass(ctx, &t, n_a, n_c, block, tau, top_k);
+            let selection = top_k.map(|k| Selection::new(&index, k, first.top_clips));
+            let table = TableBuilder::new(&index, &t, p, first.normalisers, selection);
+            Some(write_table(ctx, p, &t, &table, block)?)
+        }
+    };
 
+    // Agreement with the annotation and the ground truth.
+    let mut out = serde_json::Map::new();
+    out.insert("pairs".into(), (n_a * n_c).into());
+    out.insert("clips".into(), n_a.into());
+    out.insert("captions".into(), n_c.into());
+    out.insert("teachers".into(), n_m.into());
+    if let Some(totals) = rows {
+        if p.table == TableForm::TopK {
+            out.insert("rows".into(), totals.rows.into());
+        }
+        out.insert(
+            "estimate_mean_match".into(),
+            (totals.sum_match / totals.n_match.max(1) as f64).into(),
+        );
+        out.insert(
+            "estimate_mean_nonmatch".into(),
+            (totals.sum_other / (n_a * n_c - totals.n_match).max(1) as f64).into(),
+        );
+        if p.with_probabilities {
+            out.insert(
+                "p_caption_given_audio_on_matches".into(),
+                (totals.mass_on_matches / n_a as f64).into(),
+            );
+        }
+    }
+    for (name, m) in agreement::agreement(ctx, &t, &index, p.seed)? {
+        out.insert(name, serde_json::to_value(m)?);
+    }
+    ctx.write_metrics(&serde_json::Value::Object(out))?;
+    Ok(())
+}
+
+/// Writes `correspondences.parquet`, one row group per block of clips; returns the sums over
+/// every pair.
+fn write_table(
+    ctx: &RunContext<'_>,
+    p: &CorrespondencesParams,
+    t: &Teachers,
+    table: &TableBuilder<'_>,
+    block: usize,
+) -> anyhow::Result<BlockStats> {
+    let n_a = table.index.n_clips();
+    let n_blocks = n_a.div_ceil(block);
     let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_dictionary_page_size_limit(8 << 20)
@@ -421,38 +585,14 @@ fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
         .into_inner()
         .map_err(|e| e.into_error())
         .with_context(|| format!("writing `{}`", path.display()))?;
-    drop(step);
-
-    // Agreement with the annotation and the ground truth.
-    let mut out = serde_json::Map::new();
-    out.insert("pairs".into(), (n_a * n_c).into());
-    out.insert("clips".into(), n_a.into());
-    out.insert("captions".into(), n_c.into());
-    out.insert("teachers".into(), n_m.into());
-    out.insert(
-        "estimate_mean_match".into(),
-        (totals.sum_match / totals.n_match.max(1) as f64).into(),
-    );
-    out.insert(
-        "estimate_mean_nonmatch".into(),
-        (totals.sum_other / (n_a * n_c - totals.n_match).max(1) as f64).into(),
-    );
-    if p.with_probabilities {
-        out.insert(
-            "p_caption_given_audio_on_matches".into(),
-            (totals.mass_on_matches / n_a as f64).into(),
-        );
-    }
-    for (name, m) in agreement::agreement(ctx, &t, &index, p.seed)? {
-        out.insert(name, serde_json::to_value(m)?);
-    }
-    ctx.write_metrics(&serde_json::Value::Object(out))?;
-    Ok(())
+    Ok(totals)
 }
 
 /// Sums over a block's pairs for `metrics.json`.
 #[derive(Debug, Default)]
 struct BlockStats {
+    /// Rows written (with `table = "top_k"`, fewer than the pairs).
+    rows: usize,
     sum_match: f64,
     n_match: usize,
     sum_other: f64,
@@ -461,10 +601,42 @@ struct BlockStats {
 
 impl BlockStats {
     fn add(&mut self, o: &BlockStats) {
+        self.rows += o.rows;
         self.sum_match += o.sum_match;
         self.n_match += o.n_match;
         self.sum_other += o.sum_other;
         self.mass_on_matches += o.mass_on_matches;
+    }
+}
+
+/// The pairs of `table = "top_k"`, per clip.
+struct Selection {
+    k: usize,
+    /// Per clip, its annotated captions and the captions that have it among their top k.
+    fixed: Vec<Vec<usize>>,
+}
+
+impl Selection {
+    fn new(index: &SplitIndex, k: usize, top_clips: Option<Vec<Vec<usize>>>) -> Self {
+        let mut fixed = vec![Vec::new(); index.n_clips()];
+        for (j, &i) in index.caption_clip.iter().enumerate() {
+            fixed[i].push(j);
+        }
+        for (j, clips) in top_clips.into_iter().flatten().enumerate() {
+            for i in clips {
+                fixed[i].push(j);
+            }
+        }
+        Self { k, fixed }
+    }
+
+    /// The captions of `clip` whose estimates are `scores`, in caption order.
+    fn captions(&self, clip: usize, scores: &[f32]) -> Vec<usize> {
+        let mut chosen = top_captions(scores, self.k);
+        chosen.extend(&self.fixed[clip]);
+        chosen.sort_unstable();
+        chosen.dedup();
+        chosen
     }
 }
 
@@ -475,6 +647,8 @@ struct TableBuilder<'a> {
     tau: f64,
     /// Per-clip and per-caption log-normalisers, with the probability columns.
     normalisers: Option<(Vec<f64>, Vec<f64>)>,
+    /// The pairs of a top-k table; every pair without.
+    selection: Option<Selection>,
     schema: SchemaRef,
     /// Dictionary values shared by every batch.
     audio_ids: ArrayRef,
@@ -491,6 +665,7 @@ impl<'a> TableBuilder<'a> {
         teachers: &'a Teachers,
         p: &CorrespondencesParams,
         normalisers: Option<(Vec<f64>, Vec<f64>)>,
+        selection: Option<Selection>,
     ) -> Self {
         let relevance_by_clip = index.relevance.as_ref().map(|rel| {
             let mut by_clip = vec![Vec::new(); index.n_clips()];
@@ -512,6 +687,7 @@ impl<'a> TableBuilder<'a> {
                 relevance_by_clip.is_some(),
             ),
             normalisers,
+            selection,
             audio_ids: strings(&index.clip_ids),
             audio_files: strings(&index.clip_files),
             caption_ids: strings(&index.caption_ids),
@@ -520,34 +696,57 @@ impl<'a> TableBuilder<'a> {
         }
     }
 
-    /// The rows of clips `clips` (split-local), clip-major, and their sums.
+    /// The rows of clips `clips` (split-local), clip-major, and the sums over all their pairs.
     fn batch(&self, clips: std::ops::Range<usize>) -> anyhow::Result<(RecordBatch, BlockStats)> {
         let index = self.index;
         let n_c = index.n_captions();
-        let rows = clips.len() * n_c;
         let (per_teacher, est) = block_scores(self.teachers, clips.clone());
         let clip_of = |r: usize| clips.start + r / n_c;
-        let audio_keys: Vec<i32> = (0..rows)
-            .into_par_iter()
-            .map(|r| clip_of(r) as i32)
-            .collect();
-        let caption_keys: Vec<i32> = (0..rows)
-            .into_par_iter()
-            .map(|r| (r % n_c) as i32)
-            .collect();
-        let is_match: Vec<bool> = (0..rows)
-            .into_par_iter()
-            .map(|r| index.caption_clip[r % n_c] == clip_of(r))
-            .collect();
         let mut stats = BlockStats::default();
-        for (e, m) in est.iter().zip(&is_match) {
-            if *m {
+        for (r, e) in est.iter().enumerate() {
+            if index.caption_clip[r % n_c] == clip_of(r) {
                 stats.sum_match += *e as f64;
                 stats.n_match += 1;
             } else {
                 stats.sum_other += *e as f64;
             }
         }
+        // The block's pairs written, as positions in its `[clips, n_c]` matrices: all of them,
+        // or the selection's.
+        let picked: Option<Vec<usize>> = self.selection.as_ref().map(|sel| {
+            clips
+                .clone()
+                .into_par_iter()
+                .flat_map_iter(|i| {
+                    let row = (i - clips.start) * n_c;
+                    sel.captions(i, &est[row..row + n_c])
+                        .into_iter()
+                        .map(move |j| row + j)
+                })
+                .collect()
+        });
+        let rows = picked.as_ref().map_or(clips.len() * n_c, Vec::len);
+        stats.rows = rows;
+        let at = |k: usize| picked.as_ref().map_or(k, |p| p[k]);
+        // A column of the block's pairs, as written.
+        let written = |values: Vec<f32>| -> Vec<f32> {
+            match &picked {
+                None => values,
+                Some(p) => p.iter().map(|&r| values[r]).collect(),
+            }
+        };
+        let audio_keys: Vec<i32> = (0..rows)
+            .into_par_iter()
+            .map(|k| clip_of(at(k)) as i32)
+            .collect();
+        let caption_keys: Vec<i32> = (0..rows)
+            .into_par_iter()
+            .map(|k| (at(k) % n_c) as i32)
+            .collect();
+        let is_match: Vec<bool> = (0..rows)
+            .into_par_iter()
+            .map(|k| index.caption_clip[at(k) % n_c] == clip_of(at(k)))
+            .collect();
         let dict = |keys: &[i32], values: &ArrayRef| -> anyhow::Result<ArrayRef> {
             Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
                 Int32Array::from(keys.to_vec()),
@@ -572,20 +771,22 @@ impl<'a> TableBuilder<'a> {
             Arc::new(BooleanArray::from(is_match.clone())),
         ];
         for v in per_teacher {
-            columns.push(Arc::new(Float32Array::from(v)));
+            columns.push(Arc::new(Float32Array::from(written(v))));
         }
+        let est = written(est);
         let probabilities = self.normalisers.as_ref().map(|(lse_row, lse_col)| {
             let tau = self.tau;
             let pca: Vec<f32> = est
                 .par_iter()
                 .enumerate()
-                .map(|(r, &x)| (x as f64 / tau - lse_row[clip_of(r)]).exp() as f32)
+                .map(|(k, &x)| (x as f64 / tau - lse_row[clip_of(at(k))]).exp() as f32)
                 .collect();
             let pac: Vec<f32> = est
                 .par_iter()
                 .enumerate()
-                .map(|(r, &x)| (x as f64 / tau - lse_col[r % n_c]).exp() as f32)
+                .map(|(k, &x)| (x as f64 / tau - lse_col[at(k) % n_c]).exp() as f32)
                 .collect();
+            // Every annotated pair is written, in either form.
             stats.mass_on_matches = pca
                 .iter()
                 .zip(&is_match)
@@ -600,13 +801,13 @@ impl<'a> TableBuilder<'a> {
             columns.push(Arc::new(Float32Array::from(pac)));
         }
         if let Some(rel) = &self.relevance_by_clip {
-            let mut r = vec![0.0f32; rows];
+            let mut r = vec![0.0f32; clips.len() * n_c];
             for (bi, i) in clips.clone().enumerate() {
                 for &(q, v) in &rel[i] {
                     r[bi * n_c + q] = v;
                 }
             }
-            columns.push(Arc::new(Float32Array::from(r)));
+            columns.push(Arc::new(Float32Array::from(written(r))));
         }
         Ok((RecordBatch::try_new(self.schema.clone(), columns)?, stats))
     }

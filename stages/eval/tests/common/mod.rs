@@ -77,8 +77,7 @@ pub fn synthetic_features(
     });
     let n = clip_rows.len();
     FeatureSet {
-        mel_shape: [n, 1, 1, 1],
-        mel: vec![0.0; n],
+        mel: pipeline_formats::ClipWindows::in_memory([n, 1, 1, 1], vec![0.0; n]),
         window_mask: vec![1; n],
         max_tokens: 1,
         tokens: vec![1; caption_rows.len()],

@@ -4,7 +4,7 @@
 //! Each clip has a class; its log-mel shows a bright band at a class-specific frequency (plus
 //! noise) and its captions contain a class word among random filler words.
 
-use pipeline_formats::{CaptionRow, ClipRow, FeatureSet, Split};
+use pipeline_formats::{CaptionRow, ClipRow, ClipWindows, FeatureSet, Split};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -131,8 +131,7 @@ impl Synthetic {
             });
         }
         FeatureSet {
-            mel_shape: [n_clips, w, m, t],
-            mel,
+            mel: ClipWindows::in_memory([n_clips, w, m, t], mel),
             window_mask,
             max_tokens: self.max_tokens,
             tokens,
