@@ -8,9 +8,11 @@
 //! ```
 //! The `pipeline` binary is looked up next to this one (or in `$PIPELINE_BIN`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod shared;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -21,20 +23,6 @@ fn arg(name: &str, default: usize) -> usize {
             v.parse()
                 .unwrap_or_else(|_| panic!("{name} expects a number"))
         })
-}
-
-fn pipeline_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIPELINE_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("the current executable");
-    let bin = exe.with_file_name("pipeline");
-    if !bin.exists() {
-        eprintln!("error: `{}` not found", bin.display());
-        eprintln!("hint: build it first: `cargo build --release --no-default-features --bins`");
-        std::process::exit(2);
-    }
-    bin
 }
 
 fn time(bin: &Path, dir: &Path, args: &[&str]) -> Duration {
@@ -63,7 +51,7 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
 fn main() {
     let files = arg("--files", 10_000);
     let repeat = arg("--repeat", 21);
-    let bin = pipeline_bin();
+    let bin = shared::pipeline_bin("cargo build --release --no-default-features --bins");
     let dir = std::env::temp_dir().join(format!("pipeline-bench-{}", std::process::id()));
     let data = dir.join("data");
     for i in 0..files {

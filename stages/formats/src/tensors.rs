@@ -12,37 +12,20 @@ pub enum TensorOut<'a> {
     U8(&'a str, Vec<usize>, &'a [u8]),
 }
 
-fn le_bytes<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Vec<u8> {
-    values.iter().flat_map(|v| to(*v)).collect()
-}
-
-/// Writes tensors as one safetensors file (via a temporary file renamed into place).
+/// Writes tensors as one safetensors file (via a temporary file renamed into place). The
+/// values are written in place, without a byte copy (safetensors is little-endian, as is
+/// every target this crate builds for).
 pub fn write_tensors(path: &Path, tensors: &[TensorOut<'_>]) -> anyhow::Result<()> {
-    let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+    const _: () = assert!(cfg!(target_endian = "little"));
+    let views = tensors
         .iter()
-        .map(|t| match t {
-            TensorOut::F32(n, s, v) => (
-                n.to_string(),
-                Dtype::F32,
-                s.clone(),
-                le_bytes(v, f32::to_le_bytes),
-            ),
-            TensorOut::I64(n, s, v) => (
-                n.to_string(),
-                Dtype::I64,
-                s.clone(),
-                le_bytes(v, i64::to_le_bytes),
-            ),
-            TensorOut::U8(n, s, v) => (n.to_string(), Dtype::U8, s.clone(), v.to_vec()),
-        })
-        .collect();
-    let views = owned
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            Ok((
-                name.as_str(),
-                TensorView::new(*dtype, shape.clone(), bytes)?,
-            ))
+        .map(|t| {
+            let (name, dtype, shape, bytes): (&str, Dtype, &Vec<usize>, &[u8]) = match t {
+                TensorOut::F32(n, s, v) => (*n, Dtype::F32, s, bytemuck::cast_slice(*v)),
+                TensorOut::I64(n, s, v) => (*n, Dtype::I64, s, bytemuck::cast_slice(*v)),
+                TensorOut::U8(n, s, v) => (*n, Dtype::U8, s, *v),
+            };
+            Ok((name, TensorView::new(dtype, shape.clone(), bytes)?))
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .with_context(|| format!("preparing `{}`", path.display()))?;

@@ -61,10 +61,19 @@ pub struct SynthParams {
     /// rate is measured as `partial_match_fraction` in `metrics.json`.
     #[serde(skip_serializing_if = "is_one")]
     pub variants: u8,
+    /// Whether to write the graded ground truth (`relevance.parquet`). It scores every
+    /// (caption, clip) pair of a split, so its time and size grow with the square of the split:
+    /// off for large generated sets (such as the scale benchmark's).
+    #[serde(skip_serializing_if = "is_true")]
+    pub relevance: bool,
 }
 
 fn is_one(n: &u8) -> bool {
     *n == 1
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for SynthParams {
@@ -79,6 +88,7 @@ impl Default for SynthParams {
             captions_per_clip: 5,
             held_out_fraction: 0.3,
             variants: 1,
+            relevance: true,
         }
     }
 }
@@ -361,7 +371,7 @@ pub fn write_dataset(
             Ok(())
         })?;
     drop(step);
-    let rel = relevance(&clips);
+    let mut rel = params.relevance.then(|| relevance(&clips));
     let n_samples = (params.clip_seconds * params.sample_rate as f64).round() as usize;
     let duration_s = n_samples as f64 / params.sample_rate as f64;
 
@@ -388,7 +398,7 @@ pub fn write_dataset(
                     })
             })
             .collect(),
-        relevance: Some(rel.rows),
+        relevance: rel.as_mut().map(|r| std::mem::take(&mut r.rows)),
     };
     index.save(out_dir)?;
 
@@ -447,8 +457,6 @@ pub fn write_dataset(
         .filter(|c| c.scene.background().is_some())
         .count();
     let count_split = |s: Split| clips.iter().filter(|c| c.split == s).count();
-    let other = rel.other_pairs.max(1) as f64;
-    let oracle = rel.oracle_map10.clone();
     let mut metrics = serde_json::json!({
         "clips": clips.len(),
         "train_clips": count_split(Split::Train),
@@ -464,16 +472,19 @@ pub fn write_dataset(
         "events_per_clip_mean": events as f64 / clips.len().max(1) as f64,
         "clips_with_background_fraction": with_bg as f64 / clips.len().max(1) as f64,
         "test_clips_with_held_out_pair": held.len(),
-        "relevance_rows": index.relevance.as_ref().map_or(0, Vec::len),
-        "partial_match_fraction": rel.partial_pairs as f64 / other,
-        "full_match_fraction": rel.full_pairs as f64 / other,
         "audio_seconds": duration_s * clips.len() as f64,
     });
+    if let Some(rel) = &rel {
+        let other = rel.other_pairs.max(1) as f64;
+        metrics["relevance_rows"] = index.relevance.as_ref().map_or(0, Vec::len).into();
+        metrics["partial_match_fraction"] = (rel.partial_pairs as f64 / other).into();
+        metrics["full_match_fraction"] = (rel.full_pairs as f64 / other).into();
+        for (split, v) in &rel.oracle_map10 {
+            metrics[format!("oracle_map10_{split}")] = (*v).into();
+        }
+    }
     // A measurement of the run, not an output: it goes to the manifest.
     reporter.measure("generation_seconds", started.elapsed().as_secs_f64());
-    for (split, v) in oracle {
-        metrics[format!("oracle_map10_{split}")] = v.into();
-    }
     Ok(metrics)
 }
 
@@ -532,6 +543,41 @@ mod tests {
         );
         let t: toml::Table = toml::from_str("clips = 3").unwrap();
         assert!(SynthDataset.plan(&t, &InputCounts::default()).is_err());
+        // The default `relevance = true` is left out of the canonical form (the hash stays).
+        assert!(plan.params.get("relevance").is_none());
+    }
+
+    #[test]
+    fn without_relevance_the_same_clips_and_captions_and_no_ground_truth() {
+        let small = |relevance| SynthParams {
+            train_clips: 6,
+            val_clips: 2,
+            test_clips: 2,
+            relevance,
+            ..Default::default()
+        };
+        let (with, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write_dataset(&small(true), with.path(), &SilentReporter).unwrap();
+        let metrics = write_dataset(&small(false), without.path(), &SilentReporter).unwrap();
+        assert!(
+            !without
+                .path()
+                .join(pipeline_formats::RELEVANCE_FILE)
+                .exists()
+        );
+        assert!(with.path().join(pipeline_formats::RELEVANCE_FILE).exists());
+        assert!(metrics.get("partial_match_fraction").is_none());
+        for file in [
+            "clips.parquet",
+            "captions.parquet",
+            "audio/syn-train-00003.wav",
+        ] {
+            assert_eq!(
+                std::fs::read(with.path().join(file)).unwrap(),
+                std::fs::read(without.path().join(file)).unwrap(),
+                "{file}"
+            );
+        }
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub(super) fn agreement(
         let captions = start..(start + CAPTION_BLOCK).min(n_c);
         let by_teacher: Vec<Vec<f32>> = (0..n_m)
             .map(|m| {
-                let text = &t.text[m][captions.start * dim..captions.end * dim];
-                metrics::dot_matrix(text, &t.audio[m], dim)
+                let text = &t.text(m)[captions.start * dim..captions.end * dim];
+                metrics::dot_matrix(text, t.audio(m), dim)
             })
             .collect();
         let block: Vec<Vec<(usize, Option<f64>)>> = captions
@@ -109,8 +109,8 @@ pub(super) fn agreement(
                     .par_iter()
                     .map(|&(i, j)| {
                         dot(
-                            &t.audio[m][i * dim..(i + 1) * dim],
-                            &t.text[m][j * dim..(j + 1) * dim],
+                            &t.audio(m)[i * dim..(i + 1) * dim],
+                            &t.text(m)[j * dim..(j + 1) * dim],
                         )
                     })
                     .collect()

@@ -231,10 +231,24 @@ impl StageKind for Correspondences {
 struct Teachers {
     names: Vec<String>,
     dim: usize,
-    /// Per teacher `[n_clips, dim]`.
-    audio: Vec<Vec<f32>>,
-    /// Per teacher `[n_captions, dim]`.
-    text: Vec<Vec<f32>>,
+    /// `[teachers, n_clips, dim]`: one buffer, as `teachers.safetensors` holds it (no copy).
+    audio: Vec<f32>,
+    /// `[teachers, n_captions, dim]`.
+    text: Vec<f32>,
+}
+
+impl Teachers {
+    /// Teacher `m`'s `[n_clips, dim]`.
+    fn audio(&self, m: usize) -> &[f32] {
+        let n = self.audio.len() / self.names.len();
+        &self.audio[m * n..(m + 1) * n]
+    }
+
+    /// Teacher `m`'s `[n_captions, dim]`.
+    fn text(&self, m: usize) -> &[f32] {
+        let n = self.text.len() / self.names.len();
+        &self.text[m * n..(m + 1) * n]
+    }
 }
 
 fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Teachers> {
@@ -257,11 +271,11 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
             emb.dim,
             t.dim
         );
-        t.audio.push(
+        t.audio.extend(
             gather_normalised(&emb.audio, emb.dim, &index.clip_rows)
                 .with_context(|| format!("teacher `{name}`: audio rows"))?,
         );
-        t.text.push(
+        t.text.extend(
             gather_normalised(&emb.text, emb.dim, &index.caption_rows)
                 .with_context(|| format!("teacher `{name}`: text rows"))?,
         );
@@ -278,8 +292,8 @@ fn block_scores(t: &Teachers, clips: std::ops::Range<usize>) -> (Vec<Vec<f32>>, 
     let dim = t.dim;
     let per_teacher: Vec<Vec<f32>> = (0..t.names.len())
         .map(|m| {
-            let audio = &t.audio[m][clips.start * dim..clips.end * dim];
-            metrics::dot_matrix(audio, &t.text[m], dim)
+            let audio = &t.audio(m)[clips.start * dim..clips.end * dim];
+            metrics::dot_matrix(audio, t.text(m), dim)
         })
         .collect();
     let inv = 1.0 / t.names.len() as f32;
@@ -463,22 +477,24 @@ pub fn table_schema(teachers: usize, with_probabilities: bool, with_relevance: b
 
 fn run(ctx: &RunContext<'_>, p: &CorrespondencesParams) -> anyhow::Result<()> {
     let index = SplitIndex::load(ctx.input("features")?, p.split)?;
-    let t = load_teachers(ctx, &index)?;
+    let mut t = load_teachers(ctx, &index)?;
     let (n_a, n_c, n_m) = (index.n_clips(), index.n_captions(), t.names.len());
     ctx.reporter.log(&format!(
         "{n_a} clips x {n_c} captions of split {}, {n_m} teacher(s)",
         p.split
     ));
 
-    TeacherEmbeddings {
+    // The buffers move into the file's struct and back: no copy of the embeddings.
+    let saved = TeacherEmbeddings {
         teachers: n_m,
         dim: t.dim,
         clip_index: index.clip_rows.clone(),
         caption_index: index.caption_rows.clone(),
-        audio: t.audio.concat(),
-        text: t.text.concat(),
-    }
-    .save(ctx.out_dir)?;
+        audio: std::mem::take(&mut t.audio),
+        text: std::mem::take(&mut t.text),
+    };
+    saved.save(ctx.out_dir)?;
+    (t.audio, t.text) = (saved.audio, saved.text);
 
     let block = (p.row_group_rows / n_c).max(1);
     let rows = match p.table {
