@@ -17,15 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-def peak_mib():
-    """This process's peak resident memory in MiB: VmHWM, which starts afresh at exec (unlike
-    ru_maxrss, which Linux carries over from the parent that spawned the process)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from peak import peak_mib
 
 
 def load_safetensors(path):
@@ -158,12 +150,12 @@ def main():
         writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=b * n_c)
     writer.close()
     seconds = time.perf_counter() - start
-    peak_mib = peak_mib()
+    peak = peak_mib()
     print(
         json.dumps(
             {
                 "seconds": seconds,
-                "peak_mib": peak_mib,
+                "peak_mib": peak,
                 "numpy": np.__version__,
                 "pyarrow": pa.__version__,
             }
