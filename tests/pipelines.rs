@@ -60,3 +60,19 @@ fn default_pipeline_plans() {
     let dag = project.run(&["dag"]).ok().stdout;
     assert!(dag.contains("report (report)"), "{dag}");
 }
+
+#[test]
+fn paper_scale_pipeline_plans_with_only_the_data_folders_added() {
+    let dag = plans(
+        "paper-scale.toml",
+        &["data/clotho", "data/audiocaps", "data/wavcaps"],
+    );
+    for line in [
+        "features <- features-clotho, features-audiocaps, features-wavcaps",
+        "init <- pretrain.seed-2",
+        "finetune.seed-3 (train)",
+        "teachers <- embed.seed-1, embed.seed-2, embed.seed-3",
+    ] {
+        assert!(dag.contains(line), "{line} missing:\n{dag}");
+    }
+}

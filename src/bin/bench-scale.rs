@@ -50,6 +50,7 @@ params = {{ table = "top_k", top_k = 10 }}
 }
 
 /// Runs `pipeline run <node>` in `dir`; returns (seconds, peak resident MiB).
+#[allow(unsafe_code)] // `wait4`: the one call that gives a child's own peak memory
 fn run_node(bin: &Path, dir: &Path, node: &str) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let child = Command::new(bin)

@@ -419,10 +419,11 @@ impl FeatureTables {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny_features() -> FeatureSet {
+    /// Two clips (a: train, two captions; b: test, one) over a five-word vocabulary.
+    pub(crate) fn tiny_features() -> FeatureSet {
         let clips = vec![
             ClipRow {
                 clip_id: "a".into(),

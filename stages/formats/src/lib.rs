@@ -5,6 +5,7 @@
 //! tokens, the windows in [`windows`]' shards), [`embeddings`] (one model's embeddings),
 //! [`teachers`] (the ensemble's embeddings), over two file helpers, [`parquet`] and [`tensors`].
 
+pub mod combine;
 pub mod dataset;
 pub mod embeddings;
 pub mod features;
@@ -14,6 +15,7 @@ pub mod teachers;
 pub mod tensors;
 pub mod windows;
 
+pub use combine::{Combined, combine};
 pub use dataset::{DatasetCaption, DatasetClip, DatasetIndex, DatasetRelevance};
 pub use embeddings::{EMBEDDINGS_FILE, Embeddings};
 pub use features::{

@@ -58,6 +58,16 @@ enum Storage {
         dir: PathBuf,
         shards: Arc<[OpenShard]>,
     },
+    /// Clips picked from other sets, in order ([`ClipWindows::gather`]).
+    Gathered(Arc<[Picked]>),
+}
+
+/// The clips a gathered set takes from one source: its clips `first..first + clips.len()`.
+#[derive(Debug)]
+struct Picked {
+    first: usize,
+    source: ClipWindows,
+    clips: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -79,6 +89,36 @@ impl ClipWindows {
             shape,
             storage: Storage::Memory(values),
         }
+    }
+
+    /// The clips `clips` of each source, one after the other (nothing is copied: reads go to
+    /// the sources). The sources' clips must have one shape.
+    pub fn gather(parts: Vec<(ClipWindows, Vec<usize>)>) -> anyhow::Result<Self> {
+        let shape = parts.first().map_or([0; 3], |(w, _)| clip_shape(w));
+        let mut picked = Vec::with_capacity(parts.len());
+        let mut first = 0;
+        for (k, (source, clips)) in parts.into_iter().enumerate() {
+            ensure!(
+                clip_shape(&source) == shape,
+                "source {k}: clips of shape {:?}, source 0's are {shape:?}",
+                clip_shape(&source)
+            );
+            if let Some(&c) = clips.iter().find(|&&c| c >= source.n_clips()) {
+                bail!("source {k}: clip {c} of {}", source.n_clips());
+            }
+            let n = clips.len();
+            picked.push(Picked {
+                first,
+                source,
+                clips,
+            });
+            first += n;
+        }
+        let [w, m, f] = shape;
+        Ok(Self {
+            shape: [first, w, m, f],
+            storage: Storage::Gathered(picked.into()),
+        })
     }
 
     /// Opens the shards of `dir` (a `windows/` folder) and returns them with the window mask,
@@ -174,6 +214,11 @@ impl ClipWindows {
                 // The files are little-endian, as is every target this crate builds for.
                 const _: () = assert!(cfg!(target_endian = "little"));
             }
+            Storage::Gathered(parts) => {
+                let part = &parts[parts.partition_point(|p| p.first <= clip) - 1];
+                part.source
+                    .read_clip_into(part.clips[clip - part.first], out)?;
+            }
         }
         Ok(())
     }
@@ -222,6 +267,11 @@ impl ClipWindows {
         }
         writer.finish(n_clips)
     }
+}
+
+fn clip_shape(w: &ClipWindows) -> [usize; 3] {
+    let [_, w, m, f] = w.shape();
+    [w, m, f]
 }
 
 /// Equal when shapes and values are (whatever the storage).
@@ -455,6 +505,28 @@ mod tests {
         }
         assert_eq!(loaded, w);
         assert!(loaded.clip(7).is_err());
+    }
+
+    #[test]
+    fn gathered_clips_read_from_their_sources_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, mask) = windows(5);
+        a.save(dir.path(), &mask, 400).unwrap();
+        let (on_disk, _) = ClipWindows::open(dir.path()).unwrap();
+        let (b, _) = windows(3);
+        let gathered =
+            ClipWindows::gather(vec![(on_disk, vec![4, 0]), (b.clone(), vec![2])]).unwrap();
+        assert_eq!(gathered.shape(), [3, 2, 3, 4]);
+        assert_eq!(gathered.clip(0).unwrap(), a.clip(4).unwrap());
+        assert_eq!(gathered.clip(1).unwrap(), a.clip(0).unwrap());
+        assert_eq!(gathered.clip(2).unwrap(), b.clip(2).unwrap());
+        assert!(gathered.clip(3).is_err());
+
+        let other = ClipWindows::in_memory([1, 1, 3, 4], vec![0.0; 12]);
+        let err = ClipWindows::gather(vec![(b.clone(), vec![0]), (other, vec![0])]).unwrap_err();
+        assert!(err.to_string().contains("source 1"), "{err}");
+        let err = ClipWindows::gather(vec![(b, vec![3])]).unwrap_err();
+        assert!(err.to_string().contains("clip 3 of 3"), "{err}");
     }
 
     #[test]

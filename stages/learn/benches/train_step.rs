@@ -168,6 +168,7 @@ fn learn(
     let job = TrainJob {
         node: "bench",
         features: f,
+        sources: Vec::new(),
         optim,
         model,
         init: None,

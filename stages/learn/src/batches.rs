@@ -44,6 +44,47 @@ pub fn shuffle<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
     }
 }
 
+/// The training rows of one source (one `features` input) and how much of them an epoch draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub rows: Vec<Row>,
+    pub weight: f64,
+}
+
+impl Source {
+    /// Rows one epoch draws from this source: `weight × rows`, rounded.
+    fn per_epoch(&self) -> usize {
+        (self.weight * self.rows.len() as f64).round() as usize
+    }
+}
+
+/// Rows one epoch of [`epoch_rows`] holds.
+pub fn rows_per_epoch(sources: &[Source]) -> usize {
+    sources.iter().map(Source::per_epoch).sum()
+}
+
+/// The rows of `epoch`, source after source (to be shuffled by [`epoch_batches`]): each source's
+/// rows once per whole unit of its weight, then the fraction left as rows drawn without
+/// replacement for this epoch (another part each epoch). One source of weight 1: its rows as
+/// they are, so that a single-source training draws what it always has.
+pub fn epoch_rows(sources: &[Source], seed: u64, epoch: usize) -> Vec<Row> {
+    let mut out = Vec::with_capacity(rows_per_epoch(sources));
+    for (k, source) in sources.iter().enumerate() {
+        let wanted = source.per_epoch();
+        let n = source.rows.len().max(1);
+        for _ in 0..wanted / n {
+            out.extend_from_slice(&source.rows);
+        }
+        let rest = wanted % n;
+        if rest > 0 {
+            let mut drawn = source.rows.clone();
+            shuffle(&mut drawn, &mut epoch_rng(seed, epoch, 3 + k as u64));
+            out.extend_from_slice(&drawn[..rest]);
+        }
+    }
+    out
+}
+
 /// Rows shuffled for `epoch`, cut into batches of `batch_size`. A last partial batch is dropped
 /// with `drop_last`, and always when smaller than 2 (a contrastive batch needs negatives).
 pub fn epoch_batches(
@@ -184,6 +225,62 @@ mod tests {
         assert_eq!(sizes(10, 4, true), [4, 4]);
         assert_eq!(sizes(9, 4, false), [4, 4], "one row has no negative");
         assert_eq!(sizes(8, 4, true), [4, 4]);
+    }
+
+    fn rows_of(range: std::ops::Range<usize>) -> Vec<Row> {
+        range
+            .map(|i| Row {
+                clip: i,
+                caption: i,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_epoch_draws_each_source_by_its_weight() {
+        let sources = |wa: f64, wb: f64| {
+            [
+                Source {
+                    rows: rows_of(0..10),
+                    weight: wa,
+                },
+                Source {
+                    rows: rows_of(10..14),
+                    weight: wb,
+                },
+            ]
+        };
+        let one = sources(1.0, 1.0);
+        assert_eq!(
+            epoch_rows(&one, 7, 0),
+            rows_of(0..14),
+            "weights 1: every row once, in order"
+        );
+
+        let s = sources(0.5, 2.0);
+        assert_eq!(rows_per_epoch(&s), 5 + 8);
+        let count = |rows: &[Row], r: std::ops::Range<usize>| {
+            rows.iter().filter(|x| r.contains(&x.clip)).count()
+        };
+        let (e0, e1) = (epoch_rows(&s, 7, 0), epoch_rows(&s, 7, 1));
+        assert_eq!(e0.len(), 13);
+        assert_eq!((count(&e0, 0..10), count(&e0, 10..14)), (5, 8));
+        for clip in 10..14 {
+            assert_eq!(
+                e0.iter().filter(|x| x.clip == clip).count(),
+                2,
+                "clip {clip} twice"
+            );
+        }
+        let mut half: Vec<usize> = e0[..5].iter().map(|r| r.clip).collect();
+        half.sort_unstable();
+        half.dedup();
+        assert_eq!(half.len(), 5, "a half drawn without replacement");
+        assert_ne!(e0[..5], e1[..5], "another half the next epoch");
+        assert_eq!(epoch_rows(&s, 7, 1), e1, "the seed decides");
+
+        let off = sources(0.0, 1.0);
+        assert_eq!(epoch_rows(&off, 7, 0), rows_of(10..14));
     }
 
     #[test]

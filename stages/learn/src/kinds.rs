@@ -1,12 +1,13 @@
 //! The stage kinds: `train` (Stage 1), `distill` (Stage 2) and `embed`.
 
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{Context, ensure};
 use pipeline_api::{
     InputArtifact, InputCounts, ParamError, Plan, Resources, RunContext, StageKind, parse_params,
 };
-use pipeline_formats::{Embeddings, FeatureSet, TeacherEmbeddings};
+use pipeline_formats::{Combined, Embeddings, FeatureSet, TeacherEmbeddings, combine};
 use serde_json::json;
 
 use crate::device::{resolve, wants_gpu, with_threads};
@@ -33,16 +34,83 @@ fn load_features(ctx: &RunContext<'_>) -> anyhow::Result<FeatureSet> {
     FeatureSet::load(dir).with_context(|| format!("node `{}`: loading the features", ctx.node))
 }
 
+/// What a training reads: its features and, when they combine several sources, each source's
+/// caption rows and weight (see [`TrainJob::sources`]).
+struct TrainingSet {
+    features: FeatureSet,
+    sources: Vec<(Range<usize>, f64)>,
+}
+
+impl TrainingSet {
+    fn single(features: FeatureSet) -> Self {
+        Self {
+            features,
+            sources: Vec::new(),
+        }
+    }
+
+    /// The `features` inputs of `ctx`: one as it is, several combined (the first whole, the
+    /// others' train splits) with `weights` (empty: 1 each).
+    fn load(ctx: &RunContext<'_>, weights: &[f64]) -> anyhow::Result<Self> {
+        let inputs = ctx.inputs("features");
+        if inputs.len() == 1 {
+            return Ok(Self::single(load_features(ctx)?));
+        }
+        let name = |k: usize| {
+            inputs[k]
+                .node
+                .clone()
+                .unwrap_or_else(|| inputs[k].path.display().to_string())
+        };
+        let sets = (0..inputs.len())
+            .map(|k| {
+                FeatureSet::load(&inputs[k].path).with_context(|| {
+                    format!("node `{}`: loading the features of `{}`", ctx.node, name(k))
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let Combined { features, captions } = combine(sets).with_context(|| {
+            format!(
+                "node `{}`: combining the features of {}",
+                ctx.node,
+                (0..inputs.len())
+                    .map(|k| format!("`{}`", name(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let sources: Vec<_> = captions
+            .into_iter()
+            .enumerate()
+            .map(|(k, range)| (range, weights.get(k).copied().unwrap_or(1.0)))
+            .collect();
+        for (k, (range, weight)) in sources.iter().enumerate() {
+            ctx.reporter.log(&format!(
+                "source {k} `{}`: {} captions{}, weight {weight}",
+                name(k),
+                range.len(),
+                if k == 0 {
+                    " (all splits; validation is its own)"
+                } else {
+                    " (train split)"
+                }
+            ));
+        }
+        Ok(Self { features, sources })
+    }
+}
+
 /// Trains and writes every output of a `train`/`distill` node.
 fn run_training(
     ctx: &RunContext<'_>,
     kind: &str,
     optim: OptimParams,
-    features: &FeatureSet,
+    data: &TrainingSet,
     (model, pretrained): (DualEncoderConfig, PretrainedEncoders),
     init: Option<&Path>,
     objective: Objective<&TeacherEmbeddings>,
 ) -> anyhow::Result<()> {
+    let features = &data.features;
     let compute = resolve(optim.device, ctx.gpu)?;
     let threads = optim
         .threads
@@ -55,6 +123,7 @@ fn run_training(
     let job = TrainJob {
         node: ctx.node,
         features,
+        sources: data.sources.clone(),
         optim: optim.clone(),
         model: model.clone(),
         init: init.map(Path::to_path_buf),
@@ -110,7 +179,7 @@ impl StageKind for TrainKind {
     }
 
     fn summary(&self) -> &'static str {
-        "Stage 1: trains a dual encoder with L_sup on the features' train split; keeps the best model by validation mAP@10"
+        "Stage 1: trains a dual encoder with L_sup on the features' train split (of several sources, or from an `init` model to fine-tune); keeps the best model by validation mAP@10"
     }
 
     fn version(&self) -> u32 {
@@ -120,10 +189,26 @@ impl StageKind for TrainKind {
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
-        inputs.expect(&["features"], &["pretrained"])?;
-        inputs.expect_single("features")?;
+        // `features` may bind several sources (pre-training on several data sets); `init`, a
+        // model to fine-tune (its architecture and parameters).
+        inputs.expect(&["features"], &["pretrained", "init"])?;
         inputs.expect_single("pretrained")?;
-        let p = parse_params::<TrainParams>(params)?.canonical()?;
+        if inputs.0.contains_key("init") {
+            let refuse = |key: &str| {
+                Err(ParamError::at(
+                    key,
+                    "a training from `init` keeps the `init` model's architecture and parameters; remove it",
+                ))
+            };
+            if params.contains_key("model") {
+                return refuse("model");
+            }
+            if inputs.0.contains_key("pretrained") {
+                return refuse("inputs.pretrained");
+            }
+        }
+        let n_sources = inputs.0.get("features").copied().unwrap_or(1);
+        let p = parse_params::<TrainParams>(params)?.canonical(n_sources)?;
         let bound = inputs.0.contains_key("pretrained");
         let weights = p.model.weights();
         if let Some((key, _)) = weights.iter().find(|(_, w)| w.is_some() && !bound) {
@@ -143,10 +228,24 @@ impl StageKind for TrainKind {
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: TrainParams = ctx.params()?;
-        let features = load_features(ctx)?;
+        let data = TrainingSet::load(ctx, &p.source_weights)?;
         let optim = p.optim();
+        if !ctx.inputs("init").is_empty() {
+            let init = select_init(ctx)?;
+            let model = init_config(ctx, init, &optim)?;
+            let record = init.join(MODEL_FILE);
+            return run_training(
+                ctx,
+                self.name(),
+                optim,
+                &data,
+                (model, PretrainedEncoders::default()),
+                Some(&record),
+                Objective::Contrastive,
+            );
+        }
         let pretrained = ctx.optional_input("pretrained")?;
-        let model = p.model.resolve(&optim, &features, pretrained)?;
+        let model = p.model.resolve(&optim, &data.features, pretrained)?;
         let [(yamnet_key, yamnet), (bert_key, bert)] = p.model.weights();
         let pretrained = PretrainedEncoders {
             yamnet: yamnet
@@ -160,7 +259,7 @@ impl StageKind for TrainKind {
             ctx,
             self.name(),
             optim,
-            &features,
+            &data,
             (model, pretrained),
             None,
             Objective::Contrastive,
@@ -198,20 +297,9 @@ impl StageKind for DistillKind {
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: DistillParams = ctx.params()?;
-        let features = load_features(ctx)?;
+        let data = TrainingSet::single(load_features(ctx)?);
         let init = select_init(ctx)?;
-        let mut model = load_config(init)
-            .with_context(|| format!("node `{}`: reading the `init` model", ctx.node))?;
-        ensure!(
-            model.learnable_tau == p.learnable_tau,
-            "node `{}`: `learnable_tau = {}` but the `init` model was trained with `learnable_tau = {}`\n\
-             hint: parameter transfer needs the same parameters; set `learnable_tau = {}`",
-            ctx.node,
-            p.learnable_tau,
-            model.learnable_tau,
-            model.learnable_tau
-        );
-        model.tau = p.tau;
+        let model = init_config(ctx, init, &p.optim())?;
         let teachers = TeacherEmbeddings::load(ctx.input("correspondences")?)
             .with_context(|| format!("node `{}`: loading the teachers' embeddings", ctx.node))?;
         let objective = Objective::distillation(&p, &teachers);
@@ -220,12 +308,34 @@ impl StageKind for DistillKind {
             ctx,
             self.name(),
             p.optim(),
-            &features,
+            &data,
             (model, PretrainedEncoders::default()),
             Some(&init_record),
             objective,
         )
     }
+}
+
+/// The architecture of the `init` model for a training that starts from its parameters, with
+/// this training's τ.
+fn init_config(
+    ctx: &RunContext<'_>,
+    init: &Path,
+    optim: &OptimParams,
+) -> anyhow::Result<DualEncoderConfig> {
+    let mut model = load_config(init)
+        .with_context(|| format!("node `{}`: reading the `init` model", ctx.node))?;
+    ensure!(
+        model.learnable_tau == optim.learnable_tau,
+        "node `{}`: `learnable_tau = {}` but the `init` model was trained with `learnable_tau = {}`\n\
+         hint: parameter transfer needs the same parameters; set `learnable_tau = {}`",
+        ctx.node,
+        optim.learnable_tau,
+        model.learnable_tau,
+        model.learnable_tau
+    );
+    model.tau = optim.tau;
+    Ok(model)
 }
 
 /// The `init` model for parameter transfer: with several candidates (e.g. every Stage-1

@@ -458,6 +458,11 @@ with_optim_params! {
         /// The dual encoder to train.
         #[serde(default)]
         pub model: ModelParams,
+        /// With several `features` inputs: how much of each source's train split one epoch
+        /// draws, in the order of the inputs (1 = every caption once, 0.5 = a different half
+        /// each epoch, 2 = each caption twice). Default: 1 for every source.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub source_weights: Vec<f64>,
     }
 }
 
@@ -548,6 +553,8 @@ pub const TAU_RANGE: (f64, f64) = pipeline_eval::correspondences::TAU_RANGE;
 pub const MAX_WEIGHT_DECAY: f64 = 1.0;
 /// Largest loss weight λ accepted.
 pub const MAX_LAMBDA: f64 = 100.0;
+/// Largest per-source weight accepted: a source drawn more than 100 times per epoch is a typo.
+pub const MAX_SOURCE_WEIGHT: f64 = 100.0;
 
 /// `v` as written in a pipeline file: `0.05`, `1e6`, `1e-30`.
 pub fn number(v: f64) -> String {
@@ -882,10 +889,42 @@ impl ModelParams {
 }
 
 impl TrainParams {
-    pub fn canonical(self) -> Result<Self, ParamError> {
+    /// Also checks `source_weights` against `n_sources`, the artifacts bound to `features`.
+    pub fn canonical(self, n_sources: usize) -> Result<Self, ParamError> {
         self.optim().validate()?;
+        if !self.source_weights.is_empty() {
+            check(
+                self.source_weights.len() == n_sources,
+                "source_weights",
+                &format!(
+                    "lists {} weights for {n_sources} `features` inputs",
+                    self.source_weights.len()
+                ),
+            )?;
+            for (k, &w) in self.source_weights.iter().enumerate() {
+                in_range(
+                    w,
+                    &format!("source_weights[{k}]"),
+                    0.0,
+                    MAX_SOURCE_WEIGHT,
+                    false,
+                )?;
+            }
+            check(
+                self.source_weights.iter().any(|&w| w > 0.0),
+                "source_weights",
+                "cannot all be 0",
+            )?;
+        }
+        // All ones is the default: one key for both spellings.
+        let source_weights = if self.source_weights.iter().all(|&w| w == 1.0) {
+            Vec::new()
+        } else {
+            self.source_weights
+        };
         Ok(Self {
             model: self.model.canonical()?,
+            source_weights,
             ..self
         })
     }

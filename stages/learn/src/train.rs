@@ -27,7 +27,8 @@ use pipeline_formats::{FeatureSet, Split, TeacherEmbeddings};
 use serde::{Deserialize, Serialize};
 
 use crate::batches::{
-    Row, batches_per_epoch, epoch_batches, epoch_rng, prefetch, rows, text_input,
+    Row, Source, batches_per_epoch, epoch_batches, epoch_rng, epoch_rows, prefetch, rows,
+    rows_per_epoch, text_input,
 };
 use crate::device::Compute;
 use crate::embedding::{embed_captions, embed_clips, load_record, save_record};
@@ -42,6 +43,9 @@ use crate::pretrained::bert::load_bert_with;
 pub struct TrainJob<'a> {
     pub node: &'a str,
     pub features: &'a FeatureSet,
+    /// With several sources combined in `features`: the rows of each source's captions and how
+    /// much of it an epoch draws ([`Source`]). Empty: one source of weight 1.
+    pub sources: Vec<(std::ops::Range<usize>, f64)>,
     pub optim: OptimParams,
     pub model: DualEncoderConfig,
     /// Parameters to start from (parameter transfer), else a fresh initialisation from the seed.
@@ -541,6 +545,27 @@ fn write_checkpoint(
     Ok(())
 }
 
+/// `rows` split into the sources of `spans` (caption rows, weight); no spans: one source.
+fn training_sources(rows: &[Row], spans: &[(std::ops::Range<usize>, f64)]) -> Vec<Source> {
+    if spans.is_empty() {
+        return vec![Source {
+            rows: rows.to_vec(),
+            weight: 1.0,
+        }];
+    }
+    spans
+        .iter()
+        .map(|(captions, weight)| Source {
+            rows: rows
+                .iter()
+                .filter(|r| captions.contains(&r.caption))
+                .copied()
+                .collect(),
+            weight: *weight,
+        })
+        .collect()
+}
+
 /// Runs the training; the best model is left at [`best_model_path`]`(scratch_dir)`.
 pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
     let features = job.features;
@@ -548,10 +573,11 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
     let device = job.compute.device.clone();
     let ad = device.clone().autodiff();
     let train_rows = rows(features, Split::Train);
-    if train_rows.len() < 2 {
+    let sources = training_sources(&train_rows, &job.sources);
+    let n_rows = rows_per_epoch(&sources);
+    if n_rows < 2 {
         bail!(
-            "the features' train split has {} captions; training needs at least 2",
-            train_rows.len()
+            "the features' train split gives {n_rows} captions per epoch; training needs at least 2"
         );
     }
     // Distillation looks its teachers' rows up once per run.
@@ -567,8 +593,8 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
             lambda_dist,
         },
     };
-    let batch_size = o.batch_size.min(train_rows.len());
-    let steps_per_epoch = batches_per_epoch(train_rows.len(), batch_size, o.drop_last);
+    let batch_size = o.batch_size.min(n_rows);
+    let steps_per_epoch = batches_per_epoch(n_rows, batch_size, o.drop_last);
     let schedule = Schedule::new(o, steps_per_epoch);
 
     // Fresh start or resume. Parameter ids are positional (`canonical_ids`) so that the saved
@@ -618,8 +644,8 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         };
     let resumed_epochs = state.epochs_done;
     job.reporter.log(&format!(
-        "{} training pairs, batch {batch_size}, {steps_per_epoch} steps per epoch, {} epochs, device {}",
-        train_rows.len(),
+        "{n_rows} training pairs per epoch from {} source(s), batch {batch_size}, {steps_per_epoch} steps per epoch, {} epochs, device {}",
+        sources.len(),
         o.epochs,
         job.compute.name
     ));
@@ -633,7 +659,8 @@ pub fn train(job: &TrainJob<'_>) -> anyhow::Result<TrainSummary> {
         let mut noise_rng = epoch_rng(o.seed, epoch, 2);
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
-        let batches = epoch_batches(&train_rows, batch_size, o.seed, epoch, o.drop_last);
+        let rows = epoch_rows(&sources, o.seed, epoch);
+        let batches = epoch_batches(&rows, batch_size, o.seed, epoch, o.drop_last);
         // The clips of the next batches are read from the shards while a step runs.
         model = std::thread::scope(|scope| -> anyhow::Result<_> {
             let mut model = model;

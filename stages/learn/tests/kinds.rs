@@ -207,6 +207,103 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
 }
 
 #[test]
+fn train_draws_several_feature_sources_by_weight_and_fine_tunes_from_init() {
+    let clotho_like = Synthetic::tiny().build();
+    // A second source with one caption per clip and no validation split of its own.
+    let one_caption = Synthetic {
+        train_clips: 40,
+        val_clips: 4,
+        captions_per_clip: 1,
+        seed: 9,
+        ..Synthetic::tiny()
+    }
+    .build();
+    let (a, b) = (features_dir(&clotho_like), features_dir(&one_caption));
+    let params = TINY.replace("[model]", "source_weights = [1.0, 0.5]\n[model]");
+    let log = Recorder::default();
+    let node = run_kind_reporting(
+        &TrainKind,
+        &params,
+        &[("features", a.path()), ("features", b.path())],
+        &log,
+    )
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.out.path().join("train_config.json")).unwrap())
+            .unwrap();
+    // 48 rows of the first source and half of the second's 40: 68 rows, batches of 8.
+    assert_eq!(config["steps_per_epoch"], 9, "{config}");
+    let logs = log.logs().join("\n");
+    assert!(
+        logs.contains("source 1 `features-node-1`: 40 captions (train split), weight 0.5"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("68 training pairs per epoch from 2 source(s)"),
+        "{logs}"
+    );
+    assert!(metrics(node.out.path())["val"]["map10"].as_f64().unwrap() > 0.4);
+
+    // Fine-tuning the pre-trained model on the first source alone starts where it ended: its
+    // first epoch's loss is below that of a fresh model's first epoch.
+    let tuning = "epochs = 1\nbatch_size = 8\nlr = 1e-3\nthreads = 1";
+    let tuned = run_kind(
+        &TrainKind,
+        tuning,
+        &[("features", a.path()), ("init", node.out.path())],
+    )
+    .unwrap();
+    let fresh = run_kind(
+        &TrainKind,
+        &TINY.replace("epochs = 3", "epochs = 1"),
+        &[("features", a.path())],
+    )
+    .unwrap();
+    let first_loss = |dir: &Path| {
+        Table::open(&dir.join("curves.parquet"))
+            .unwrap()
+            .f64s("train_loss")
+            .unwrap()[0]
+    };
+    let (tuned_loss, fresh_loss) = (first_loss(tuned.out.path()), first_loss(fresh.out.path()));
+    assert!(
+        tuned_loss < fresh_loss,
+        "fine-tuned {tuned_loss} vs fresh {fresh_loss}"
+    );
+    assert_eq!(
+        std::fs::read(tuned.out.path().join("model.json")).unwrap(),
+        std::fs::read(node.out.path().join("model.json")).unwrap(),
+        "the init model's architecture"
+    );
+    let with_init = InputCounts([("features".to_owned(), 1), ("init".to_owned(), 1)].into());
+    let err = TrainKind
+        .plan(&table("[model]\nembed_dim = 8"), &with_init)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model") && err.contains("init"), "{err}");
+
+    // The weights are checked against the inputs before anything runs.
+    let counts = InputCounts([("features".to_owned(), 2)].into());
+    for (weights, message) in [
+        ("[1.0]", "lists 1 weights for 2"),
+        ("[0.0, 0.0]", "cannot all be 0"),
+        ("[1.0, -1.0]", "source_weights[1]"),
+    ] {
+        let err = TrainKind
+            .plan(&table(&format!("source_weights = {weights}")), &counts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source_weights") && err.contains(message),
+            "{weights}: {err}"
+        );
+    }
+    // Weights of 1 are the default: one key for both spellings.
+    let plan = |params: &str| TrainKind.plan(&table(params), &counts).unwrap().params;
+    assert_eq!(plan("source_weights = [1.0, 1.0]"), plan(""));
+}
+
+#[test]
 fn distill_refuses_correspondences_that_miss_training_pairs() {
     let f = Synthetic::tiny().build();
     let dir = features_dir(&f);
@@ -303,6 +400,7 @@ fn train_unchecked(
     train(&TrainJob {
         node: "t",
         features: f,
+        sources: Vec::new(),
         optim,
         model,
         init: None,
@@ -409,7 +507,11 @@ fn shipped_pipelines_plan() {
             let inputs: std::collections::BTreeMap<String, usize> = stage
                 .get("inputs")
                 .and_then(|i| i.as_table())
-                .map(|t| t.keys().map(|k| (k.clone(), 1)).collect())
+                .map(|t| {
+                    t.iter()
+                        .map(|(k, v)| (k.clone(), v.as_array().map_or(1, Vec::len)))
+                        .collect()
+                })
                 .unwrap_or_default();
             let params = stage
                 .get("params")
@@ -708,7 +810,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
     let params = TINY.replace("epochs = 3", "epochs = 2");
     let p: TrainParams = pipeline_api::parse_params::<TrainParams>(&table(&params))
         .unwrap()
-        .canonical()
+        .canonical(1)
         .unwrap();
     let optim = p.optim();
     let model = p.model.resolve(&optim, &f, None).unwrap();
@@ -724,6 +826,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
         TrainJob {
             node: "t",
             features: f,
+            sources: Vec::new(),
             optim: optim.clone(),
             model: model.clone(),
             init: None::<PathBuf>,

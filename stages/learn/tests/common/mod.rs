@@ -98,7 +98,11 @@ pub fn run_kind_reporting(
     inputs: &[(&str, &Path)],
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Node> {
-    let counts = InputCounts(inputs.iter().map(|(n, _)| (n.to_string(), 1)).collect());
+    let mut counts = BTreeMap::new();
+    for (name, _) in inputs {
+        *counts.entry(name.to_string()).or_insert(0) += 1;
+    }
+    let counts = InputCounts(counts);
     let plan = kind
         .plan(&table(params), &counts)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -128,18 +132,20 @@ pub fn run_in_reporting(
     node: &Node,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    let inputs: BTreeMap<String, Vec<InputArtifact>> = inputs
-        .iter()
-        .map(|(n, p)| {
-            (
-                n.to_string(),
-                vec![InputArtifact {
-                    node: Some(format!("{n}-node")),
-                    path: p.to_path_buf(),
-                }],
-            )
-        })
-        .collect();
+    // A name given several times binds several artifacts, in order.
+    let mut grouped: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
+    for (name, path) in inputs {
+        let bound = grouped.entry(name.to_string()).or_default();
+        let node = match bound.len() {
+            0 => format!("{name}-node"),
+            k => format!("{name}-node-{k}"),
+        };
+        bound.push(InputArtifact {
+            node: Some(node),
+            path: path.to_path_buf(),
+        });
+    }
+    let inputs = grouped;
     let ctx = RunContext {
         node: "test-node",
         params,
