@@ -21,8 +21,8 @@ pub fn write_tensors(path: &Path, tensors: &[TensorOut<'_>]) -> anyhow::Result<(
         .iter()
         .map(|t| {
             let (name, dtype, shape, bytes): (&str, Dtype, &Vec<usize>, &[u8]) = match t {
-                TensorOut::F32(n, s, v) => (*n, Dtype::F32, s, bytemuck::cast_slice(*v)),
-                TensorOut::I64(n, s, v) => (*n, Dtype::I64, s, bytemuck::cast_slice(*v)),
+                TensorOut::F32(n, s, v) => (*n, Dtype::F32, s, bytemuck::cast_slice(v)),
+                TensorOut::I64(n, s, v) => (*n, Dtype::I64, s, bytemuck::cast_slice(v)),
                 TensorOut::U8(n, s, v) => (*n, Dtype::U8, s, *v),
             };
             Ok((name, TensorView::new(dtype, shape.clone(), bytes)?))
