@@ -801,7 +801,7 @@ fn same_seed_same_numbers() {
 }
 
 #[test]
-fn killed_training_resumes_to_the_uninterrupted_result() {
+fn killed_or_streamed_training_gives_the_uninterrupted_in_memory_result() {
     use pipeline_learn::losses::Objective;
     use pipeline_learn::params::TrainParams;
     use pipeline_learn::train::{STOPPED, TrainJob, best_model_path, train};
@@ -815,7 +815,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
     let optim = p.optim();
     let model = p.model.resolve(&optim, &f, None).unwrap();
     let compute = pipeline_learn::device::resolve(optim.device, None).unwrap();
-    fn job<'a>(
+    fn make_job<'a>(
         f: &'a FeatureSet,
         optim: &pipeline_learn::params::OptimParams,
         model: &pipeline_learn::models::DualEncoderConfig,
@@ -839,7 +839,7 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
             stop_after,
         }
     }
-    let job = |scratch, stop| job(&f, &optim, &model, &compute, scratch, stop);
+    let job = |scratch, stop| make_job(&f, &optim, &model, &compute, scratch, stop);
     let whole = tempfile::tempdir().unwrap();
     let uninterrupted = train(&job(whole.path(), None)).unwrap();
 
@@ -865,6 +865,43 @@ fn killed_training_resumes_to_the_uninterrupted_result() {
         std::fs::read(best_model_path(whole.path())).unwrap()
             == std::fs::read(best_model_path(killed.path())).unwrap(),
         "the resumed training's record differs from the uninterrupted one's"
+    );
+
+    // Streamed from shards of four clips (eight files), the training draws the same batches and
+    // ends in the same record as the in-memory one.
+    let dir = tempfile::tempdir().unwrap();
+    let clip_bytes = f.clip_len() * 4;
+    f.mel
+        .save(
+            &dir.path().join(pipeline_formats::WINDOWS_DIR),
+            &f.window_mask,
+            4 * clip_bytes,
+        )
+        .unwrap();
+    f.save_tables(dir.path()).unwrap();
+    let sharded = FeatureSet::load(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("windows"))
+            .unwrap()
+            .count(),
+        8 + 1,
+        "eight shards and the index"
+    );
+    let streamed_dir = tempfile::tempdir().unwrap();
+    let streamed_job = make_job(
+        &sharded,
+        &optim,
+        &model,
+        &compute,
+        streamed_dir.path(),
+        None,
+    );
+    let streamed = train(&streamed_job).unwrap();
+    assert_eq!(losses(&uninterrupted), losses(&streamed));
+    assert!(
+        std::fs::read(best_model_path(whole.path())).unwrap()
+            == std::fs::read(best_model_path(streamed_dir.path())).unwrap(),
+        "the streamed training's record differs from the in-memory one's"
     );
 }
 
