@@ -209,7 +209,7 @@ fn train_learns_writes_outputs_and_embed_gives_normalised_rows() {
 #[test]
 fn train_draws_several_feature_sources_by_weight_and_fine_tunes_from_init() {
     let clotho_like = Synthetic::tiny().build();
-    // A second source with one caption per clip and no validation split of its own.
+    // A second source with one caption per clip (its 4 validation clips are left out).
     let one_caption = Synthetic {
         train_clips: 40,
         val_clips: 4,
