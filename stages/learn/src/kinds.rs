@@ -54,7 +54,13 @@ impl TrainingSet {
     fn load(ctx: &RunContext<'_>, weights: &[f64]) -> anyhow::Result<Self> {
         let inputs = ctx.inputs("features");
         if inputs.len() == 1 {
-            return Ok(Self::single(load_features(ctx)?));
+            // One source may still be drawn partly or repeatedly per epoch.
+            let features = load_features(ctx)?;
+            let sources = weights
+                .first()
+                .map(|&w| vec![(0..features.captions.len(), w)])
+                .unwrap_or_default();
+            return Ok(Self { features, sources });
         }
         let name = |k: usize| {
             inputs[k]

@@ -298,6 +298,17 @@ fn train_draws_several_feature_sources_by_weight_and_fine_tunes_from_init() {
             "{weights}: {err}"
         );
     }
+    // One source drawn twice per epoch: 96 rows, 12 batches of 8.
+    let twice = TINY
+        .replace("epochs = 3", "epochs = 1")
+        .replace("[model]", "source_weights = [2.0]\n[model]");
+    let doubled = run_kind(&TrainKind, &twice, &[("features", a.path())]).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(doubled.out.path().join("train_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["steps_per_epoch"], 12, "{config}");
+
     // Weights of 1 are the default: one key for both spellings.
     let plan = |params: &str| TrainKind.plan(&table(params), &counts).unwrap().params;
     assert_eq!(plan("source_weights = [1.0, 1.0]"), plan(""));
