@@ -307,10 +307,6 @@ impl ShardWriter {
         })
     }
 
-    pub fn clips_per_shard(&self) -> usize {
-        self.clips_per_shard
-    }
-
     /// The clip ranges of the shards of `n_clips` clips, in order.
     pub fn plan(&self, n_clips: usize) -> Vec<std::ops::Range<usize>> {
         (0..n_clips)
