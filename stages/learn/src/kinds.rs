@@ -42,13 +42,6 @@ struct TrainingSet {
 }
 
 impl TrainingSet {
-    fn single(features: FeatureSet) -> Self {
-        Self {
-            features,
-            sources: Vec::new(),
-        }
-    }
-
     /// The `features` inputs of `ctx`: one as it is, several combined (the first whole, the
     /// others' train splits) with `weights` (empty: 1 each).
     fn load(ctx: &RunContext<'_>, weights: &[f64]) -> anyhow::Result<Self> {
@@ -303,7 +296,7 @@ impl StageKind for DistillKind {
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
         let p: DistillParams = ctx.params()?;
-        let data = TrainingSet::single(load_features(ctx)?);
+        let data = TrainingSet::load(ctx, &[])?;
         let init = select_init(ctx)?;
         let model = init_config(ctx, init, &p.optim())?;
         let teachers = TeacherEmbeddings::load(ctx.input("correspondences")?)

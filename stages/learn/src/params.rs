@@ -458,9 +458,9 @@ with_optim_params! {
         /// The dual encoder to train.
         #[serde(default)]
         pub model: ModelParams,
-        /// With several `features` inputs: how much of each source's train split one epoch
-        /// draws, in the order of the inputs (1 = every caption once, 0.5 = a different half
-        /// each epoch, 2 = each caption twice). Default: 1 for every source.
+        /// Per `features` input, in their order: how much of that source's train split one
+        /// epoch draws (1 = every caption once, 0.5 = a different half each epoch, 2 = each
+        /// caption twice). Default: 1 for every source.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub source_weights: Vec<f64>,
     }

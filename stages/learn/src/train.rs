@@ -416,10 +416,8 @@ pub fn validate(
     // Ranked in blocks of captions, so that memory is `VAL_BLOCK × clips` whatever the
     // split's size (the whole matrix was 205 MB for 3,200 clips × 16,000 captions).
     let mut ranks = Vec::with_capacity(captions.len());
-    let mut sim = Vec::new();
     for (texts, rel) in text.chunks(VAL_BLOCK * dim).zip(relevant.chunks(VAL_BLOCK)) {
-        sim.resize(rel.len() * n, 0.0);
-        pipeline_eval::linalg::a_bt(texts, &audio, dim, &mut sim);
+        let sim = pipeline_eval::metrics::dot_matrix(texts, &audio, dim);
         ranks.extend(pipeline_eval::metrics::text_to_audio_ranks(&sim, n, rel));
     }
     let s = pipeline_eval::metrics::scores_from_ranks(&ranks);
