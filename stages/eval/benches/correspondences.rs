@@ -9,7 +9,9 @@
 //! the same rows (largest float difference printed) and that both evaluations give the same
 //! metrics.
 //!
-//! `cargo bench -p pipeline-eval --bench correspondences [-- CLIPS CAPTIONS_PER_CLIP TEACHERS WIDTH...]`
+//! `cargo bench -p pipeline-eval --bench correspondences [-- [--no-reference] CLIPS CAPTIONS_PER_CLIP TEACHERS WIDTH...]`
+//!
+//! `--no-reference` runs this crate's side only (for profiling it); the table then has no ratio.
 
 use std::fs::File;
 use std::path::Path;
@@ -68,7 +70,21 @@ struct Row {
     check: String,
 }
 
+impl Row {
+    fn ours_only(what: String, ours_s: f64, ours_mib: f64) -> Self {
+        Self {
+            what,
+            ours_s,
+            reference_s: f64::NAN,
+            ours_mib,
+            reference_mib: f64::NAN,
+            check: "reference not run (--no-reference)".into(),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    let with_reference = !std::env::args().any(|a| a == "--no-reference");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         // `cargo bench` appends `--bench`; only the positional sizes are ours.
@@ -136,6 +152,17 @@ fn main() -> anyhow::Result<()> {
         let ours_s = start.elapsed().as_secs_f64();
         let ours_mib = peak_mib();
         let ours = out.join("correspondences.parquet");
+        let what = format!(
+            "correspondences, {} clips x {} captions = {:.1} M pairs, {teachers} teachers, width {dim}",
+            index.n_clips(),
+            index.n_captions(),
+            pairs as f64 / 1e6
+        );
+        if !with_reference {
+            rows.push(Row::ours_only(what, ours_s, ours_mib));
+            std::fs::remove_dir_all(&out)?;
+            continue;
+        }
         let reference = dir.path().join(format!("reference-{dim}.parquet"));
         let report = python_json(
             &python,
@@ -152,12 +179,7 @@ fn main() -> anyhow::Result<()> {
         let diff = compare_tables(&ours, &reference)?;
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1048576.0;
         rows.push(Row {
-            what: format!(
-                "correspondences, {} clips x {} captions = {:.1} M pairs, {teachers} teachers, width {dim}",
-                index.n_clips(),
-                index.n_captions(),
-                pairs as f64 / 1e6
-            ),
+            what,
             ours_s,
             reference_s: report["seconds"].as_f64().unwrap_or(f64::NAN),
             ours_mib,
@@ -172,7 +194,9 @@ fn main() -> anyhow::Result<()> {
         std::fs::remove_file(&reference)?;
     }
 
-    rows.push(evaluate_row(dir.path(), &python, manifest, threads)?);
+    if with_reference {
+        rows.push(evaluate_row(dir.path(), &python, manifest, threads)?);
+    }
 
     println!(
         "machine: {threads} threads; load average {}",

@@ -155,8 +155,20 @@ impl SplitIndex {
 /// Gathers rows of a `[_, dim]` matrix, L2-normalising each (a zero row stays zero), so that
 /// dot products are cosines even if a producer forgot to normalise.
 pub fn gather_normalised(matrix: &[f32], dim: usize, rows: &[usize]) -> anyhow::Result<Vec<f32>> {
-    let n = matrix.len() / dim;
     let mut out = Vec::with_capacity(rows.len() * dim);
+    gather_normalised_into(matrix, dim, rows, &mut out)?;
+    Ok(out)
+}
+
+/// [`gather_normalised`], appended to `out` (several matrices into one buffer without copies).
+pub fn gather_normalised_into(
+    matrix: &[f32],
+    dim: usize,
+    rows: &[usize],
+    out: &mut Vec<f32>,
+) -> anyhow::Result<()> {
+    let n = matrix.len() / dim;
+    out.reserve(rows.len() * dim);
     for &r in rows {
         ensure!(r < n, "row {r} out of range ({n} rows)");
         let v = &matrix[r * dim..(r + 1) * dim];
@@ -164,5 +176,5 @@ pub fn gather_normalised(matrix: &[f32], dim: usize, rows: &[usize]) -> anyhow::
         let s = if norm > 0.0 { 1.0 / norm } else { 0.0 };
         out.extend(v.iter().map(|x| x * s));
     }
-    Ok(out)
+    Ok(())
 }

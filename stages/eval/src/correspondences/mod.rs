@@ -76,7 +76,7 @@ use pipeline_formats::{Embeddings, Split, TeacherEmbeddings};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::index::{SplitIndex, gather_normalised};
+use crate::index::{SplitIndex, gather_normalised_into};
 use crate::metrics;
 use crate::parquet_writer::ParallelWriter;
 
@@ -258,12 +258,19 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
         audio: Vec::new(),
         text: Vec::new(),
     };
-    for (m, artifact) in ctx.inputs("teachers").iter().enumerate() {
+    let artifacts = ctx.inputs("teachers");
+    for (m, artifact) in artifacts.iter().enumerate() {
         let name = crate::input_label(artifact);
         let emb =
             Embeddings::load(&artifact.path).with_context(|| format!("teacher {m} (`{name}`)"))?;
         if m == 0 {
+            // Every teacher's rows in one allocation: growing it would copy, and for a moment
+            // hold, all the rows gathered so far.
             t.dim = emb.dim;
+            t.audio
+                .reserve_exact(artifacts.len() * index.clip_rows.len() * t.dim);
+            t.text
+                .reserve_exact(artifacts.len() * index.caption_rows.len() * t.dim);
         }
         ensure!(
             emb.dim == t.dim,
@@ -271,14 +278,10 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
             emb.dim,
             t.dim
         );
-        t.audio.extend(
-            gather_normalised(&emb.audio, emb.dim, &index.clip_rows)
-                .with_context(|| format!("teacher `{name}`: audio rows"))?,
-        );
-        t.text.extend(
-            gather_normalised(&emb.text, emb.dim, &index.caption_rows)
-                .with_context(|| format!("teacher `{name}`: text rows"))?,
-        );
+        gather_normalised_into(&emb.audio, emb.dim, &index.clip_rows, &mut t.audio)
+            .with_context(|| format!("teacher `{name}`: audio rows"))?;
+        gather_normalised_into(&emb.text, emb.dim, &index.caption_rows, &mut t.text)
+            .with_context(|| format!("teacher `{name}`: text rows"))?;
         t.names.push(name);
     }
     ensure!(!t.names.is_empty(), "no teacher");
@@ -578,9 +581,24 @@ fn write_table(
         .reporter
         .step("writing correspondences.parquet", n_blocks as u64);
     let mut pending: Option<RecordBatch> = None;
+    // In a full table every block of `block` clips has the same caption columns: encoded once.
+    let mut shared = None;
+    let repeated = table.repeated_columns();
     for k in 0..=n_blocks {
+        if let Some(b) = &pending
+            && shared.is_none()
+            && !repeated.is_empty()
+            && b.num_rows() == block * table.index.n_captions()
+        {
+            shared = Some(writer.encode_shared(b, &repeated)?);
+        }
         let (encoded, next) = rayon::join(
-            || pending.take().map(|b| writer.encode(&b, k - 1)).transpose(),
+            || {
+                pending
+                    .take()
+                    .map(|b| writer.encode(&b, k - 1, shared.as_ref()))
+                    .transpose()
+            },
             || {
                 (k < n_blocks)
                     .then(|| table.batch(k * block..((k + 1) * block).min(n_a)))
@@ -710,6 +728,18 @@ impl<'a> TableBuilder<'a> {
             captions: strings(&index.caption_texts),
             relevance_by_clip,
         }
+    }
+
+    /// The columns whose values depend on the number of clips in a block only (in a full
+    /// table: the caption columns, the same captions for every clip).
+    fn repeated_columns(&self) -> Vec<usize> {
+        if self.selection.is_some() {
+            return Vec::new();
+        }
+        ["caption_index", "caption_id", "caption"]
+            .iter()
+            .map(|name| self.schema.index_of(name).expect("a table column"))
+            .collect()
     }
 
     /// The rows of clips `clips` (split-local), clip-major, and the sums over all their pairs.
