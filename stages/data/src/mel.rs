@@ -452,10 +452,12 @@ impl MelExtractor {
         if n_frames == 0 {
             return out;
         }
-        let padded = self.framed_signal(samples, n, n_frames);
-        // Only the window's non-zero span is read.
+        // Only the window's non-zero span is read; frames are read from `samples` as needed
+        // (the padded signal is never built: no allocation of the window's size per call).
         let (lo, hi) = self.window_span;
         let window = &self.window[lo..hi];
+        let mut a = vec![0.0f64; hi - lo];
+        let mut b = vec![0.0f64; hi - lo];
         let mut buf = vec![Complex::new(0.0f64, 0.0); n_fft];
         let mut scratch = vec![Complex::new(0.0f64, 0.0); self.fft.get_inplace_scratch_len()];
         let mut power_a = vec![0.0f64; half + 1];
@@ -465,15 +467,15 @@ impl MelExtractor {
         let mut f = 0;
         while f < n_frames {
             let pair = f + 1 < n_frames;
-            let a = &padded[f * hop + lo..f * hop + hi];
+            self.frame_span(samples, n, f * hop + lo, &mut a);
             let span = &mut buf[lo..hi];
             if pair {
-                let b = &padded[(f + 1) * hop + lo..(f + 1) * hop + hi];
-                for (((z, w), x), y) in span.iter_mut().zip(window).zip(a).zip(b) {
+                self.frame_span(samples, n, (f + 1) * hop + lo, &mut b);
+                for (((z, w), x), y) in span.iter_mut().zip(window).zip(&a).zip(&b) {
                     *z = Complex::new(w * x, w * y);
                 }
             } else {
-                for ((z, w), x) in span.iter_mut().zip(window).zip(a) {
+                for ((z, w), x) in span.iter_mut().zip(window).zip(&a) {
                     *z = Complex::new(w * x, 0.0);
                 }
             }
@@ -499,14 +501,14 @@ impl MelExtractor {
         out
     }
 
-    /// The (pre-emphasised) signal of `n` samples laid out so that frame `f` is
-    /// `[f * hop, f * hop + n_fft)`, in one allocation: Kaldi style reflect-pads `n_fft / 2`
-    /// samples on both sides (centred frames); YAMNet's frames start at 0 and read zeros past
-    /// the end (only where the window is 0).
-    fn framed_signal(&self, samples: &[f32], n: usize, n_frames: usize) -> Vec<f64> {
-        let len = (n_frames - 1) * self.cfg.hop_length + self.cfg.n_fft;
+    /// Samples `[start, start + out.len())` of the (pre-emphasised) signal of `n` samples laid
+    /// out so that frame `f` is `[f * hop, f * hop + n_fft)`: Kaldi style reflect-pads
+    /// `n_fft / 2` samples on both sides (centred frames); YAMNet's frames start at 0 and read
+    /// zeros past the end (only where the window is 0).
+    fn frame_span(&self, samples: &[f32], n: usize, start: usize, out: &mut [f64]) {
         if n == 0 {
-            return vec![0.0; len];
+            out.fill(0.0);
+            return;
         }
         let c = self.cfg.preemphasis;
         let signal = |j: usize| -> f64 {
@@ -516,23 +518,24 @@ impl MelExtractor {
                 samples[j] as f64
             }
         };
-        match self.cfg.style {
-            MelStyle::Kaldi => {
-                let pad = (self.cfg.n_fft / 2) as isize;
-                (0..len as isize)
-                    .map(|t| {
-                        let j = t - pad;
-                        if (0..n as isize).contains(&j) {
-                            signal(j as usize)
-                        } else {
-                            signal(reflect(j, n))
-                        }
-                    })
-                    .collect()
+        let pad = match self.cfg.style {
+            MelStyle::Kaldi => self.cfg.n_fft / 2,
+            MelStyle::Yamnet => 0,
+        };
+        // Most frames lie inside the signal: no index checks there.
+        if start >= pad && start - pad + out.len() <= n {
+            for (o, j) in out.iter_mut().zip(start - pad..) {
+                *o = signal(j);
             }
-            MelStyle::Yamnet => (0..len)
-                .map(|t| if t < n { signal(t) } else { 0.0 })
-                .collect(),
+            return;
+        }
+        for (o, t) in out.iter_mut().zip(start..) {
+            let j = t as isize - pad as isize;
+            *o = match self.cfg.style {
+                MelStyle::Kaldi => signal(reflect(j, n)),
+                MelStyle::Yamnet if (j as usize) < n => signal(j as usize),
+                MelStyle::Yamnet => 0.0,
+            };
         }
     }
 

@@ -176,15 +176,38 @@ fn plans_validate_parameters_and_inputs() {
     assert!(!pipeline_eval::report::pattern_matches("*-s1", "x-s12"));
 }
 
+/// At `tau = 0.1` every block's scores span at most `SHARED_EXP_RANGE` (600) and the probability
+/// columns share one exponential per pair; at `tau = 0.001` some span more and take two.
 #[test]
 fn correspondences_table_is_exact_and_streamed_in_row_groups() {
+    for (tau, some_block_spans_more_than_600) in [(0.1, false), (0.001, true)] {
+        let est = check_exact_table(tau);
+        // 2 clips x 16 captions per row group.
+        let widest = est
+            .chunks(32)
+            .map(|b| {
+                let (lo, hi) = b
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                (hi - lo) as f64 / tau
+            })
+            .fold(0.0, f64::max);
+        assert_eq!(
+            widest > 600.0,
+            some_block_spans_more_than_600,
+            "tau {tau}: {widest}"
+        );
+    }
+}
+
+/// Checks every cell of a full table against brute force; returns its `estimate` column.
+fn check_exact_table(tau: f64) -> Vec<f32> {
     let s = setup(true);
     let e0 = synthetic_embeddings(&s.features, 12, TOPICS, 0.5, 1);
     let e1 = synthetic_embeddings(&s.features, 12, TOPICS, 0.9, 2);
     let t0 = save_embeddings(&s, "t0", &e0);
     let t1 = save_embeddings(&s, "t1", &e1);
     let out = s.dir.path().join("corr");
-    let tau = 0.1f64;
     run_stage(
         &Correspondences,
         "correspondences",
@@ -284,11 +307,19 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
         assert!((t0v[r] as f64 - dot(&e0, i, j)).abs() < 1e-5);
         assert!((est[r] as f64 - c_hat(i, j)).abs() < 1e-5);
         assert_eq!(rel[r], truth.get(&(j, i)).copied().unwrap_or(0.0));
-        // Brute-force softmaxes over the whole split.
-        let z_row: f64 = caps.iter().map(|&jj| (c_hat(i, jj) / tau).exp()).sum();
-        let z_col: f64 = clips.iter().map(|&ii| (c_hat(ii, j) / tau).exp()).sum();
-        assert!((pca[r] as f64 - (c_hat(i, j) / tau).exp() / z_row).abs() < 1e-5);
-        assert!((pac[r] as f64 - (c_hat(i, j) / tau).exp() / z_col).abs() < 1e-5);
+        // Brute-force softmaxes over the whole split (relative to this pair: no overflow at
+        // small tau but an infinite sum, whose probability is 0).
+        let c = c_hat(i, j);
+        let z_row: f64 = caps
+            .iter()
+            .map(|&jj| ((c_hat(i, jj) - c) / tau).exp())
+            .sum();
+        let z_col: f64 = clips
+            .iter()
+            .map(|&ii| ((c_hat(ii, j) - c) / tau).exp())
+            .sum();
+        assert!((pca[r] as f64 - 1.0 / z_row).abs() < 1e-5);
+        assert!((pac[r] as f64 - 1.0 / z_col).abs() < 1e-5);
     }
 
     // teachers.safetensors reproduces the estimate.
@@ -325,6 +356,7 @@ fn correspondences_table_is_exact_and_streamed_in_row_groups() {
     assert!(
         m["ensemble"]["spearman"].as_f64().unwrap() > m["annotation"]["spearman"].as_f64().unwrap()
     );
+    est
 }
 
 /// The top-k table holds exactly the pairs brute force selects from the full table, with the

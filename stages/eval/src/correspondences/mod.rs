@@ -314,6 +314,7 @@ fn block_scores(t: &Teachers, clips: std::ops::Range<usize>) -> (Vec<Vec<f32>>, 
 /// `log Σ exp(x / τ)`, accumulated stably as (max, scaled sum).
 #[derive(Debug, Clone, Copy)]
 struct Lse {
+    /// The shift: the largest logit, or any value at most `SHARED_EXP_RANGE` above all of them.
     max: f64,
     sum: f64,
 }
@@ -386,16 +387,35 @@ fn first_pass(
         let b = clips.len();
         let (_, est) = block_scores(t, clips.clone());
         if let Some(tau) = tau {
-            let rows: Vec<f64> = est
-                .par_chunks(n_captions)
-                .map(|r| Lse::of(r.iter().map(|&x| x as f64 / tau)).value())
-                .collect();
-            row.extend(rows);
-            col.par_iter_mut().enumerate().for_each(|(j, acc)| {
-                *acc = acc.merge(Lse::of(
-                    (0..b).map(|i| est[i * n_captions + j] as f64 / tau),
-                ));
-            });
+            let (low, high) = span(&est);
+            let top = high as f64 / tau;
+            if top - low as f64 / tau <= SHARED_EXP_RANGE {
+                // One exp per pair for the rows' and the columns' sums, all shifted by `top`.
+                let e: Vec<f64> = est
+                    .par_iter()
+                    .map(|&x| (x as f64 / tau - top).exp())
+                    .collect();
+                let shifted = |sum: f64| Lse { max: top, sum };
+                let rows: Vec<f64> = e
+                    .par_chunks(n_captions)
+                    .map(|r| shifted(r.iter().sum()).value())
+                    .collect();
+                row.extend(rows);
+                col.par_iter_mut().enumerate().for_each(|(j, acc)| {
+                    *acc = acc.merge(shifted((0..b).map(|i| e[i * n_captions + j]).sum()));
+                });
+            } else {
+                let rows: Vec<f64> = est
+                    .par_chunks(n_captions)
+                    .map(|r| Lse::of(r.iter().map(|&x| x as f64 / tau)).value())
+                    .collect();
+                row.extend(rows);
+                col.par_iter_mut().enumerate().for_each(|(j, acc)| {
+                    *acc = acc.merge(Lse::of(
+                        (0..b).map(|i| est[i * n_captions + j] as f64 / tau),
+                    ));
+                });
+            }
         }
         if let Some(top_k) = top_k {
             best.par_iter_mut().enumerate().for_each(|(j, best)| {
@@ -442,6 +462,20 @@ fn top_captions(scores: &[f32], k: usize) -> Vec<usize> {
     }
     order.sort_unstable();
     order
+}
+
+/// The widest span of `estimate / tau` within a block for which each pass takes one exponential
+/// per pair, shared by the clip's and the caption's softmax (`exp(-600)` and `exp(600)` are normal
+/// f64 numbers); wider spans (only with `tau` below 2 / 600) take two.
+const SHARED_EXP_RANGE: f64 = 600.0;
+
+/// The smallest and the largest score.
+fn span(scores: &[f32]) -> (f32, f32) {
+    let empty = || (f32::INFINITY, f32::NEG_INFINITY);
+    scores
+        .par_iter()
+        .fold(empty, |(l, h), &x| (l.min(x), h.max(x)))
+        .reduce(empty, |a, b| (a.0.min(b.0), a.1.max(b.1)))
 }
 
 /// The table's Arrow schema for `teachers` teachers.
@@ -822,16 +856,38 @@ impl<'a> TableBuilder<'a> {
         let est = written(est);
         let probabilities = self.normalisers.as_ref().map(|(lse_row, lse_col)| {
             let tau = self.tau;
-            let pca: Vec<f32> = est
-                .par_iter()
-                .enumerate()
-                .map(|(k, &x)| (x as f64 / tau - lse_row[clip_of(at(k))]).exp() as f32)
-                .collect();
-            let pac: Vec<f32> = est
-                .par_iter()
-                .enumerate()
-                .map(|(k, &x)| (x as f64 / tau - lse_col[at(k) % n_c]).exp() as f32)
-                .collect();
+            let (low, high) = span(&est);
+            let top = high as f64 / tau;
+            let (pca, pac): (Vec<f32>, Vec<f32>) = if top - low as f64 / tau <= SHARED_EXP_RANGE {
+                // exp(s - lse) = exp(s - top) exp(top - lse): one exp per pair for both
+                // columns, the other factors per clip and per caption; no factor leaves f64's
+                // normal range while the block's scores span at most SHARED_EXP_RANGE.
+                let by_clip: Vec<f64> = clips.clone().map(|i| (top - lse_row[i]).exp()).collect();
+                let by_caption: Vec<f64> = lse_col.iter().map(|l| (top - l).exp()).collect();
+                est.par_iter()
+                    .enumerate()
+                    .map(|(k, &x)| {
+                        let e = (x as f64 / tau - top).exp();
+                        let r = at(k);
+                        (
+                            (e * by_clip[r / n_c]) as f32,
+                            (e * by_caption[r % n_c]) as f32,
+                        )
+                    })
+                    .unzip()
+            } else {
+                est.par_iter()
+                    .enumerate()
+                    .map(|(k, &x)| {
+                        let s = x as f64 / tau;
+                        let r = at(k);
+                        (
+                            (s - lse_row[clip_of(r)]).exp() as f32,
+                            (s - lse_col[r % n_c]).exp() as f32,
+                        )
+                    })
+                    .unzip()
+            };
             // Every annotated pair is written, in either form.
             stats.mass_on_matches = pca
                 .iter()
