@@ -815,27 +815,33 @@ impl<'a> TableBuilder<'a> {
                 Some(p) => p.iter().map(|&r| values[r]).collect(),
             }
         };
-        let audio_keys: Vec<i32> = (0..rows)
-            .into_par_iter()
-            .map(|k| clip_of(at(k)) as i32)
-            .collect();
-        let caption_keys: Vec<i32> = (0..rows)
-            .into_par_iter()
-            .map(|k| (at(k) % n_c) as i32)
-            .collect();
+        // Each key column is one buffer, shared by its dictionary columns.
+        let audio_keys = Int32Array::from(
+            (0..rows)
+                .into_par_iter()
+                .map(|k| clip_of(at(k)) as i32)
+                .collect::<Vec<_>>(),
+        );
+        let caption_keys = Int32Array::from(
+            (0..rows)
+                .into_par_iter()
+                .map(|k| (at(k) % n_c) as i32)
+                .collect::<Vec<_>>(),
+        );
         let is_match: Vec<bool> = (0..rows)
             .into_par_iter()
             .map(|k| index.caption_clip[at(k) % n_c] == clip_of(at(k)))
             .collect();
-        let dict = |keys: &[i32], values: &ArrayRef| -> anyhow::Result<ArrayRef> {
+        let dict = |keys: &Int32Array, values: &ArrayRef| -> anyhow::Result<ArrayRef> {
             Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                Int32Array::from(keys.to_vec()),
+                keys.clone(),
                 values.clone(),
             )?))
         };
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(
                 audio_keys
+                    .values()
                     .iter()
                     .map(|&i| index.clip_rows[i as usize] as i64),
             )),
@@ -843,6 +849,7 @@ impl<'a> TableBuilder<'a> {
             dict(&audio_keys, &self.audio_files)?,
             Arc::new(Int64Array::from_iter_values(
                 caption_keys
+                    .values()
                     .iter()
                     .map(|&j| index.caption_rows[j as usize] as i64),
             )),
