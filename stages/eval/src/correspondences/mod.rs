@@ -175,8 +175,9 @@ impl StageKind for Correspondences {
     fn version(&self) -> u32 {
         // 2: a teacher bound by an external path is named by its last component in the
         // `teachers` metadata, not by its absolute path. 3: cosines from matrix products
-        // (other rounding in the last bits).
-        3
+        // (other rounding in the last bits). 4: probabilities from one shared exp per pair
+        // (other rounding in the last bit).
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
