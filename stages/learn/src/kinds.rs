@@ -184,7 +184,9 @@ impl StageKind for TrainKind {
     fn version(&self) -> u32 {
         // 2: no timings in `metrics.json`, `curves.parquet` and `train_config.json`;
         // positional parameter ids in `model.mpk` (byte-identical for identical trainings).
-        2
+        // 3: the CNN's convolutions as gathered im2col products (other rounding in the last bits);
+        // dropout masks from 32-bit draws.
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -280,8 +282,8 @@ impl StageKind for DistillKind {
     }
 
     fn version(&self) -> u32 {
-        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`).
-        2
+        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`). 3: as `train` 3.
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -375,7 +377,8 @@ impl StageKind for EmbedKind {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the CNN's convolutions as im2col products (other rounding in the last bits).
+        2
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

@@ -9,7 +9,6 @@ use burn::nn::{LayerNorm, LayerNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::ops::PadMode;
-use burn::tensor::s;
 
 use super::layers::{Noise, dropout};
 
@@ -92,28 +91,24 @@ impl CnnEncoder {
 }
 
 /// `conv` (3×3, stride 2, padding 1, as [`CnnEncoderConfig::init`] builds it) on channels-last
-/// `x: [n, h, w, c_in]` → `[n, ⌈h/2⌉, ⌈w/2⌉, c_out]`: the nine strided views of the padded input
-/// side by side (im2col), times the kernel as a `[9 c_in, c_out]` matrix. The same function and
-/// parameters as `conv.forward` (tested), but Burn's CPU backend runs the product and its
-/// gradients as GEMMs, where its direct convolution and the convolution-shaped weight gradient
-/// took 60 % of a training step (the issue-17 profile).
+/// `x: [n, h, w, c_in]` → `[n, ⌈h/2⌉, ⌈w/2⌉, c_out]`: each output position's 3×3 patch of the
+/// padded input gathered as one row (im2col), times the kernel as a `[9 c_in, c_out]` matrix.
+/// The same function and parameters as `conv.forward` (tested), but Burn's CPU backend runs the
+/// product and its gradients as GEMMs, where its direct convolution and the convolution-shaped
+/// weight gradient took 60 % of a training step (the issue-17 profile). One row gather (whose
+/// gradient is one scatter-add) rather than nine strided views and a concatenation: those
+/// views' copies and gradients took a third of a step.
 pub fn strided_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [n, h, w, c_in] = x.dims();
     let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
-    let padded = x.pad([(0, 0), (1, 1), (1, 1), (0, 0)], PadMode::Constant(0.0));
-    let mut views = Vec::with_capacity(9);
-    for dy in 0..3 {
-        for dx in 0..3 {
-            views.push(padded.clone().slice(s![
-                ..,
-                dy..dy + 2 * oh - 1;2,
-                dx..dx + 2 * ow - 1;2,
-                ..
-            ]));
-        }
-    }
+    let pixels = x
+        .pad([(0, 0), (1, 1), (1, 1), (0, 0)], PadMode::Constant(0.0))
+        .reshape([n * (h + 2) * (w + 2), c_in]);
+    let rows = patch_rows(n, h + 2, w + 2);
+    let rows =
+        Tensor::<1, Int>::from_data(TensorData::new(rows, [n * oh * ow * 9]), &pixels.device());
     // Column (dy, dx, c) of the patches meets row (dy, dx, c) of the kernel.
-    let patches = Tensor::cat(views, 3).reshape([n * oh * ow, 9 * c_in]);
+    let patches = pixels.select(0, rows).reshape([n * oh * ow, 9 * c_in]);
     let weight = conv.weight.val();
     let c_out = weight.dims()[0];
     let kernel = weight.permute([2, 3, 1, 0]).reshape([9 * c_in, c_out]);
@@ -122,6 +117,24 @@ pub fn strided_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         y = y + bias.val().reshape([1, c_out]);
     }
     y.reshape([n, oh, ow, c_out])
+}
+
+/// For images of `ph × pw` pixels (padding included) stored row-major one after another, the
+/// pixel row of every (image, output row, output column, dy, dx) of a stride-2 3×3 convolution.
+fn patch_rows(n: usize, ph: usize, pw: usize) -> Vec<i64> {
+    let (oh, ow) = ((ph - 1) / 2, (pw - 1) / 2);
+    let mut rows = Vec::with_capacity(n * oh * ow * 9);
+    for image in 0..n {
+        for i in 0..oh {
+            for j in 0..ow {
+                for dy in 0..3 {
+                    let line = (image * ph + 2 * i + dy) * pw;
+                    rows.extend((0..3).map(|dx| (line + 2 * j + dx) as i64));
+                }
+            }
+        }
+    }
+    rows
 }
 
 #[cfg(test)]

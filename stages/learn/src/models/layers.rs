@@ -11,7 +11,7 @@ use burn::module::{Flag, ModuleMapper, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, LinearLayout};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Source of training-time randomness (dropout, patch-out). `None` where a forward pass runs in
@@ -29,8 +29,17 @@ pub fn dropout<const D: usize>(x: Tensor<D>, p: f64, noise: &mut Noise<'_>) -> T
     let dims = x.dims();
     let n: usize = dims.iter().product();
     let keep = 1.0 / (1.0 - p) as f32;
+    // One 32-bit draw per element, dropped below `p · 2³²` (a float draw takes 64 bits: twice
+    // the generator's work).
+    let threshold = (p * 4_294_967_296.0) as u64;
     let mask: Vec<f32> = (0..n)
-        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+        .map(|_| {
+            if u64::from(rng.next_u32()) < threshold {
+                0.0
+            } else {
+                keep
+            }
+        })
         .collect();
     let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
     x * mask
@@ -311,5 +320,31 @@ impl ModuleMapper for SeededInit {
             fresh = fresh.require_grad();
         }
         Param::from_mapped_value(id, fresh, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inverted dropout keeps the expectation: about `p` of the elements are 0, the others
+    /// scaled by `1 / (1 - p)`; evaluation mode and `p = 0` are the identity.
+    #[test]
+    fn dropout_zeroes_a_fraction_p_and_rescales_the_rest() {
+        let device = Device::flex();
+        let n = 20_000;
+        let x = Tensor::<2>::ones([n / 100, 100], &device);
+        let values = |y: Tensor<2>| y.into_data().try_to_vec::<f32>().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for p in [0.1, 0.5] {
+            let y = values(dropout(x.clone(), p, &mut Some(&mut rng)));
+            let zeros = y.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+            assert!((zeros - p).abs() < 0.01, "p = {p}: {zeros} dropped");
+            let keep = 1.0 / (1.0 - p) as f32;
+            assert!(y.iter().all(|&v| v == 0.0 || v == keep), "p = {p}");
+        }
+        let ones = vec![1.0; n];
+        assert_eq!(values(dropout(x.clone(), 0.5, &mut None)), ones);
+        assert_eq!(values(dropout(x.clone(), 0.0, &mut Some(&mut rng))), ones);
     }
 }
