@@ -5,7 +5,7 @@
 //! (numpy + pyarrow writing the same columns, encodings and row groups) and `evaluate.py`. The
 //! references run in a venv at `target/bench-eval-venv` (the pinned `benches/requirements.txt`,
 //! from PyPI on first use). Prints a table: wall time, the ratio, peak resident memory of each
-//! side (the bench process's VmHWM is reset before each run), and checks that both tables hold
+//! side (each side in its own process: this crate's stage in a child of the bench), and checks that both tables hold
 //! the same rows (largest float difference printed) and that both evaluations give the same
 //! metrics.
 //!
@@ -14,7 +14,7 @@
 //! `--no-reference` runs this crate's side only (for profiling it); the table then has no ratio.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ use common::{random_embeddings, run_stage, synthetic_features};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Peak resident memory of this process since the last [`reset_peak`], in MiB.
+/// Peak resident memory of this process (VmHWM), in MiB.
 fn peak_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -45,9 +45,67 @@ fn peak_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Resets VmHWM to the current resident size (Linux: `5` to `/proc/self/clear_refs`).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// One stage run of this crate's side, in a child process of this bench (`--child SPEC`), as
+/// the references run in their own: its peak memory is then the stage's, not what generating
+/// the inputs left resident here.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StageRun {
+    kind: String,
+    params: String,
+    inputs: Vec<(String, Vec<(Option<String>, PathBuf)>)>,
+    out: PathBuf,
+    threads: usize,
+}
+
+impl StageRun {
+    /// Runs it in a child process: `(seconds, peak MiB)` of the child.
+    fn measure(&self) -> anyhow::Result<(f64, f64)> {
+        let out = Command::new(std::env::current_exe()?)
+            .arg("--child")
+            .arg(serde_json::to_string(self)?)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running the stage in a child process")?;
+        ensure!(out.status.success(), "the `{}` child failed", self.kind);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let number = |k: &str| report[k].as_f64().context("the child's report");
+        Ok((number("seconds")?, number("peak_mib")?))
+    }
+
+    /// In the child: runs the stage, prints `{"seconds", "peak_mib"}`.
+    fn run_here(&self) -> anyhow::Result<()> {
+        let kind: &dyn pipeline_api::StageKind = match self.kind.as_str() {
+            "correspondences" => &Correspondences,
+            "evaluate" => &Evaluate,
+            other => anyhow::bail!("no stage kind `{other}` in this bench"),
+        };
+        let inputs: Vec<(&str, Vec<(Option<&str>, PathBuf)>)> = self
+            .inputs
+            .iter()
+            .map(|(name, list)| {
+                let list = list
+                    .iter()
+                    .map(|(n, p)| (n.as_deref(), p.clone()))
+                    .collect();
+                (name.as_str(), list)
+            })
+            .collect();
+        let start = Instant::now();
+        run_stage(
+            kind,
+            &self.kind,
+            &self.params,
+            &inputs,
+            &self.out,
+            self.threads,
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"seconds": seconds, "peak_mib": peak_mib()})
+        );
+        Ok(())
+    }
 }
 
 fn python_json(python: &Path, script: &Path, args: &[String]) -> anyhow::Result<serde_json::Value> {
@@ -84,6 +142,12 @@ impl Row {
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Some(i) = std::env::args().position(|a| a == "--child") {
+        let spec = std::env::args()
+            .nth(i + 1)
+            .context("--child needs a spec")?;
+        return serde_json::from_str::<StageRun>(&spec)?.run_here();
+    }
     let with_reference = !std::env::args().any(|a| a == "--no-reference");
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -133,24 +197,20 @@ fn main() -> anyhow::Result<()> {
             let d = dir.path().join(format!("embed-{dim}-{m}"));
             std::fs::create_dir_all(&d)?;
             random_embeddings(clips, clips * per_clip, dim, m as u64).save(&d)?;
-            inputs.push((Some("embed"), d));
+            inputs.push((Some("embed".to_owned()), d));
         }
         let out = dir.path().join(format!("out-{dim}"));
-        reset_peak();
-        let start = Instant::now();
-        run_stage(
-            &Correspondences,
-            "correspondences",
-            "",
-            &[
-                ("teachers", inputs),
-                ("features", vec![(None, fdir.clone())]),
+        let (ours_s, ours_mib) = StageRun {
+            kind: "correspondences".into(),
+            params: String::new(),
+            inputs: vec![
+                ("teachers".into(), inputs),
+                ("features".into(), vec![(None, fdir.clone())]),
             ],
-            &out,
+            out: out.clone(),
             threads,
-        )?;
-        let ours_s = start.elapsed().as_secs_f64();
-        let ours_mib = peak_mib();
+        }
+        .measure()?;
         let ours = out.join("correspondences.parquet");
         let what = format!(
             "correspondences, {} clips x {} captions = {:.1} M pairs, {teachers} teachers, width {dim}",
@@ -297,21 +357,17 @@ fn evaluate_row(dir: &Path, python: &Path, manifest: &Path, threads: usize) -> a
     std::fs::create_dir_all(&edir)?;
     embeddings.save(&edir)?;
     let out = dir.join("eval-out");
-    reset_peak();
-    let start = Instant::now();
-    run_stage(
-        &Evaluate,
-        "evaluate",
-        "bootstrap = 1000",
-        &[
-            ("embeddings", vec![(None, edir)]),
-            ("features", vec![(None, fdir.clone())]),
+    let (ours_s, ours_mib) = StageRun {
+        kind: "evaluate".into(),
+        params: "bootstrap = 1000".into(),
+        inputs: vec![
+            ("embeddings".into(), vec![(None, edir)]),
+            ("features".into(), vec![(None, fdir.clone())]),
         ],
-        &out,
+        out: out.clone(),
         threads,
-    )?;
-    let ours_s = start.elapsed().as_secs_f64();
-    let ours_mib = peak_mib();
+    }
+    .measure()?;
 
     // The reference reads the split's rows, normalised, in split order (here: all rows).
     let index = SplitIndex::load(&fdir, Split::Test)?;

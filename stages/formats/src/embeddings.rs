@@ -46,20 +46,26 @@ impl Embeddings {
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        Self::scan(dir, |dim, audio, text| Self {
+            dim,
+            audio: audio.to_vec(),
+            text: text.to_vec(),
+        })
+    }
+
+    /// `f(dim, audio, text)` on the artifact's rows as the file holds them, without a copy
+    /// (for readers that gather a few rows from large embeddings).
+    pub fn scan<R>(dir: &Path, f: impl FnOnce(usize, &[f32], &[f32]) -> R) -> anyhow::Result<R> {
         let path = dir.join(EMBEDDINGS_FILE);
         let file = TensorFile::open(&path)?;
-        let (a_shape, audio) = file.f32("audio")?;
-        let (t_shape, text) = file.f32("text")?;
+        let (a_shape, audio) = file.f32_slice("audio")?;
+        let (t_shape, text) = file.f32_slice("text")?;
         ensure!(
             a_shape.len() == 2 && t_shape.len() == 2 && a_shape[1] == t_shape[1],
             "`{}`: `audio` {a_shape:?} and `text` {t_shape:?} must be [n, dim] with one dim",
             path.display()
         );
-        Ok(Self {
-            dim: a_shape[1],
-            audio,
-            text,
-        })
+        Ok(f(a_shape[1], &audio, &text))
     }
 }
 

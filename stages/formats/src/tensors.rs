@@ -1,5 +1,6 @@
 //! Tensor files (safetensors): one writer, one reader with typed, shape-checked access.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::{Context, ensure};
@@ -68,14 +69,16 @@ impl TensorFile {
     }
 
     pub fn f32(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
+        let (shape, values) = self.f32_slice(name)?;
+        Ok((shape, values.into_owned()))
+    }
+
+    /// Tensor `name` read in place where its bytes are 4-byte aligned (safetensors aligns
+    /// its data; the file's bytes are little-endian, as every target of this crate), else
+    /// decoded: no second copy of a large tensor for a reader that only scans it.
+    pub fn f32_slice(&self, name: &str) -> anyhow::Result<(Vec<usize>, Cow<'_, [f32]>)> {
         let (shape, bytes) = self.view(name, Dtype::F32)?;
-        Ok((
-            shape,
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ))
+        Ok((shape, f32_values(bytes)))
     }
 
     pub fn i64(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<i64>)> {
@@ -97,5 +100,53 @@ impl TensorFile {
     pub fn u8(&self, name: &str) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
         let (shape, bytes) = self.view(name, Dtype::U8)?;
         Ok((shape, bytes.to_vec()))
+    }
+}
+
+/// Little-endian f32 bytes as values: in place where they are 4-byte aligned, else decoded.
+fn f32_values(bytes: &[u8]) -> Cow<'_, [f32]> {
+    const _: () = assert!(cfg!(target_endian = "little"));
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(values) => Cow::Borrowed(values),
+        Err(_) => Cow::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_values_are_read_in_place_where_aligned_and_decoded_where_not() {
+        let values = [1.5f32, -2.0, 3.25];
+        // A 4-byte aligned buffer: the values at byte 0 are aligned, at byte 1 not.
+        let mut words = vec![0u32; 4];
+        for offset in [0, 1] {
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+            for (k, v) in values.iter().enumerate() {
+                bytes[offset + 4 * k..offset + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            let read = f32_values(&bytes[offset..offset + 12]);
+            assert_eq!(matches!(read, Cow::Borrowed(_)), offset == 0);
+            assert_eq!(&*read, &values);
+        }
+    }
+
+    #[test]
+    fn a_written_file_is_read_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let values: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
+        write_tensors(&path, &[TensorOut::F32("x", vec![10, 10], &values)]).unwrap();
+        let file = TensorFile::open(&path).unwrap();
+        let (shape, read) = file.f32_slice("x").unwrap();
+        assert_eq!(shape, vec![10, 10]);
+        assert!(matches!(read, Cow::Borrowed(_)));
+        assert_eq!(&*read, &values[..]);
     }
 }

@@ -262,27 +262,29 @@ fn load_teachers(ctx: &RunContext<'_>, index: &SplitIndex) -> anyhow::Result<Tea
     let artifacts = ctx.inputs("teachers");
     for (m, artifact) in artifacts.iter().enumerate() {
         let name = crate::input_label(artifact);
-        let emb =
-            Embeddings::load(&artifact.path).with_context(|| format!("teacher {m} (`{name}`)"))?;
-        if m == 0 {
-            // Every teacher's rows in one allocation: growing it would copy, and for a moment
-            // hold, all the rows gathered so far.
-            t.dim = emb.dim;
-            t.audio
-                .reserve_exact(artifacts.len() * index.clip_rows.len() * t.dim);
-            t.text
-                .reserve_exact(artifacts.len() * index.caption_rows.len() * t.dim);
-        }
-        ensure!(
-            emb.dim == t.dim,
-            "teacher {m} (`{name}`) has embedding width {} but teacher 0 has {}; teachers.safetensors needs one width",
-            emb.dim,
-            t.dim
-        );
-        gather_normalised_into(&emb.audio, emb.dim, &index.clip_rows, &mut t.audio)
-            .with_context(|| format!("teacher `{name}`: audio rows"))?;
-        gather_normalised_into(&emb.text, emb.dim, &index.caption_rows, &mut t.text)
-            .with_context(|| format!("teacher `{name}`: text rows"))?;
+        // The rows are gathered from the file's bytes: one teacher's file in memory at a time,
+        // not also a decoded copy of it.
+        Embeddings::scan(&artifact.path, |dim, audio, text| {
+            if m == 0 {
+                // Every teacher's rows in one allocation: growing it would copy, and for a
+                // moment hold, all the rows gathered so far.
+                t.dim = dim;
+                t.audio
+                    .reserve_exact(artifacts.len() * index.clip_rows.len() * dim);
+                t.text
+                    .reserve_exact(artifacts.len() * index.caption_rows.len() * dim);
+            }
+            ensure!(
+                dim == t.dim,
+                "teacher {m} (`{name}`) has embedding width {dim} but teacher 0 has {}; teachers.safetensors needs one width",
+                t.dim
+            );
+            gather_normalised_into(audio, dim, &index.clip_rows, &mut t.audio)
+                .with_context(|| format!("teacher `{name}`: audio rows"))?;
+            gather_normalised_into(text, dim, &index.caption_rows, &mut t.text)
+                .with_context(|| format!("teacher `{name}`: text rows"))
+        })
+        .with_context(|| format!("teacher {m} (`{name}`)"))??;
         t.names.push(name);
     }
     ensure!(!t.names.is_empty(), "no teacher");
