@@ -1,6 +1,7 @@
 //! Log-mel throughput of the `passt` front end against librosa on the same files.
 //!
-//! `cargo bench -p pipeline-data --bench logmel` (env `BENCH_FILES`, default 16 files of 30 s).
+//! `cargo bench -p pipeline-data --bench logmel` (env `BENCH_FILES`, default 16 files of 30 s;
+//! `BENCH_ROUNDS`, default 5: rounds alternating this crate and the references, medians shown).
 //! Writes 32 kHz mono 16-bit WAV files under `target/bench-logmel/`, then times, on one thread:
 //! decode + crop/pad to 30 s + three 10 s windows + log-mel (this crate), and the same in two
 //! Python references in a venv at `target/pyref-venv` (the pinned `benches/requirements.txt`):
@@ -110,11 +111,60 @@ fn read_npy_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// One round's seconds over all files: this crate on one thread and on all, the references.
+struct Round {
+    rust_1: f64,
+    rust_all: f64,
+    librosa: f64,
+    scipy: f64,
+}
+
+/// `(median, min, max)`.
+fn median_and_range(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+/// Runs the Python references once over `files` (one thread each); their JSON report. The
+/// output of file 0 by librosa is saved to `npy`.
+fn python_reference(py: &Path, files: &[PathBuf], npy: &Path) -> serde_json::Value {
+    let mut child = Command::new(py)
+        .arg("-c")
+        .arg(PY)
+        .args(files)
+        .env("OMP_NUM_THREADS", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{}", npy.display()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python reference failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn main() {
-    let n_files: usize = std::env::var("BENCH_FILES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
+    let env_count = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+            .max(1)
+    };
+    let n_files = env_count("BENCH_FILES", 16);
+    let n_rounds = env_count("BENCH_ROUNDS", 5);
     let dir = pipeline_api::testing::target_dir(env!("CARGO_MANIFEST_DIR")).join("bench-logmel");
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = MelConfig::passt();
@@ -158,46 +208,39 @@ fn main() {
         windows.iter().flat_map(|w| extractor.compute(w)).collect()
     };
     let first = front_end(&files[0]);
-    let t = Instant::now();
-    for f in &files {
-        std::hint::black_box(front_end(f));
-    }
-    let rust_1 = t.elapsed().as_secs_f64();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let t = Instant::now();
-    files.par_iter().for_each(|f| {
-        std::hint::black_box(front_end(f));
-    });
-    let rust_all = t.elapsed().as_secs_f64();
-
     let py = pipeline_api::testing::python_venv(
         &pipeline_api::testing::target_dir(env!("CARGO_MANIFEST_DIR")).join("pyref-venv"),
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/requirements.txt"),
     )
     .expect("the Python reference's venv");
     let npy = dir.join("librosa_first.npy");
-    let mut child = Command::new(&py)
-        .arg("-c")
-        .arg(PY)
-        .args(&files)
-        .env("OMP_NUM_THREADS", "1")
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .env("MKL_NUM_THREADS", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        writeln!(child.stdin.take().unwrap(), "{}", npy.display()).unwrap();
+    // Rounds alternate the two sides, so that a burst of load on this shared machine slows
+    // both of one round rather than one side of the comparison; medians are reported.
+    let mut rounds = Vec::new();
+    let mut report = serde_json::Value::Null;
+    for _ in 0..n_rounds {
+        let t = Instant::now();
+        for f in &files {
+            std::hint::black_box(front_end(f));
+        }
+        let rust_1 = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        files.par_iter().for_each(|f| {
+            std::hint::black_box(front_end(f));
+        });
+        let rust_all = t.elapsed().as_secs_f64();
+        report = python_reference(&py, &files, &npy);
+        let seconds = |k: &str| report[k].as_f64().expect("the reference's seconds");
+        rounds.push(Round {
+            rust_1,
+            rust_all,
+            librosa: seconds("librosa_seconds"),
+            scipy: seconds("scipy_seconds"),
+        });
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python reference failed");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let librosa_s = report["librosa_seconds"].as_f64().unwrap();
-    let scipy_s = report["scipy_seconds"].as_f64().unwrap();
     let reference = read_npy_f32(&npy);
     assert!(
         first.iter().chain(&reference).all(|x| x.is_finite()),
@@ -211,9 +254,8 @@ fn main() {
         .fold(0.0f32, f32::max);
 
     let version = |k: &str| report[k].as_str().unwrap_or("?").to_owned();
-    let fastest_python = librosa_s.min(scipy_s);
     println!(
-        "log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s, decode included; machine threads: {threads}"
+        "log-mel, passt preset (32 kHz, n_fft 1024, win 800, hop 320, 128 mels), {n_files} files x 30 s, decode included; machine threads: {threads}; median of {n_rounds} alternating rounds"
     );
     println!(
         "load average during the run: {}",
@@ -222,18 +264,24 @@ fn main() {
             .trim()
     );
     println!();
-    println!("| implementation | threads | s audio / s | speed vs the fastest Python |");
+    println!(
+        "| implementation | threads | s audio / s | speed vs the fastest Python (median; range over rounds) |"
+    );
     println!("|---|---|---|---|");
-    let row = |name: String, threads: usize, secs: f64| {
+    let fastest_python = |r: &Round| r.librosa.min(r.scipy);
+    let row = |name: String, threads: usize, secs: fn(&Round) -> f64| {
+        let ratios = median_and_range(rounds.iter().map(|r| fastest_python(r) / secs(r)));
         println!(
-            "| {name} | {threads} | {:.1} | {:.2}x |",
-            audio_seconds / secs,
-            fastest_python / secs
+            "| {name} | {threads} | {:.1} | {:.2}x ({:.2}–{:.2}) |",
+            audio_seconds / median_and_range(rounds.iter().map(secs)).0,
+            ratios.0,
+            ratios.1,
+            ratios.2
         );
     };
-    row("this crate".into(), 1, rust_1);
-    row("this crate".into(), threads, rust_all);
-    row(format!("librosa {}", version("librosa")), 1, librosa_s);
+    row("this crate".into(), 1, |r| r.rust_1);
+    row("this crate".into(), threads, |r| r.rust_all);
+    row(format!("librosa {}", version("librosa")), 1, |r| r.librosa);
     row(
         format!(
             "numpy {} + scipy.fft {}",
@@ -241,7 +289,7 @@ fn main() {
             version("scipy")
         ),
         1,
-        scipy_s,
+        |r| r.scipy,
     );
     println!();
     println!(
