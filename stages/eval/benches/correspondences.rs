@@ -45,6 +45,9 @@ fn peak_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// A [`common::InputList`] that can cross a process boundary.
+type OwnedInputList = Vec<(Option<String>, PathBuf)>;
+
 /// One stage run of this crate's side, in a child process of this bench (`--child SPEC`), as
 /// the references run in their own: its peak memory is then the stage's, not what generating
 /// the inputs left resident here.
@@ -52,7 +55,7 @@ fn peak_mib() -> f64 {
 struct StageRun {
     kind: String,
     params: String,
-    inputs: Vec<(String, Vec<(Option<String>, PathBuf)>)>,
+    inputs: Vec<(String, OwnedInputList)>,
     out: PathBuf,
     threads: usize,
 }
@@ -79,7 +82,7 @@ impl StageRun {
             "evaluate" => &Evaluate,
             other => anyhow::bail!("no stage kind `{other}` in this bench"),
         };
-        let inputs: Vec<(&str, Vec<(Option<&str>, PathBuf)>)> = self
+        let inputs: Vec<(&str, common::InputList<'_>)> = self
             .inputs
             .iter()
             .map(|(name, list)| {
