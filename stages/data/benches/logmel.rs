@@ -3,20 +3,22 @@
 //! `cargo bench -p pipeline-data --bench logmel` (env `BENCH_FILES`, default 16 files of 30 s;
 //! `BENCH_ROUNDS`, default 5: rounds alternating this crate and the references, medians shown).
 //! Writes 32 kHz mono 16-bit WAV files under `target/bench-logmel/`, then times, on one thread:
-//! decode + crop/pad to 30 s + three 10 s windows + log-mel (this crate), and the same in two
-//! Python references in a venv at `target/pyref-venv` (the pinned `benches/requirements.txt`):
-//! librosa (`librosa.load`, `librosa.stft` with the same window, centre/reflect padding, the
-//! same Kaldi mel matrix, log and normalisation), and plain numpy with one `scipy.fft.rfft`
-//! call over all frames and the mel projection as one matrix product. Prints a table of audio
-//! seconds per second against the faster Python, also the Rust figure with all cores, and the
+//! decode + crop/pad to 30 s + three 10 s windows + log-mel (`FrontEnd::file`, what the
+//! `features` stage runs per clip), and the same in two Python references in a venv at
+//! `target/pyref-venv` (the pinned `benches/requirements.txt`): librosa (`librosa.load`,
+//! `librosa.stft` with the same window, centre/reflect padding, the same Kaldi mel matrix, log
+//! and normalisation), and plain numpy with one `scipy.fft.rfft` call over all frames and the
+//! mel projection as one matrix product. Prints a table of audio seconds per second against the
+//! faster Python, also the Rust figure with all cores, and the
 //! largest difference between the outputs on the first file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use pipeline_data::audio;
-use pipeline_data::mel::{MelConfig, MelExtractor};
+use pipeline_api::parse_params;
+use pipeline_data::features::{FeaturesParams, FrontEnd};
+use pipeline_data::mel::MelConfig;
 use rayon::prelude::*;
 
 // As the `pipeline` binary allocates.
@@ -200,13 +202,11 @@ fn main() {
         .collect();
     let audio_seconds = 30.0 * n_files as f64;
 
-    let extractor = MelExtractor::new(cfg.clone());
-    let layout = cfg.layout();
-    let front_end = |path: &Path| -> Vec<f32> {
-        let a = audio::load(path, sr).unwrap();
-        let (windows, _mask) = layout.split(&a.samples);
-        windows.iter().flat_map(|w| extractor.compute(w)).collect()
-    };
+    // What the `features` stage runs per clip.
+    let params: FeaturesParams = parse_params(&toml::toml! { preset = "passt" }).unwrap();
+    assert_eq!(params.mel_config(), cfg);
+    let stage = FrontEnd::new(&params);
+    let front_end = |path: &Path| -> Vec<f32> { stage.file(path).unwrap().mel };
     let first = front_end(&files[0]);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -1,6 +1,7 @@
 //! Audio decoding (symphonia: WAV, FLAC, OGG/Vorbis, MP3), downmix to mono, resampling
 //! (rubato's FFT resampler) and the crop/pad/window layout of `docs/method.md`.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -189,21 +190,33 @@ impl WindowLayout {
         self.max_samples.div_ceil(self.window_samples)
     }
 
-    /// The windows (each `window_samples` long) and the mask (1 = holds audio).
-    pub fn split(&self, samples: &[f32]) -> (Vec<Vec<f32>>, Vec<u8>) {
+    /// The windows (each `window_samples` long) and the mask (1 = holds audio). A window
+    /// inside the samples is borrowed; one that runs past their end is a zero-padded copy.
+    pub fn split<'a>(&self, samples: &'a [f32]) -> (Vec<Cow<'a, [f32]>>, Vec<u8>) {
         let n = samples.len().min(self.max_samples);
         (0..self.n_windows())
             .map(|w| {
                 let start = w * self.window_samples;
-                let mut win = vec![0.0f32; self.window_samples];
-                if start < n {
-                    let end = (start + self.window_samples).min(n);
-                    win[..end - start].copy_from_slice(&samples[start..end]);
-                }
-                (win, u8::from(start < n))
+                (
+                    window(samples, n, start, self.window_samples),
+                    u8::from(start < n),
+                )
             })
             .unzip()
     }
+}
+
+/// Samples `[start, start + len)` of the first `n` of `samples`, zero-padded past `n`: borrowed
+/// where they lie inside.
+pub(crate) fn window(samples: &[f32], n: usize, start: usize, len: usize) -> Cow<'_, [f32]> {
+    if start + len <= n {
+        return Cow::Borrowed(&samples[start..start + len]);
+    }
+    let mut padded = vec![0.0f32; len];
+    if start < n {
+        padded[..n - start].copy_from_slice(&samples[start..n]);
+    }
+    Cow::Owned(padded)
 }
 
 #[cfg(test)]
@@ -299,8 +312,11 @@ mod tests {
         assert_eq!(mask, vec![1, 1, 0]);
         assert_eq!(w[1][..5], [1.0; 5]);
         assert_eq!(w[1][5..], [0.0; 5]);
+        assert!(matches!(w[0], Cow::Borrowed(_)) && matches!(w[1], Cow::Owned(_)));
         let (w, mask) = layout.split(&[2.0; 50]);
         assert_eq!(mask, vec![1, 1, 1]);
-        assert_eq!(w[2], vec![2.0; 10]);
+        assert_eq!(*w[2], [2.0; 10]);
+        // Windows inside the samples are not copied.
+        assert!(w.iter().all(|w| matches!(w, Cow::Borrowed(_))));
     }
 }

@@ -490,17 +490,17 @@ impl FrontEnd {
     pub fn file(&self, path: &Path) -> anyhow::Result<ClipFeatures> {
         let audio = crate::audio::load(path, self.cfg.sample_rate)?;
         let (windows, window_mask) = self.cfg.windows().split(&audio.samples);
-        let mut mel = Vec::with_capacity(self.clip_len());
-        for (w, &m) in windows.iter().zip(&window_mask) {
+        // Each window's log-mel is computed into its part of the clip's features.
+        let mut mel = vec![0.0f32; self.clip_len()];
+        let parts = mel.chunks_exact_mut(self.n_mels * self.n_frames);
+        for ((w, &m), part) in windows.iter().zip(&window_mask).zip(parts) {
             if m == 1 {
-                mel.extend(self.extractor.compute(w));
+                self.extractor.compute_into(w, part);
             } else {
                 // Padding-only windows: the log-mel of silence, without computing it.
-                let silence = self.cfg.style.silence();
-                mel.extend(std::iter::repeat_n(silence, self.n_mels * self.n_frames));
+                part.fill(self.cfg.style.silence());
             }
         }
-        debug_assert_eq!(mel.len(), self.clip_len());
         Ok(ClipFeatures {
             mel,
             window_mask,

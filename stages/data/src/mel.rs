@@ -10,6 +10,7 @@
 //! 0); `log(x + 1e-5)`, then `(x + 4.5) / 5`. Computed in f64, stored as f32. Two frames share
 //! one complex FFT (one as the real, one as the imaginary part).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rustfft::num_complex::Complex;
@@ -236,7 +237,7 @@ impl Windows {
 
     /// The windows and the mask: a window counts (1) when it holds audio that no earlier window
     /// holds, so a clip gives as many windows as YAMNet makes patches of it.
-    pub fn split(&self, samples: &[f32]) -> (Vec<Vec<f32>>, Vec<u8>) {
+    pub fn split<'a>(&self, samples: &'a [f32]) -> (Vec<Cow<'a, [f32]>>, Vec<u8>) {
         let (win, hop) = (self.layout.window_samples, self.hop_samples);
         if hop == win {
             return self.layout.split(samples);
@@ -245,13 +246,11 @@ impl Windows {
         (0..self.n_windows())
             .map(|w| {
                 let start = w * hop;
-                let mut window = vec![0.0f32; win];
-                if start < n {
-                    let end = (start + win).min(n);
-                    window[..end - start].copy_from_slice(&samples[start..end]);
-                }
                 let fresh = if w == 0 { 0 } else { start + win - hop };
-                (window, u8::from(fresh < n))
+                (
+                    crate::audio::window(samples, n, start, win),
+                    u8::from(fresh < n),
+                )
             })
             .unzip()
     }
@@ -438,6 +437,14 @@ impl MelExtractor {
 
     /// Log-mel of one window: `[n_mels, n_frames]`, row-major.
     pub fn compute(&self, samples: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.cfg.n_mels * self.n_frames(samples.len())];
+        self.compute_into(samples, &mut out);
+        out
+    }
+
+    /// [`Self::compute`] into `out` (`n_mels × n_frames(samples.len())` values), such as a
+    /// window's part of a clip's features: no buffer of the output's size per window.
+    pub fn compute_into(&self, samples: &[f32], out: &mut [f32]) {
         let n_fft = self.cfg.n_fft;
         let hop = self.cfg.hop_length;
         let n = if self.cfg.preemphasis > 0.0 {
@@ -448,9 +455,13 @@ impl MelExtractor {
         let n_frames = self.frames_of(n);
         let n_mels = self.cfg.n_mels;
         let half = n_fft / 2;
-        let mut out = vec![0.0f32; n_mels * n_frames];
+        assert_eq!(
+            out.len(),
+            n_mels * n_frames,
+            "output size of a log-mel window"
+        );
         if n_frames == 0 {
-            return out;
+            return;
         }
         // Only the window's non-zero span is read; frames are read from `samples` as needed
         // (the padded signal is never built: no allocation of the window's size per call).
@@ -492,13 +503,12 @@ impl MelExtractor {
                 power_a[k] = spectrum(a);
                 power_b[k] = spectrum(b);
             }
-            self.write_frame(&power_a, f, n_frames, &mut out);
+            self.write_frame(&power_a, f, n_frames, out);
             if pair {
-                self.write_frame(&power_b, f + 1, n_frames, &mut out);
+                self.write_frame(&power_b, f + 1, n_frames, out);
             }
             f += 2;
         }
-        out
     }
 
     /// Samples `[start, start + out.len())` of the (pre-emphasised) signal of `n` samples laid

@@ -86,7 +86,8 @@ fn the_yamnet_preset_cuts_overlapping_patches() {
     let ex = MelExtractor::new(cfg);
     assert_eq!(ex.n_frames(15600), 96);
     // 2 s of audio: YAMNet gives 1 + ceil((32000 - 15600) / 7680) = 4 patches.
-    let (parts, mask) = windows.split(&vec![0.1; 32000]);
+    let samples = vec![0.1; 32000];
+    let (parts, mask) = windows.split(&samples);
     assert_eq!(parts.len(), 20);
     assert_eq!(&mask[..5], &[1, 1, 1, 1, 0]);
     assert_eq!(parts[1][0], 0.1);
