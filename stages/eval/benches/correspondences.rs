@@ -5,9 +5,9 @@
 //! (numpy + pyarrow writing the same columns, encodings and row groups) and `evaluate.py`. The
 //! references run in a venv at `target/bench-eval-venv` (the pinned `benches/requirements.txt`,
 //! from PyPI on first use). Prints a table: wall time, the ratio, peak resident memory of each
-//! side (each side in its own process: this crate's stage in a child of the bench), and checks that both tables hold
-//! the same rows (largest float difference printed) and that both evaluations give the same
-//! metrics.
+//! side (each in its own process: this crate's stage in a child of the bench), and checks that
+//! both tables hold the same rows (largest float difference printed) and that both evaluations
+//! give the same metrics.
 //!
 //! `cargo bench -p pipeline-eval --bench correspondences [-- [--no-reference] CLIPS CAPTIONS_PER_CLIP TEACHERS WIDTH...]`
 //!
