@@ -1,7 +1,8 @@
 //! Training steps per second of the default model (Burn flex, CPU) against the same model in
 //! PyTorch on the CPU (same shapes, batch and thread count).
 //!
-//! `cargo bench -p pipeline-learn --bench train_step [-- --threads N --steps N --no-torch]`
+//! `cargo bench -p pipeline-learn --bench train_step [-- --threads N --steps N --rounds N --no-torch]`
+//! (rounds, default 3, alternate the two sides; medians are printed)
 //!
 //! The PyTorch reference (`benches/train_step.py`) runs in a virtual environment under
 //! `target/bench-venv`, created on first use with the pinned `benches/requirements.txt` (PyPI).
@@ -52,58 +53,107 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = model_params.resolve(&optim, &f, None)?;
 
-    let burn_sps = pipeline_learn::device::with_threads(threads, || -> anyhow::Result<f64> {
-        let ad = Device::flex().autodiff();
-        let mut model = config.init(&ad, 0);
-        let mut opt = AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(0.0)
-            .init();
-        let train: Vec<Row> = rows(&f, Split::Train);
-        let batches: Vec<Vec<Row>> = (0..)
-            .flat_map(|e| epoch_batches(&train, batch, 0, e, false))
-            .filter(|b| b.len() == batch)
-            .take(steps + 5)
-            .collect();
-        let mut run = |b: &[Row], model: pipeline_learn::models::DualEncoder| {
-            let clips: Vec<usize> = b.iter().map(|r| r.clip).collect();
-            let caps: Vec<usize> = b.iter().map(|r| r.caption).collect();
-            let (mel, mask) = audio_tensors(&f, &clips, &ad).expect("in memory");
-            let text = text_input(&f, &caps, &ad);
-            let mut rng = pipeline_learn::batches::epoch_rng(0, 0, 2);
-            let mut noise = Some(&mut rng);
-            let sim = similarity(
-                model.embed_audio(mel, mask, &mut noise),
-                model.embed_text(text, &mut noise),
-            );
-            let loss = sup_loss(sim, model.logit_scale(&ad), positives(&clips, &ad));
-            let _ = scalar(loss.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            opt.step(1e-3, model, grads)
-        };
-        for b in &batches[..5] {
-            model = run(b, model); // warm-up
+    // Rounds alternate the two sides, so that a burst of load on this shared machine slows both
+    // of one round rather than one side of the comparison; medians are reported.
+    let rounds: usize = arg("--rounds").map_or(3, |v| v.parse().unwrap()).max(1);
+    let torch_sps = || -> anyhow::Result<Option<f64>> {
+        if skip_torch {
+            return Ok(None);
         }
-        let t = Instant::now();
-        for b in &batches[5..] {
-            model = run(b, model);
-        }
-        Ok(steps as f64 / t.elapsed().as_secs_f64())
-    })??;
+        torch(threads, steps, batch, &data, f.vocab.len()).map(Some)
+    };
+    let measured = pipeline_learn::device::with_threads(
+        threads,
+        || -> anyhow::Result<Vec<(f64, Option<f64>)>> {
+            let ad = Device::flex().autodiff();
+            let mut model = config.init(&ad, 0);
+            let mut opt = AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(0.0)
+                .init();
+            let train: Vec<Row> = rows(&f, Split::Train);
+            let batches: Vec<Vec<Row>> = (0..)
+                .flat_map(|e| epoch_batches(&train, batch, 0, e, false))
+                .filter(|b| b.len() == batch)
+                .take(steps + 5)
+                .collect();
+            let mut run = |b: &[Row], model: pipeline_learn::models::DualEncoder| {
+                let clips: Vec<usize> = b.iter().map(|r| r.clip).collect();
+                let caps: Vec<usize> = b.iter().map(|r| r.caption).collect();
+                let (mel, mask) = audio_tensors(&f, &clips, &ad).expect("in memory");
+                let text = text_input(&f, &caps, &ad);
+                let mut rng = pipeline_learn::batches::epoch_rng(0, 0, 2);
+                let mut noise = Some(&mut rng);
+                let sim = similarity(
+                    model.embed_audio(mel, mask, &mut noise),
+                    model.embed_text(text, &mut noise),
+                );
+                let loss = sup_loss(sim, model.logit_scale(&ad), positives(&clips, &ad));
+                let _ = scalar(loss.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                opt.step(1e-3, model, grads)
+            };
+            for b in &batches[..5] {
+                model = run(b, model); // warm-up
+            }
+            let mut measured = Vec::new();
+            for _ in 0..rounds {
+                let t = Instant::now();
+                for b in &batches[5..] {
+                    model = run(b, model);
+                }
+                let burn = steps as f64 / t.elapsed().as_secs_f64();
+                measured.push((burn, torch_sps()?));
+            }
+            Ok(measured)
+        },
+    )??;
+    let burn: Vec<f64> = measured.iter().map(|m| m.0).collect();
     println!(
-        "burn flex: {burn_sps:.2} steps/s (default model, batch {batch}, {} mels x {} frames, {threads} threads, {steps} steps)",
-        data.n_mels, data.n_frames
+        "burn flex: {:.2} steps/s (default model, batch {batch}, {} mels x {} frames, {threads} threads, {steps} steps; median of {rounds} rounds: {})",
+        median(&burn),
+        data.n_mels,
+        data.n_frames,
+        listed(&burn)
     );
     if std::env::args().any(|a| a == "--learn") {
         learn(&f, optim.clone(), config.clone(), threads)?;
     }
-    if skip_torch {
+    let torch: Vec<f64> = measured.iter().filter_map(|m| m.1).collect();
+    if torch.is_empty() {
         return Ok(());
     }
-    let torch_sps = torch(threads, steps, batch, &data, f.vocab.len())?;
-    println!("pytorch cpu: {torch_sps:.2} steps/s");
-    println!("ratio burn/pytorch: {:.2}", burn_sps / torch_sps);
+    let ratios: Vec<f64> = measured.iter().filter_map(|&(b, t)| Some(b / t?)).collect();
+    println!(
+        "pytorch cpu: {:.2} steps/s (rounds: {})",
+        median(&torch),
+        listed(&torch)
+    );
+    println!(
+        "ratio burn/pytorch: {:.2} (median of the rounds' ratios: {})",
+        median(&ratios),
+        listed(&ratios)
+    );
     Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn listed(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn torch(
