@@ -497,6 +497,25 @@ fn correspondences_top_k_is_checked() {
 }
 
 #[test]
+fn correspondences_threads_set_the_resources_and_default_to_all_cores() {
+    let inputs = InputCounts([("teachers".to_owned(), 1), ("features".to_owned(), 1)].into());
+    let plan = |t: &str| Correspondences.plan(&toml::from_str(t).unwrap(), &inputs);
+    let default = plan("").unwrap();
+    assert_eq!(default.resources.threads, usize::MAX);
+    assert!(
+        default.params.get("threads").is_none(),
+        "the default keeps its hash"
+    );
+    let one = plan("threads = 1").unwrap();
+    assert_eq!(one.resources.threads, 1);
+    assert_eq!(one.params["threads"], 1);
+    assert_eq!(
+        plan("threads = 0").unwrap_err().key.as_deref(),
+        Some("threads")
+    );
+}
+
+#[test]
 fn correspondences_without_probabilities_or_ground_truth() {
     let s = setup(false);
     let e = synthetic_embeddings(&s.features, 8, TOPICS, 0.5, 1);

@@ -120,6 +120,9 @@ pub struct CorrespondencesParams {
     /// k of `table = "top_k"` (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<usize>,
+    /// CPU threads (default: all the executor gives the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 /// The pairs of `correspondences.parquet`.
@@ -216,7 +219,14 @@ impl StageKind for Correspondences {
             }
             _ => {}
         }
-        Plan::new(&p, Resources::ALL_CORES)
+        if p.threads == Some(0) {
+            return Err(ParamError::at("threads", "must be at least 1"));
+        }
+        let resources = Resources {
+            threads: p.threads.unwrap_or(Resources::ALL_CORES.threads),
+            ..Resources::ALL_CORES
+        };
+        Plan::new(&p, resources)
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> anyhow::Result<()> {
