@@ -115,3 +115,30 @@ pub fn target_dir(manifest_dir: &str) -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(manifest_dir).join("../../target"))
 }
+
+/// `(median, min, max)` of `values` (at least one): how benchmarks that repeat a measurement in
+/// rounds report it.
+pub fn median_and_range(values: &[f64]) -> (f64, f64, f64) {
+    assert!(!values.is_empty(), "a median of no values");
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_and_range_of_odd_and_even_counts() {
+        assert_eq!(super::median_and_range(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(
+            super::median_and_range(&[4.0, 1.0, 2.0, 3.0]),
+            (2.5, 1.0, 4.0)
+        );
+    }
+}

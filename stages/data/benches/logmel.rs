@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use pipeline_api::parse_params;
+use pipeline_api::testing::median_and_range;
 use pipeline_data::features::{FeaturesParams, FrontEnd};
 use pipeline_data::mel::MelConfig;
 use rayon::prelude::*;
@@ -119,19 +120,6 @@ struct Round {
     rust_all: f64,
     librosa: f64,
     scipy: f64,
-}
-
-/// `(median, min, max)`.
-fn median_and_range(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
 }
 
 /// Runs the Python references once over `files` (one thread each); their JSON report. The
@@ -270,10 +258,11 @@ fn main() {
     println!("|---|---|---|---|");
     let fastest_python = |r: &Round| r.librosa.min(r.scipy);
     let row = |name: String, threads: usize, secs: fn(&Round) -> f64| {
-        let ratios = median_and_range(rounds.iter().map(|r| fastest_python(r) / secs(r)));
+        let ratios: Vec<f64> = rounds.iter().map(|r| fastest_python(r) / secs(r)).collect();
+        let ratios = median_and_range(&ratios);
         println!(
             "| {name} | {threads} | {:.1} | {:.2}x ({:.2}–{:.2}) |",
-            audio_seconds / median_and_range(rounds.iter().map(secs)).0,
+            audio_seconds / median_and_range(&rounds.iter().map(secs).collect::<Vec<_>>()).0,
             ratios.0,
             ratios.1,
             ratios.2

@@ -138,14 +138,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    pipeline_api::testing::median_and_range(values).0
 }
 
 fn listed(values: &[f64]) -> String {

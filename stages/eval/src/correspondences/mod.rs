@@ -400,9 +400,7 @@ fn first_pass(
         let b = clips.len();
         let (_, est) = block_scores(t, clips.clone());
         if let Some(tau) = tau {
-            let (low, high) = span(&est);
-            let top = high as f64 / tau;
-            if top - low as f64 / tau <= SHARED_EXP_RANGE {
+            if let Some(top) = shared_shift(&est, tau) {
                 // One exp per pair for the rows' and the columns' sums, all shifted by `top`.
                 let e: Vec<f64> = est
                     .par_iter()
@@ -482,13 +480,16 @@ fn top_captions(scores: &[f32], k: usize) -> Vec<usize> {
 /// f64 numbers); wider spans (only with `tau` below 2 / 600) take two.
 const SHARED_EXP_RANGE: f64 = 600.0;
 
-/// The smallest and the largest score.
-fn span(scores: &[f32]) -> (f32, f32) {
+/// The common shift `max(scores) / tau` of a block's exponentials where one per pair serves
+/// both softmaxes: where the block's `scores / tau` span at most [`SHARED_EXP_RANGE`].
+fn shared_shift(scores: &[f32], tau: f64) -> Option<f64> {
     let empty = || (f32::INFINITY, f32::NEG_INFINITY);
-    scores
+    let (low, high) = scores
         .par_iter()
         .fold(empty, |(l, h), &x| (l.min(x), h.max(x)))
-        .reduce(empty, |a, b| (a.0.min(b.0), a.1.max(b.1)))
+        .reduce(empty, |a, b| (a.0.min(b.0), a.1.max(b.1)));
+    let top = high as f64 / tau;
+    (top - low as f64 / tau <= SHARED_EXP_RANGE).then_some(top)
 }
 
 /// The table's Arrow schema for `teachers` teachers.
@@ -876,9 +877,7 @@ impl<'a> TableBuilder<'a> {
         let est = written(est);
         let probabilities = self.normalisers.as_ref().map(|(lse_row, lse_col)| {
             let tau = self.tau;
-            let (low, high) = span(&est);
-            let top = high as f64 / tau;
-            let (pca, pac): (Vec<f32>, Vec<f32>) = if top - low as f64 / tau <= SHARED_EXP_RANGE {
+            let (pca, pac): (Vec<f32>, Vec<f32>) = if let Some(top) = shared_shift(&est, tau) {
                 // exp(s - lse) = exp(s - top) exp(top - lse): one exp per pair for both
                 // columns, the other factors per clip and per caption; no factor leaves f64's
                 // normal range while the block's scores span at most SHARED_EXP_RANGE.
