@@ -12,6 +12,7 @@
 //! `cargo bench -p pipeline-eval --bench correspondences [-- [--no-reference] CLIPS CAPTIONS_PER_CLIP TEACHERS WIDTH...]`
 //!
 //! `--no-reference` runs this crate's side only (for profiling it); the table then has no ratio.
+//! `BENCH_KEEP=DIR` keeps this crate's tables there (`width-<W>.parquet`), to compare builds.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -215,6 +216,11 @@ fn main() -> anyhow::Result<()> {
         }
         .measure()?;
         let ours = out.join("correspondences.parquet");
+        if let Some(keep) = std::env::var_os("BENCH_KEEP") {
+            let keep = Path::new(&keep);
+            std::fs::create_dir_all(keep)?;
+            std::fs::copy(&ours, keep.join(format!("width-{dim}.parquet")))?;
+        }
         let what = format!(
             "correspondences, {} clips x {} captions = {:.1} M pairs, {teachers} teachers, width {dim}",
             index.n_clips(),

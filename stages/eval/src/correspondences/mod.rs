@@ -42,8 +42,10 @@
 //!
 //! Memory stays bounded: the softmax normalisers (log-sum-exp per clip and per caption) are
 //! computed in a first pass over blocks of clips; the second pass recomputes each block (one
-//! matrix product per teacher) and writes it as one row group, whose columns are encoded in
-//! parallel while the next block is computed. The full similarity matrix is never held.
+//! matrix product per teacher) and writes it as one row group while the next block is
+//! computed. A row group's columns are built as Arrow arrays a part of rows at a time and
+//! encoded in parallel, the caption columns of a full table once for all row groups. The full
+//! similarity matrix is never held, nor a whole row group's columns.
 //!
 //! # `metrics.json`
 //! `pairs`, `clips`, `captions`, `teachers`; `rows` (with `table = "top_k"`);
@@ -63,9 +65,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use arrow::array::{
-    ArrayRef, BooleanArray, DictionaryArray, Float32Array, Int32Array, Int64Array, RecordBatch,
-    StringArray,
+    ArrayRef, BooleanArray, DictionaryArray, Float32Array, Int32Array, Int64Array, StringArray,
 };
+use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
@@ -78,7 +80,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{SplitIndex, gather_normalised_into};
 use crate::metrics;
-use crate::parquet_writer::ParallelWriter;
+use crate::parquet_writer::{EncodedRowGroup, ParallelWriter, SharedColumns};
 
 mod agreement;
 
@@ -623,44 +625,39 @@ fn write_table(
     let mut writer =
         ParallelWriter::try_new(BufWriter::new(file), table.schema.clone(), props.build())?;
 
-    // Row group k is encoded while row group k + 1 is computed.
+    // Block k is encoded while block k + 1's scores are computed. A block's columns are built
+    // and encoded in parts: only a part of them is ever held as Arrow arrays.
     let mut totals = BlockStats::default();
     let step = ctx
         .reporter
         .step("writing correspondences.parquet", n_blocks as u64);
-    let mut pending: Option<RecordBatch> = None;
+    let clips_of = |k: usize| k * block..((k + 1) * block).min(n_a);
+    let mut next = Some(table.block(clips_of(0)));
     // In a full table every block of `block` clips has the same caption columns: encoded once.
-    let mut shared = None;
     let repeated = table.repeated_columns();
-    for k in 0..=n_blocks {
-        if let Some(b) = &pending
-            && shared.is_none()
-            && !repeated.is_empty()
-            && b.num_rows() == block * table.index.n_captions()
-        {
-            shared = Some(writer.encode_shared(b, &repeated)?);
+    let shared = match &next {
+        Some(first) if !repeated.is_empty() && first.clips.len() == block => {
+            let rows = first.rows();
+            Some(writer.encode_shared(&repeated, &table.columns(first, 0..rows, &repeated)?.0)?)
         }
-        let (encoded, next) = rayon::join(
-            || {
-                pending
-                    .take()
-                    .map(|b| writer.encode(&b, k - 1, shared.as_ref()))
-                    .transpose()
-            },
-            || {
-                (k < n_blocks)
-                    .then(|| table.batch(k * block..((k + 1) * block).min(n_a)))
-                    .transpose()
-            },
+        _ => None,
+    };
+    for k in 0..n_blocks {
+        let current = next
+            .take()
+            .expect("each block computed before it is written");
+        let (encoded, following) = rayon::join(
+            || table.encode(&writer, k, &current, shared.as_ref()),
+            || (k + 1 < n_blocks).then(|| table.block(clips_of(k + 1))),
         );
-        if let Some(group) = encoded? {
-            writer.append(group)?;
-            step.inc(1);
-        }
-        if let Some((batch, stats)) = next? {
-            totals.add(&stats);
-            pending = Some(batch);
-        }
+        let (group, mass_on_matches) = encoded?;
+        writer.append(group)?;
+        totals.add(&BlockStats {
+            mass_on_matches,
+            ..current.stats
+        });
+        step.inc(1);
+        next = following;
     }
     writer
         .close()?
@@ -790,8 +787,9 @@ impl<'a> TableBuilder<'a> {
             .collect()
     }
 
-    /// The rows of clips `clips` (split-local), clip-major, and the sums over all their pairs.
-    fn batch(&self, clips: std::ops::Range<usize>) -> anyhow::Result<(RecordBatch, BlockStats)> {
+    /// Block `clips` (split-local): its scores, the pairs it writes, and the sums over all its
+    /// pairs but the probability mass (which [`Self::encode`] adds up).
+    fn block(&self, clips: std::ops::Range<usize>) -> Block {
         let index = self.index;
         let n_c = index.n_captions();
         let (per_teacher, est) = block_scores(self.teachers, clips.clone());
@@ -819,119 +817,232 @@ impl<'a> TableBuilder<'a> {
                 })
                 .collect()
         });
-        let rows = picked.as_ref().map_or(clips.len() * n_c, Vec::len);
-        stats.rows = rows;
-        let at = |k: usize| picked.as_ref().map_or(k, |p| p[k]);
-        // A column of the block's pairs, as written.
-        let written = |values: Vec<f32>| -> Vec<f32> {
-            match &picked {
-                None => values,
-                Some(p) => p.iter().map(|&r| values[r]).collect(),
-            }
-        };
-        // Each key column is one buffer, shared by its dictionary columns.
-        let audio_keys = Int32Array::from(
-            (0..rows)
-                .into_par_iter()
-                .map(|k| clip_of(at(k)) as i32)
-                .collect::<Vec<_>>(),
-        );
-        let caption_keys = Int32Array::from(
-            (0..rows)
-                .into_par_iter()
-                .map(|k| (at(k) % n_c) as i32)
-                .collect::<Vec<_>>(),
-        );
-        let is_match: Vec<bool> = (0..rows)
-            .into_par_iter()
-            .map(|k| index.caption_clip[at(k) % n_c] == clip_of(at(k)))
-            .collect();
-        let dict = |keys: &Int32Array, values: &ArrayRef| -> anyhow::Result<ArrayRef> {
-            Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                keys.clone(),
-                values.clone(),
-            )?))
-        };
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from_iter_values(
-                audio_keys
-                    .values()
-                    .iter()
-                    .map(|&i| index.clip_rows[i as usize] as i64),
-            )),
-            dict(&audio_keys, &self.audio_ids)?,
-            dict(&audio_keys, &self.audio_files)?,
-            Arc::new(Int64Array::from_iter_values(
-                caption_keys
-                    .values()
-                    .iter()
-                    .map(|&j| index.caption_rows[j as usize] as i64),
-            )),
-            dict(&caption_keys, &self.caption_ids)?,
-            dict(&caption_keys, &self.captions)?,
-            Arc::new(BooleanArray::from(is_match.clone())),
-        ];
-        for v in per_teacher {
-            columns.push(Arc::new(Float32Array::from(written(v))));
-        }
-        let est = written(est);
-        let probabilities = self.normalisers.as_ref().map(|(lse_row, lse_col)| {
-            let tau = self.tau;
-            let (pca, pac): (Vec<f32>, Vec<f32>) = if let Some(top) = shared_shift(&est, tau) {
-                // exp(s - lse) = exp(s - top) exp(top - lse): one exp per pair for both
-                // columns, the other factors per clip and per caption; no factor leaves f64's
-                // normal range while the block's scores span at most SHARED_EXP_RANGE.
-                let by_clip: Vec<f64> = clips.clone().map(|i| (top - lse_row[i]).exp()).collect();
-                let by_caption: Vec<f64> = lse_col.iter().map(|l| (top - l).exp()).collect();
-                est.par_iter()
-                    .enumerate()
-                    .map(|(k, &x)| {
-                        let e = (x as f64 / tau - top).exp();
-                        let r = at(k);
-                        (
-                            (e * by_clip[r / n_c]) as f32,
-                            (e * by_caption[r % n_c]) as f32,
-                        )
-                    })
-                    .unzip()
-            } else {
-                est.par_iter()
-                    .enumerate()
-                    .map(|(k, &x)| {
-                        let s = x as f64 / tau;
-                        let r = at(k);
-                        (
-                            (s - lse_row[clip_of(r)]).exp() as f32,
-                            (s - lse_col[r % n_c]).exp() as f32,
-                        )
-                    })
-                    .unzip()
+        stats.rows = picked.as_ref().map_or(clips.len() * n_c, Vec::len);
+        let shared_exp = self.normalisers.as_ref().and_then(|(lse_row, lse_col)| {
+            let shift = match &picked {
+                None => shared_shift(&est, self.tau),
+                Some(p) => shared_shift(&p.iter().map(|&r| est[r]).collect::<Vec<_>>(), self.tau),
             };
-            // Every annotated pair is written, in either form.
-            stats.mass_on_matches = pca
-                .iter()
-                .zip(&is_match)
-                .filter(|(_, m)| **m)
-                .map(|(p, _)| *p as f64)
-                .sum::<f64>();
-            (pca, pac)
+            // exp(s - lse) = exp(s - top) exp(top - lse): one exp per pair for both columns,
+            // the other factors per clip and per caption; no factor leaves f64's normal range
+            // while the block's written scores span at most SHARED_EXP_RANGE.
+            shift.map(|top| SharedExp {
+                top,
+                by_clip: clips.clone().map(|i| (top - lse_row[i]).exp()).collect(),
+                by_caption: lse_col.iter().map(|l| (top - l).exp()).collect(),
+            })
         });
-        columns.push(Arc::new(Float32Array::from(est)));
-        if let Some((pca, pac)) = probabilities {
-            columns.push(Arc::new(Float32Array::from(pca)));
-            columns.push(Arc::new(Float32Array::from(pac)));
-        }
-        if let Some(rel) = &self.relevance_by_clip {
+        let relevance = self.relevance_by_clip.as_ref().map(|rel| {
             let mut r = vec![0.0f32; clips.len() * n_c];
             for (bi, i) in clips.clone().enumerate() {
                 for &(q, v) in &rel[i] {
                     r[bi * n_c + q] = v;
                 }
             }
-            columns.push(Arc::new(Float32Array::from(written(r))));
+            ScalarBuffer::from(r)
+        });
+        Block {
+            clips,
+            per_teacher: per_teacher.into_iter().map(ScalarBuffer::from).collect(),
+            est: ScalarBuffer::from(est),
+            relevance,
+            picked,
+            shared_exp,
+            stats,
         }
-        Ok((RecordBatch::try_new(self.schema.clone(), columns)?, stats))
     }
+
+    /// Encodes `block` as row group `k`, its columns built in parts; returns the chunks and the
+    /// block's `p_caption_given_audio` mass on annotated pairs.
+    fn encode<W: std::io::Write + Send>(
+        &self,
+        writer: &ParallelWriter<W>,
+        k: usize,
+        block: &Block,
+        shared: Option<&SharedColumns>,
+    ) -> anyhow::Result<(EncodedRowGroup, f64)> {
+        let rows = block.rows();
+        let mut group = writer.row_group(k, rows, shared)?;
+        let columns = group.columns().to_vec();
+        let mut mass_on_matches = 0.0;
+        for start in (0..rows).step_by(writer.part_rows()) {
+            let part = start..(start + writer.part_rows()).min(rows);
+            let (arrays, mass) = self.columns(block, part, &columns)?;
+            // Added up row by row as one sum over the block would: the same f64.
+            mass_on_matches = mass.into_iter().fold(mass_on_matches, |m, p| m + p);
+            group.write(&arrays)?;
+        }
+        Ok((group.finish()?, mass_on_matches))
+    }
+
+    /// Columns `columns` (field positions, ascending) of the block's written rows `rows`, and
+    /// `p_caption_given_audio` of the annotated pairs among them, in row order (where that
+    /// column is asked for).
+    fn columns(
+        &self,
+        block: &Block,
+        rows: std::ops::Range<usize>,
+        columns: &[usize],
+    ) -> anyhow::Result<(Vec<ArrayRef>, Vec<f64>)> {
+        let index = self.index;
+        let n_c = index.n_captions();
+        let start = block.clips.start;
+        // Position in the block's `[clips, n_c]` matrices of written row `k`.
+        let at = |k: usize| block.picked.as_ref().map_or(k, |p| p[k]);
+        let clip_of = |pos: usize| start + pos / n_c;
+        let written = |values: &ScalarBuffer<f32>| -> ArrayRef {
+            Arc::new(match &block.picked {
+                None => Float32Array::new(values.slice(rows.start, rows.len()), None),
+                Some(p) => {
+                    Float32Array::from_iter_values(p[rows.clone()].iter().map(|&r| values[r]))
+                }
+            })
+        };
+        let keys = |key: &(dyn Fn(usize) -> usize + Sync)| {
+            Int32Array::from(
+                rows.clone()
+                    .into_par_iter()
+                    .map(|k| key(at(k)) as i32)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let dict = |keys: &Int32Array, values: &ArrayRef| -> anyhow::Result<ArrayRef> {
+            Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                keys.clone(),
+                values.clone(),
+            )?))
+        };
+        let is_match = |k: usize| index.caption_clip[at(k) % n_c] == clip_of(at(k));
+        let (mut audio_keys, mut caption_keys, mut probabilities) = (None, None, None);
+        let mut mass = Vec::new();
+        let mut arrays = Vec::with_capacity(columns.len());
+        for &c in columns {
+            let name = self.schema.field(c).name().as_str();
+            let array: ArrayRef = match name {
+                "audio_index" | "audio_id" | "audio_file" => {
+                    let keys = audio_keys.get_or_insert_with(|| keys(&clip_of));
+                    match name {
+                        "audio_index" => Arc::new(Int64Array::from_iter_values(
+                            keys.values()
+                                .iter()
+                                .map(|&i| index.clip_rows[i as usize] as i64),
+                        )),
+                        "audio_id" => dict(keys, &self.audio_ids)?,
+                        _ => dict(keys, &self.audio_files)?,
+                    }
+                }
+                "caption_index" | "caption_id" | "caption" => {
+                    let keys = caption_keys.get_or_insert_with(|| keys(&|pos| pos % n_c));
+                    match name {
+                        "caption_index" => Arc::new(Int64Array::from_iter_values(
+                            keys.values()
+                                .iter()
+                                .map(|&j| index.caption_rows[j as usize] as i64),
+                        )),
+                        "caption_id" => dict(keys, &self.caption_ids)?,
+                        _ => dict(keys, &self.captions)?,
+                    }
+                }
+                "is_match" => Arc::new(BooleanArray::from(
+                    rows.clone()
+                        .into_par_iter()
+                        .map(is_match)
+                        .collect::<Vec<_>>(),
+                )),
+                "estimate" => written(&block.est),
+                "relevance" => written(block.relevance.as_ref().expect("a relevance column")),
+                "p_caption_given_audio" | "p_audio_given_caption" => {
+                    let (pca, pac) = probabilities.get_or_insert_with(|| {
+                        let (pca, pac) = self.probabilities(block, rows.clone());
+                        mass = rows
+                            .clone()
+                            .zip(pca.values())
+                            .filter(|&(k, _)| is_match(k))
+                            .map(|(_, &p)| p as f64)
+                            .collect();
+                        (Arc::new(pca) as ArrayRef, Arc::new(pac) as ArrayRef)
+                    });
+                    if name == "p_caption_given_audio" {
+                        pca.clone()
+                    } else {
+                        pac.clone()
+                    }
+                }
+                teacher => {
+                    let m: usize = teacher
+                        .strip_prefix("teacher_")
+                        .and_then(|m| m.parse().ok())
+                        .with_context(|| format!("no column `{teacher}` in the table"))?;
+                    written(&block.per_teacher[m])
+                }
+            };
+            arrays.push(array);
+        }
+        Ok((arrays, mass))
+    }
+
+    /// `p_caption_given_audio` and `p_audio_given_caption` of the block's written rows `rows`.
+    fn probabilities(
+        &self,
+        block: &Block,
+        rows: std::ops::Range<usize>,
+    ) -> (Float32Array, Float32Array) {
+        let (lse_row, lse_col) = self.normalisers.as_ref().expect("the normalisers");
+        let n_c = self.index.n_captions();
+        let tau = self.tau;
+        let pair = |k: usize| {
+            let r = block.picked.as_ref().map_or(k, |p| p[k]);
+            let x = block.est[r];
+            match &block.shared_exp {
+                Some(shared) => {
+                    let e = (x as f64 / tau - shared.top).exp();
+                    (
+                        (e * shared.by_clip[r / n_c]) as f32,
+                        (e * shared.by_caption[r % n_c]) as f32,
+                    )
+                }
+                None => {
+                    let s = x as f64 / tau;
+                    (
+                        (s - lse_row[block.clips.start + r / n_c]).exp() as f32,
+                        (s - lse_col[r % n_c]).exp() as f32,
+                    )
+                }
+            }
+        };
+        let (pca, pac): (Vec<f32>, Vec<f32>) = rows.into_par_iter().map(pair).unzip();
+        (Float32Array::from(pca), Float32Array::from(pac))
+    }
+}
+
+/// One block of clips of the table: its scores and the pairs it writes.
+struct Block {
+    /// Split-local clip rows.
+    clips: std::ops::Range<usize>,
+    /// Row-major `[clips, n_c]`: each teacher's cosines, the ensemble estimate, and the
+    /// ground-truth relevance where the features carry it.
+    per_teacher: Vec<ScalarBuffer<f32>>,
+    est: ScalarBuffer<f32>,
+    relevance: Option<ScalarBuffer<f32>>,
+    /// Positions in those matrices of the rows written (a top-k table); every pair without.
+    picked: Option<Vec<usize>>,
+    /// With the probability columns: the block's shared exponential, where it has one.
+    shared_exp: Option<SharedExp>,
+    stats: BlockStats,
+}
+
+impl Block {
+    /// Rows written.
+    fn rows(&self) -> usize {
+        self.stats.rows
+    }
+}
+
+/// `exp(x / τ - lse) = exp(x / τ - top) · factor` with per-clip and per-caption factors.
+struct SharedExp {
+    top: f64,
+    by_clip: Vec<f64>,
+    by_caption: Vec<f64>,
 }
 
 /// Reads the teacher node names from a correspondence table's key-value metadata.
