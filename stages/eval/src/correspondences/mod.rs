@@ -912,6 +912,12 @@ impl<'a> TableBuilder<'a> {
                 values.clone(),
             )?))
         };
+        // The feature rows of split-local clips or captions.
+        let feature_rows = |keys: &Int32Array, rows: &[usize]| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                keys.values().iter().map(|&i| rows[i as usize] as i64),
+            ))
+        };
         let is_match = |k: usize| index.caption_clip[at(k) % n_c] == clip_of(at(k));
         let (mut audio_keys, mut caption_keys, mut probabilities) = (None, None, None);
         let mut mass = Vec::new();
@@ -922,11 +928,7 @@ impl<'a> TableBuilder<'a> {
                 "audio_index" | "audio_id" | "audio_file" => {
                     let keys = audio_keys.get_or_insert_with(|| keys(&clip_of));
                     match name {
-                        "audio_index" => Arc::new(Int64Array::from_iter_values(
-                            keys.values()
-                                .iter()
-                                .map(|&i| index.clip_rows[i as usize] as i64),
-                        )),
+                        "audio_index" => feature_rows(keys, &index.clip_rows),
                         "audio_id" => dict(keys, &self.audio_ids)?,
                         _ => dict(keys, &self.audio_files)?,
                     }
@@ -934,11 +936,7 @@ impl<'a> TableBuilder<'a> {
                 "caption_index" | "caption_id" | "caption" => {
                     let keys = caption_keys.get_or_insert_with(|| keys(&|pos| pos % n_c));
                     match name {
-                        "caption_index" => Arc::new(Int64Array::from_iter_values(
-                            keys.values()
-                                .iter()
-                                .map(|&j| index.caption_rows[j as usize] as i64),
-                        )),
+                        "caption_index" => feature_rows(keys, &index.caption_rows),
                         "caption_id" => dict(keys, &self.caption_ids)?,
                         _ => dict(keys, &self.captions)?,
                     }
