@@ -342,6 +342,40 @@ pub(crate) fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .build()?)
 }
 
+/// One clip's entry of `scenes.json`.
+fn scene_json(c: &GeneratedClip) -> serde_json::Value {
+    serde_json::json!({
+        "clip_id": c.clip_id,
+        "split": c.split,
+        "events": c.scene.events,
+        "held_out_pair": c.held_out.map(|(a, b)| [a.name(), b.name()]),
+        "captions": c.captions.iter().map(|(t, f)| serde_json::json!({
+            "text": t,
+            "facts": f.iter().map(fact_string).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Writes `scenes.json`, one JSON array of every clip's entry, an entry at a time: the bytes of
+/// serialising the whole array, without holding it (a JSON tree of every clip was most of the
+/// stage's peak memory on large sets).
+fn write_scenes(path: &std::path::Path, clips: &[GeneratedClip]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating `{}`", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(b"[")?;
+    for (i, clip) in clips.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut out, &scene_json(clip))?;
+    }
+    out.write_all(b"]")?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Generates the whole data set into `out_dir`; returns the metrics.
 pub fn write_dataset(
     params: &SynthParams,
@@ -402,22 +436,7 @@ pub fn write_dataset(
     };
     index.save(out_dir)?;
 
-    let scenes: Vec<serde_json::Value> = clips
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "clip_id": c.clip_id,
-                "split": c.split,
-                "events": c.scene.events,
-                "held_out_pair": c.held_out.map(|(a, b)| [a.name(), b.name()]),
-                "captions": c.captions.iter().map(|(t, f)| serde_json::json!({
-                    "text": t,
-                    "facts": f.iter().map(fact_string).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    std::fs::write(out_dir.join("scenes.json"), serde_json::to_vec(&scenes)?)?;
+    write_scenes(&out_dir.join("scenes.json"), &clips)?;
     let held: Vec<&str> = clips
         .iter()
         .filter(|c| c.held_out.is_some())
@@ -545,6 +564,29 @@ mod tests {
         assert!(SynthDataset.plan(&t, &InputCounts::default()).is_err());
         // The default `relevance = true` is left out of the canonical form (the hash stays).
         assert!(plan.params.get("relevance").is_none());
+    }
+
+    #[test]
+    fn scenes_written_an_entry_at_a_time_are_one_array_of_every_clip() {
+        let clips = generate(&SynthParams {
+            train_clips: 4,
+            val_clips: 1,
+            test_clips: 3,
+            ..Default::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0, 1, clips.len()] {
+            let path = dir.path().join(format!("scenes-{n}.json"));
+            write_scenes(&path, &clips[..n]).unwrap();
+            let whole: Vec<serde_json::Value> = clips[..n].iter().map(scene_json).collect();
+            let written = std::fs::read(&path).unwrap();
+            assert_eq!(written, serde_json::to_vec(&whole).unwrap(), "{n} clips");
+            let read: Vec<serde_json::Value> = serde_json::from_slice(&written).unwrap();
+            assert_eq!(read.len(), n);
+            if let Some(last) = read.last() {
+                assert_eq!(last["clip_id"], clips[n - 1].clip_id.as_str());
+            }
+        }
     }
 
     #[test]
