@@ -228,4 +228,15 @@ mod tests {
         let compute = resolve(DeviceChoice::Auto, None).unwrap();
         assert_eq!(compute.name, if here.devices > 0 { "cuda" } else { "cpu" });
     }
+
+    /// Burn flex's element-wise operations and reductions (macerator) pick the widest SIMD of
+    /// the machine at run time; with AVX-512 they sum in 16 lanes, not 8, and the same training
+    /// writes other bytes than on an AVX2 host. The workspace patches macerator to stop at AVX2
+    /// (`patches/macerator/PATCH.md`); this fails on an AVX-512 host if that patch goes.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_kernels_stop_at_avx2_so_every_x86_host_trains_the_same_bytes() {
+        let arch = format!("{:?}", macerator::Arch::detect());
+        assert!(matches!(arch.as_str(), "Scalar" | "V2" | "V3"), "{arch}");
+    }
 }

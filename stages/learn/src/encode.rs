@@ -79,8 +79,9 @@ impl StageKind for EncodeKind {
 
     fn version(&self) -> u32 {
         // 2: no wall-clock `seconds` in `metrics.json` (a measurement now).
-        // 3: the window embeddings in shards (`windows/`), like `features`.
-        3
+        // 3: the window embeddings in shards (`windows/`), like `features`. 4: as `train` 4
+        // (flex's kernels at AVX2 at most).
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

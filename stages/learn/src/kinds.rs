@@ -185,8 +185,9 @@ impl StageKind for TrainKind {
         // 2: no timings in `metrics.json`, `curves.parquet` and `train_config.json`;
         // positional parameter ids in `model.mpk` (byte-identical for identical trainings).
         // 3: the CNN's convolutions as gathered im2col products (other rounding in the last bits);
-        // dropout masks from 32-bit draws.
-        3
+        // dropout masks from 32-bit draws. 4: flex's kernels at AVX2 at most (AVX-512 hosts
+        // summed in other orders: the same key held other bytes there).
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -282,8 +283,9 @@ impl StageKind for DistillKind {
     }
 
     fn version(&self) -> u32 {
-        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`). 3: as `train` 3.
-        3
+        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`). 3, 4: as
+        // `train` 3, 4.
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -378,7 +380,8 @@ impl StageKind for EmbedKind {
 
     fn version(&self) -> u32 {
         // 2: the CNN's convolutions as im2col products (other rounding in the last bits).
-        2
+        // 3: as `train` 4 (flex's kernels at AVX2 at most).
+        3
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
