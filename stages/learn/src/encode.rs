@@ -79,9 +79,9 @@ impl StageKind for EncodeKind {
 
     fn version(&self) -> u32 {
         // 2: no wall-clock `seconds` in `metrics.json` (a measurement now).
-        // 3: the window embeddings in shards (`windows/`), like `features`. 4: as `train` 4
-        // (flex's kernels at AVX2 at most).
-        4
+        // 3: the window embeddings in shards (`windows/`), like `features`. 4, 5: as `train` 4,
+        // 5 (flex's kernels at AVX2 at most; linear layers as one product over all tokens).
+        5
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

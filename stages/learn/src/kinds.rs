@@ -186,8 +186,9 @@ impl StageKind for TrainKind {
         // positional parameter ids in `model.mpk` (byte-identical for identical trainings).
         // 3: the CNN's convolutions as gathered im2col products (other rounding in the last bits);
         // dropout masks from 32-bit draws. 4: flex's kernels at AVX2 at most (AVX-512 hosts
-        // summed in other orders: the same key held other bytes there).
-        4
+        // summed in other orders: the same key held other bytes there). 5: the transformer's
+        // linear layers as one product over all tokens (its weight gradients round otherwise).
+        5
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -283,9 +284,9 @@ impl StageKind for DistillKind {
     }
 
     fn version(&self) -> u32 {
-        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`). 3, 4: as
-        // `train` 3, 4.
-        4
+        // 2: as `train` 2 (no timings, positional parameter ids in `model.mpk`). 3, 4, 5: as
+        // `train` 3, 4, 5.
+        5
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {
@@ -380,8 +381,9 @@ impl StageKind for EmbedKind {
 
     fn version(&self) -> u32 {
         // 2: the CNN's convolutions as im2col products (other rounding in the last bits).
-        // 3: as `train` 4 (flex's kernels at AVX2 at most).
-        3
+        // 3: as `train` 4 (flex's kernels at AVX2 at most). 4: as `train` 5 (linear layers as
+        // one product over all tokens).
+        4
     }
 
     fn plan(&self, params: &toml::Table, inputs: &InputCounts) -> Result<Plan, ParamError> {

@@ -108,9 +108,9 @@ impl SelfAttention {
         let [b, t, d] = x.dims();
         let h = self.n_heads;
         let heads = |y: Tensor<3>| y.reshape([b, t, h, d / h]).swap_dims(1, 2); // [b, h, t, dh]
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let q = heads(rows(&self.query, x.clone()));
+        let k = heads(rows(&self.key, x.clone()));
+        let v = heads(rows(&self.value, x));
         let mut scores = q
             .matmul(k.swap_dims(2, 3))
             .mul_scalar(1.0 / ((d / h) as f64).sqrt()); // [b,h,t,t]
@@ -120,8 +120,18 @@ impl SelfAttention {
         }
         let weights = dropout(softmax(scores, 3), self.dropout, noise);
         let ctx = weights.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        self.output.forward(ctx)
+        rows(&self.output, ctx)
     }
+}
+
+/// `layer` on `[b, t, d_in]` as one `[b·t, d_in]` product. Burn keeps `b` products with the
+/// weight broadcast when `t` is a multiple of 32 (a GPU tiling rule: the default 32 tokens),
+/// and the weight's gradient is then `b` products summed, where one product does.
+fn rows(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let y = layer.forward(x.reshape([b * t, d]));
+    let d_out = y.dims()[1];
+    y.reshape([b, t, d_out])
 }
 
 /// Configuration of [`TransformerLayer`].
@@ -187,14 +197,15 @@ impl TransformerLayer {
                 .attention
                 .forward(self.attention_norm.forward(x.clone()), pad, noise);
             let x = x + dropout(a, p, noise);
-            let f = self
-                .ff_out
-                .forward(gelu(self.ff_in.forward(self.ff_norm.forward(x.clone()))));
+            let f = rows(
+                &self.ff_out,
+                gelu(rows(&self.ff_in, self.ff_norm.forward(x.clone()))),
+            );
             x + dropout(f, p, noise)
         } else {
             let a = self.attention.forward(x.clone(), pad, noise);
             let x = self.attention_norm.forward(x + dropout(a, p, noise));
-            let f = self.ff_out.forward(gelu(self.ff_in.forward(x.clone())));
+            let f = rows(&self.ff_out, gelu(rows(&self.ff_in, x.clone())));
             self.ff_norm.forward(x + dropout(f, p, noise))
         }
     }
@@ -346,5 +357,40 @@ mod tests {
         let ones = vec![1.0; n];
         assert_eq!(values(dropout(x.clone(), 0.5, &mut None)), ones);
         assert_eq!(values(dropout(x.clone(), 0.0, &mut Some(&mut rng))), ones);
+    }
+
+    /// `rows` is the layer on 3-d input, values and gradients, with 32 tokens (where Burn keeps
+    /// the broadcast product) and with 5.
+    #[test]
+    fn one_product_over_all_tokens_is_the_linear_layer_with_its_gradients() {
+        use burn::tensor::Distribution;
+        let device = Device::flex().autodiff();
+        for t in [32, 5] {
+            let layer = linear(16, 24, &device);
+            let x = Tensor::<3>::random([3, t, 16], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let reference = layer.forward(x.clone());
+            let ours = rows(&layer, x.clone());
+            assert_eq!(ours.dims(), [3, t, 24]);
+            let close = |a: Tensor<3>, b: Tensor<3>, what: &str| {
+                let diff: f32 = (a - b).abs().max().into_scalar();
+                assert!(diff < 1e-5, "{what} (t = {t}): {diff}");
+            };
+            close(ours.clone(), reference.clone(), "output");
+            let weights = Tensor::<3>::random([3, t, 24], Distribution::Normal(0.0, 1.0), &device);
+            let g_ref = (reference * weights.clone()).sum().backward();
+            let g_ours = (ours * weights).sum().backward();
+            close(
+                x.grad(&g_ours).unwrap(),
+                x.grad(&g_ref).unwrap(),
+                "input gradient",
+            );
+            let w = layer.weight.val();
+            let diff: f32 = (w.grad(&g_ours).unwrap() - w.grad(&g_ref).unwrap())
+                .abs()
+                .max()
+                .into_scalar();
+            assert!(diff < 1e-4, "weight gradient (t = {t}): {diff}");
+        }
     }
 }

@@ -38,7 +38,8 @@ impl Synthetic {
         }
     }
 
-    /// The default pipeline's scale: 500 train + 100 val clips, 5 captions, 64 mels × 200 frames.
+    /// The default pipeline's scale: 500 train + 100 val clips, 5 captions, 64 mels × 200 frames,
+    /// captions of up to 32 tokens (the `features` default).
     pub fn pipeline_scale() -> Self {
         Self {
             train_clips: 500,
@@ -48,7 +49,7 @@ impl Synthetic {
             windows: 1,
             n_mels: 64,
             n_frames: 200,
-            max_tokens: 16,
+            max_tokens: 32,
             seed: 1,
         }
     }
