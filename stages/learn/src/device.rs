@@ -235,7 +235,7 @@ mod tests {
     /// (`patches/macerator/PATCH.md`); this fails on an AVX-512 host if that patch goes.
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn cpu_kernels_stop_at_avx2_so_every_x86_host_trains_the_same_bytes() {
+    fn cpu_kernels_stop_at_avx2_so_avx512_hosts_train_the_bytes_of_avx2_hosts() {
         let arch = format!("{:?}", macerator::Arch::detect());
         assert!(matches!(arch.as_str(), "Scalar" | "V2" | "V3"), "{arch}");
     }
